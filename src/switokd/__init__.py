@@ -1,0 +1,8 @@
+"""switokd: Switchable Online Knowledge Distillation (SwitOKD) and online-KD baselines for PyTorch."""
+__version__ = "0.1.0"
+
+from .switching import (SwitchDecision, SwitchStats, adaptive_threshold, decide, distillation_gap,  # noqa: E402
+                        label_distance, switch_stats, switch_weight)
+
+__all__ = ["__version__", "decide", "distillation_gap", "label_distance", "adaptive_threshold", "switch_weight",
+           "switch_stats", "SwitchDecision", "SwitchStats"]

@@ -1,0 +1,161 @@
+"""Command line: ``switokd train | eval | list``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+
+EPILOG_TRAIN = """\
+examples:
+  switokd train --config configs/fashion_mnist.yaml
+  switokd train --config configs/fashion_mnist.yaml train.epochs=1 method.name=dml
+  switokd train --config configs/cifar100_wrn16_2_mbv2.yaml data.dir=~/data networks.student.lr=0.01
+  switokd train --resume runs/NAME/last.pt train.epochs=20
+
+Overrides are key=value, applied after the YAML file; values are parsed as YAML
+(3, 0.1, true, [100,150]). Networks are addressed by name or index:
+networks.teacher.model=wrn16_4. An unknown key is an error that names it.
+A run writes config.yaml, steps.jsonl, epochs.jsonl and last.pt to train.out_dir/train.run_name.
+"""
+
+
+def _report_lines(report: dict) -> list[str]:
+    lines = [f"{report['method']} on {report['dataset']}, {report['epochs']} epochs, "
+             f"{report['train_time_s']:.0f}s of training"]
+    for n, r in report["networks"].items():
+        last = "n/a" if r["last_acc"] is None else f"{r['last_acc']:.2f}%"
+        best = "n/a" if r["best_acc"] is None else f"{r['best_acc']:.2f}% (epoch {r['best_epoch']})"
+        lines.append(f"  {n:<10} {r['role']:<7} {r['model']:<18} last-epoch acc {last:>7}   best {best}")
+    for p, v in report.get("expert_share", {}).items():
+        lines.append(f"  expert-mode share {p}: {v:.1%} of steps")
+    for t, v in report.get("paused_share", {}).items():
+        lines.append(f"  teacher {t} paused (no backward, no step): {v:.1%} of steps")
+    if report.get("run_dir"):
+        lines.append(f"  run directory: {report['run_dir']}")
+    return lines
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .trainer import Trainer
+
+    if args.resume:
+        if args.config:
+            raise SystemExit("switokd train: --resume takes the config from the checkpoint; drop --config")
+        trainer = Trainer.from_checkpoint(args.resume, args.overrides)
+    else:
+        cfg = load_config(args.config, args.overrides)
+        trainer = Trainer(cfg)
+    report = trainer.fit()
+    print("\n".join(_report_lines(report)))
+    if trainer.run_dir is not None:
+        (trainer.run_dir / "report.json").write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from . import config as C
+    from .engine import CheckpointError, load_checkpoint
+    from .trainer import CHECKPOINT_FORMAT, Trainer
+
+    ckpt = load_checkpoint(args.checkpoint)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{args.checkpoint} is not a switokd training checkpoint")
+    tree = ckpt["config"]
+    for o in args.overrides:
+        C.apply_override(tree, o)
+    cfg = C.from_dict(tree)
+    # Evaluation builds every network from the checkpoint; a kd teacher's own source file is not needed.
+    for n in cfg.networks:
+        n.checkpoint = None
+    trainer = Trainer(cfg, writable=False)
+    for name, net in trainer.networks.items():
+        net.model.load_state_dict(ckpt["networks"][name]["model"])
+    results = trainer.evaluate()
+    print(f"{args.checkpoint}: epoch {ckpt['epoch']}, {cfg.data.name} test split ({len(trainer.data.test_y)} images)")
+    for n, r in results.items():
+        print(f"  {n:<10} {trainer.networks[n].cfg.model:<18} acc {r['acc']:.2f}%  loss {r['loss']:.4f}")
+    if args.json:
+        print(json.dumps(results))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "models":
+        from .models import MODELS, count_parameters, create_model
+
+        for name in MODELS.names():
+            params = count_parameters(create_model(name, 10, 3, 32)) if args.params else None
+            doc = (MODELS.get(name).__doc__ or "").strip().splitlines()
+            line = f"{name:<20}" + (f" {params / 1e6:7.2f}M params (10 classes)" if params else "")
+            print(line + (f"  {doc[0]}" if doc and not params else ""))
+    elif args.what == "methods":
+        from .methods import METHODS
+
+        for name in METHODS.names():
+            doc = (METHODS.get(name).__doc__ or "").strip().splitlines()
+            print(f"{name:<10} {doc[0] if doc else ''}")
+    else:
+        from .data import DATASETS
+
+        for name in DATASETS.names():
+            doc = (DATASETS.get(name).__doc__ or "").strip().splitlines()
+            print(f"{name:<15} {doc[0] if doc else ''}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="switokd",
+        description="Online knowledge distillation: SwitOKD (switchable teacher/student training) and the "
+                    "vanilla, KD, DML and KDCL baselines.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Start with: switokd train --config configs/fashion_mnist.yaml   (see `switokd train --help`)",
+    )
+    p.add_argument("--version", action="version", version=f"switokd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a teacher and student(s) together",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_TRAIN,
+                       description="Train the networks of a config with its method, evaluating and checkpointing each epoch.")
+    t.add_argument("--config", help="YAML config file (see configs/)")
+    t.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its last.pt")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, applied in order")
+    t.set_defaults(fn=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate every network of a checkpoint on the test split",
+                       description="Evaluate every network stored in a checkpoint on its data set's test split.")
+    e.add_argument("--checkpoint", required=True, help="a run's last.pt")
+    e.add_argument("--json", action="store_true", help="also print the results as JSON")
+    e.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.dir=PATH if the data moved")
+    e.set_defaults(fn=cmd_eval)
+
+    ls = sub.add_parser("list", help="list registered models, methods or datasets")
+    ls.add_argument("what", choices=["models", "methods", "datasets"])
+    ls.add_argument("--params", action="store_true", help="models: count parameters (builds each model)")
+    ls.set_defaults(fn=cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import ConfigError
+    from .data import DatasetError
+    from .engine import CheckpointError
+    from .trainer import TrainingDiverged
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ConfigError, DatasetError, CheckpointError, TrainingDiverged) as e:
+        print(f"switokd {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint written is intact", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""Layered, strict configuration: dataclass defaults, then YAML, then ``key=value`` overrides.
+
+An unknown key or a value of the wrong type raises ``ConfigError`` naming it.
+Networks are a list; an override addresses one by name or index:
+``networks.student.lr=0.01`` or ``networks.1.lr=0.01``.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion_mnist"
+    dir: str | None = None  # None: the data set's default location (if it has one)
+    augment: bool = True
+    crop_padding: int | None = None  # None: the data set's usual padding
+    hflip: bool = True
+    image_size: int = 0  # image_folder only: resize every image to this size (0 keeps it)
+    limit_train: int = 0  # keep the first N training examples (0 keeps all)
+    limit_test: int = 0
+
+
+@dataclass
+class NetworkConfig:
+    name: str = "net"
+    model: str = "resnet20"
+    role: str = "student"  # teacher | student
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "multistep"  # multistep | cosine | constant
+    milestones: list[int] = field(default_factory=lambda: [100, 150, 200])
+    gamma: float = 0.1
+    checkpoint: str | None = None  # initial weights: a switokd checkpoint or a state_dict file
+    checkpoint_network: str | None = None  # which network of that checkpoint (default: this name)
+
+
+@dataclass
+class MethodConfig:
+    name: str = "switokd"  # vanilla | kd | dml | kdcl | switokd
+    tau: float | None = None  # None: the method's default (kd 4, others 1)
+    ce_weight: float = 1.0
+    kl_weight: float = 1.0
+    tau2: bool | None = None  # scale KL by tau^2; None: the method's default (kd, kdcl on)
+    freeze_teacher_bn: bool = False  # switokd: paused teachers keep their BatchNorm statistics
+    kdcl_ensemble: str = "minlogit"  # kdcl: minlogit | mean
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 300
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    drop_last: bool = False
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    channels_last: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # CPU threads for torch (0: torch's default)
+    seed: int = 0
+    log_interval: int = 50  # steps between rows of steps.jsonl
+    out_dir: str = "runs"
+    run_name: str = ""  # default: <method>-<dataset>-<time>
+    progress: bool = True
+    eval_every: int = 1  # evaluate every N epochs (and always after the last)
+
+
+def default_networks() -> list[NetworkConfig]:
+    return [
+        NetworkConfig(name="teacher", model="wrn16_2", role="teacher"),
+        NetworkConfig(name="student", model="wrn16_1", role="student"),
+    ]
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    networks: list[NetworkConfig] = field(default_factory=default_networks)
+
+    def network(self, name: str) -> NetworkConfig:
+        for n in self.networks:
+            if n.name == name:
+                return n
+        raise ConfigError(f"no network named {name!r}; networks are {[n.name for n in self.networks]}")
+
+
+ROLES = ("teacher", "student")
+PRECISIONS = ("fp32", "bf16", "fp16")
+SCHEDULES = ("multistep", "cosine", "constant")
+
+# ----------------------------------------------------------------------------- type checking
+
+
+def _check_type(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check_type(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"config key {key!r}: None is not allowed")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r}: expected a list, got {value!r} ({type(value).__name__})")
+        (item,) = typing.get_args(tp)
+        return [_check_type(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if tp in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"config key {key!r}: expected {tp.__name__}, got {value!r} (bool)")
+    if not isinstance(value, tp):
+        raise ConfigError(f"config key {key!r}: expected {tp.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """A dataclass instance from a dict, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {prefix or '<top>'!r}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            raise ConfigError(f"unknown config key {key!r} (valid keys here: {', '.join(sorted(names))})")
+        tp = hints[k]
+        if dataclasses.is_dataclass(tp):
+            kwargs[k] = _build(tp, v, key)
+        elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            if not isinstance(v, list):
+                raise ConfigError(f"config key {key!r}: expected a list of mappings")
+            kwargs[k] = [_build(typing.get_args(tp)[0], item, f"{key}.{i}") for i, item in enumerate(v)]
+        else:
+            kwargs[k] = _check_type(v, tp, key)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict) -> Config:
+    cfg = _build(Config, data, "")
+    validate(cfg)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- layering
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_override(tree: dict, override: str) -> None:
+    """Apply one ``a.b.c=value`` to a plain dict tree (values parsed as YAML)."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} is not of the form key=value")
+    key, text = override.split("=", 1)
+    parts = key.strip().split(".")
+    node: Any = tree
+    path = []
+    for i, p in enumerate(parts):
+        last = i == len(parts) - 1
+        path.append(p)
+        if isinstance(node, list):
+            # Networks by name first, then by index.
+            match = [j for j, item in enumerate(node) if isinstance(item, dict) and item.get("name") == p]
+            if match:
+                idx = match[0]
+            elif p.isdigit() and int(p) < len(node):
+                idx = int(p)
+            else:
+                names = [item.get("name") for item in node if isinstance(item, dict)]
+                raise ConfigError(f"override {key!r}: no entry {p!r} in {'.'.join(path[:-1])} (names: {names})")
+            if last:
+                node[idx] = _parse_value(text)
+            else:
+                node = node[idx]
+        else:
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r}: {'.'.join(path[:-1])} is not a section")
+            if last:
+                node[p] = _parse_value(text)
+            else:
+                if p not in node:
+                    node[p] = {}
+                node = node[p]
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    return data
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in top.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file, then each override in order; validated."""
+    tree = to_dict(Config())
+    if path is not None:
+        user = load_yaml(path)
+        # A YAML networks list replaces the default one; each entry starts from NetworkConfig defaults.
+        if "networks" in user:
+            nets = user["networks"]
+            if not isinstance(nets, list) or not nets:
+                raise ConfigError(f"{path}: 'networks' must be a non-empty list of mappings")
+            tree["networks"] = []
+            for i, n in enumerate(nets):
+                if not isinstance(n, dict):
+                    raise ConfigError(f"{path}: networks[{i}] must be a mapping")
+                tree["networks"].append(dict(n))
+            user = {k: v for k, v in user.items() if k != "networks"}
+        tree = _merge(tree, user)
+    tree["networks"] = [_merge(dataclasses.asdict(NetworkConfig()), n) if isinstance(n, dict) else n for n in tree["networks"]]
+    for o in overrides:
+        apply_override(tree, o)
+    return from_dict(tree)
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that a type check cannot make."""
+    def one_of(key: str, value: str, allowed) -> None:
+        if value not in allowed:
+            raise ConfigError(f"config key {key!r}: {value!r} is not one of {', '.join(allowed)}")
+
+    one_of("train.precision", cfg.train.precision, PRECISIONS)
+    one_of("method.kdcl_ensemble", cfg.method.kdcl_ensemble, ("minlogit", "mean"))
+    positive = {"train.epochs": cfg.train.epochs, "train.batch_size": cfg.train.batch_size,
+                "train.eval_batch_size": cfg.train.eval_batch_size, "train.log_interval": cfg.train.log_interval,
+                "train.eval_every": cfg.train.eval_every}
+    for k, v in positive.items():
+        if v < 1:
+            raise ConfigError(f"config key {k!r}: must be >= 1, got {v}")
+    if cfg.method.tau is not None and cfg.method.tau <= 0:
+        raise ConfigError(f"config key 'method.tau': must be > 0, got {cfg.method.tau}")
+    if not cfg.networks:
+        raise ConfigError("config key 'networks': at least one network is needed")
+    seen = set()
+    for i, n in enumerate(cfg.networks):
+        key = f"networks.{n.name}"
+        if n.name in seen:
+            raise ConfigError(f"config key 'networks': duplicate network name {n.name!r}")
+        if not n.name or not n.name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"config key 'networks.{i}.name': {n.name!r} must be letters, digits, '_' or '-'")
+        seen.add(n.name)
+        one_of(f"{key}.role", n.role, ROLES)
+        one_of(f"{key}.schedule", n.schedule, SCHEDULES)
+        if n.lr < 0:
+            raise ConfigError(f"config key '{key}.lr': must be >= 0, got {n.lr}")
+        if sorted(n.milestones) != n.milestones:
+            raise ConfigError(f"config key '{key}.milestones': must be increasing, got {n.milestones}")
+
+
+def dump_yaml(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

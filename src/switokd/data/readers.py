@@ -1,0 +1,240 @@
+"""Readers for the standard on-disk formats. Each returns uint8 NCHW images and int64 labels.
+
+No reader downloads anything: the files must already be on disk, and a missing
+or malformed file raises ``DatasetError`` naming the path and what was expected.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class DatasetError(RuntimeError):
+    """A data file is missing or not in the expected format."""
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+# ----------------------------------------------------------------------------- IDX (MNIST family)
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (the MNIST format), gzipped or not."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DatasetError(f"cannot read IDX file {path}: {e.strerror}") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise DatasetError(f"{path}: corrupt gzip data ({e})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DatasetError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()!r}, expected 0000080N)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DatasetError(f"{path}: IDX header truncated")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise DatasetError(f"{path}: IDX header says shape {shape} ({expected} bytes) but the file holds {len(raw) - header}")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+def _find(root: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz"):
+        if (root / name).is_file():
+            return root / name
+    # Some mirrors use dots instead of the final dash (train-images.idx3-ubyte).
+    for p in sorted(root.glob(stem.replace("-idx", ".idx") + "*")):
+        return p
+    raise DatasetError(f"missing {stem}[.gz] in {root}")
+
+
+def read_mnist_dir(root: str | Path, split: str) -> tuple[Tensor, Tensor]:
+    """MNIST/Fashion-MNIST: ``train-images-idx3-ubyte[.gz]`` etc. in one directory."""
+    root = Path(root)
+    prefix = "train" if split == "train" else "t10k"
+    images = read_idx(_find(root, f"{prefix}-images-idx3-ubyte"))
+    labels = read_idx(_find(root, f"{prefix}-labels-idx1-ubyte"))
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DatasetError(f"{root}: {prefix} images {images.shape} and labels {labels.shape} do not match")
+    return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+
+
+# ----------------------------------------------------------------------------- CIFAR python pickles
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """CIFAR batches are pickles; only let them build numpy arrays, never run other code."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _load_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            d = _NumpyOnlyUnpickler(f, encoding="bytes").load()
+    except FileNotFoundError:
+        raise DatasetError(f"missing CIFAR batch file {path}") from None
+    except Exception as e:  # pickle raises many types on garbage input
+        raise DatasetError(f"{path}: not a CIFAR python batch ({type(e).__name__}: {e})") from None
+    if not isinstance(d, dict):
+        raise DatasetError(f"{path}: expected a pickled dict, got {type(d).__name__}")
+    d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+    key = label_key.decode()
+    if "data" not in d or key not in d:
+        raise DatasetError(f"{path}: expected keys 'data' and {key!r}, found {sorted(d)}")
+    data = np.asarray(d["data"], dtype=np.uint8)
+    labels = np.asarray(d[key], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
+        raise DatasetError(f"{path}: 'data' must be N x 3072 uint8 with N labels, got {data.shape} and {labels.shape}")
+    return data, labels
+
+
+def read_cifar_dir(root: str | Path, split: str, num_classes: int) -> tuple[Tensor, Tensor]:
+    """CIFAR-10 (``cifar-10-batches-py``) or CIFAR-100 (``cifar-100-python``) python batches."""
+    root = Path(root)
+    if num_classes == 10:
+        sub = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
+        files = [sub / f"data_batch_{i}" for i in range(1, 6)] if split == "train" else [sub / "test_batch"]
+        key = b"labels"
+    else:
+        sub = root / "cifar-100-python" if (root / "cifar-100-python").is_dir() else root
+        files = [sub / ("train" if split == "train" else "test")]
+        key = b"fine_labels"
+    parts = [_load_cifar_batch(f, key) for f in files]
+    data = np.concatenate([p[0] for p in parts]).reshape(-1, 3, 32, 32)
+    labels = np.concatenate([p[1] for p in parts])
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise DatasetError(f"{sub}: labels outside 0..{num_classes - 1}")
+    return torch.from_numpy(data), torch.from_numpy(labels)
+
+
+# ----------------------------------------------------------------------------- image files
+
+
+def load_image(path: Path, mode: str, size: int | None) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert(mode)
+            if size and im.size != (size, size):
+                im = im.resize((size, size), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DatasetError(f"cannot decode image {path}: {e}") from None
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def stack_images(paths: list[Path], mode: str, size: int | None) -> Tensor:
+    """Decode image files into one uint8 N x C x H x W tensor; all must share a size."""
+    if not paths:
+        return torch.empty(0, 3 if mode == "RGB" else 1, size or 1, size or 1, dtype=torch.uint8)
+    arrays = []
+    for p in paths:
+        a = load_image(p, mode, size)
+        if arrays and a.shape != arrays[0].shape:
+            raise DatasetError(
+                f"{p}: image size {a.shape[1]}x{a.shape[0]} differs from {arrays[0].shape[1]}x{arrays[0].shape[0]}"
+                " of the first image; set data.image_size to resize all images"
+            )
+        arrays.append(a)
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_tiny_imagenet(root: str | Path, split: str) -> tuple[Tensor, Tensor, list[str]]:
+    """Tiny-ImageNet-200: ``wnids.txt``, ``train/<wnid>/images/*.JPEG``, ``val/images`` + ``val_annotations.txt``.
+
+    The labelled ``val`` split serves as the test set (``test`` has no labels).
+    """
+    root = Path(root)
+    if (root / "tiny-imagenet-200").is_dir():
+        root = root / "tiny-imagenet-200"
+    wnids_file = root / "wnids.txt"
+    if not wnids_file.is_file():
+        raise DatasetError(f"missing {wnids_file} (expected the tiny-imagenet-200 directory layout)")
+    wnids = [w.strip() for w in wnids_file.read_text().splitlines() if w.strip()]
+    index = {w: i for i, w in enumerate(wnids)}
+    paths: list[Path] = []
+    labels: list[int] = []
+    if split == "train":
+        for w in wnids:
+            folder = root / "train" / w / "images"
+            if not folder.is_dir():
+                raise DatasetError(f"missing folder {folder} for class {w} listed in {wnids_file}")
+            imgs = _images_in(folder)
+            paths += imgs
+            labels += [index[w]] * len(imgs)
+    else:
+        ann = root / "val" / "val_annotations.txt"
+        if not ann.is_file():
+            raise DatasetError(f"missing {ann}")
+        for lineno, line in enumerate(ann.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if len(fields) < 2 or fields[1] not in index:
+                raise DatasetError(f"{ann}:{lineno}: expected '<file>\\t<wnid>\\t...' with a wnid from wnids.txt, got {line!r}")
+            paths.append(root / "val" / "images" / fields[0])
+            labels.append(index[fields[1]])
+    return stack_images(paths, "RGB", 64), torch.tensor(labels, dtype=torch.int64), wnids
+
+
+def read_image_folder(root: str | Path, classes: list[str] | None, size: int | None) -> tuple[Tensor, Tensor, list[str]]:
+    """One sub-folder per class holding PNG/JPEG files (torchvision's ImageFolder layout)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"missing image folder {root}")
+    found = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if classes is None:
+        classes = found
+    unknown = set(found) - set(classes)
+    if unknown:
+        raise DatasetError(f"{root}: class folders {sorted(unknown)} are not among the training classes {classes}")
+    if not classes:
+        raise DatasetError(f"{root}: no class sub-folders")
+    paths, labels = [], []
+    for i, c in enumerate(classes):
+        if (root / c).is_dir():
+            imgs = _images_in(root / c)
+            paths += imgs
+            labels += [i] * len(imgs)
+    if not paths:
+        raise DatasetError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    from PIL import Image
+
+    # Grayscale folders stay 1-channel; anything else is decoded as RGB.
+    with Image.open(paths[0]) as im:
+        mode = "L" if im.mode in ("L", "1", "I;16") else "RGB"
+    return stack_images(paths, mode, size), torch.tensor(labels, dtype=torch.int64), classes

@@ -1,0 +1,39 @@
+"""Batched tensor-side augmentation and normalisation (no per-image Python work)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def random_crop(x: Tensor, padding: int, generator: torch.Generator | None = None) -> Tensor:
+    """Zero-pad by ``padding`` and take a random crop of the original size, per image."""
+    if padding <= 0:
+        return x
+    n, _, h, w = x.shape
+    xp = F.pad(x, (padding,) * 4)
+    off = torch.randint(0, 2 * padding + 1, (2, n), generator=generator).to(x.device, non_blocking=True)
+    rows = (off[0, :, None] + torch.arange(h, device=x.device))[:, :, None]  # n x h x 1
+    cols = (off[1, :, None] + torch.arange(w, device=x.device))[:, None, :]  # n x 1 x w
+    idx = torch.arange(n, device=x.device)[:, None, None]
+    # Advanced indexing on (n, h, w) picks each image's own window; channels ride along.
+    return xp.permute(0, 2, 3, 1)[idx, rows, cols].permute(0, 3, 1, 2)
+
+
+def random_hflip(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Flip each image left-right with probability 1/2."""
+    flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device, non_blocking=True)
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+class Normalize:
+    """uint8 images -> float (x/255 - mean) / std, fused into one multiply-add."""
+
+    def __init__(self, mean, std, device: torch.device | str = "cpu") -> None:
+        std_t = torch.tensor(std, dtype=torch.float32, device=device)[None, :, None, None]
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=device)[None, :, None, None]
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = -mean_t / std_t
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return torch.addcmul(self.shift, x.float(), self.scale)

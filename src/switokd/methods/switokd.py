@@ -1,0 +1,97 @@
+"""SwitOKD (Qian et al., ECCV 2022): a per-step switch between learning and expert mode."""
+from __future__ import annotations
+
+from itertools import product
+from typing import Mapping
+
+import torch
+from torch import Tensor
+
+from ..switching import switch_stats
+from .base import METHODS, Method, StepOutput, distill_loss
+
+
+def pair_name(teacher: str, student: str) -> str:
+    return f"{teacher}->{student}"
+
+
+class SwitOKDPair(Method):
+    """The two-network method exactly as in METHOD.md, one teacher and one student.
+
+    LEARNING: both learn CE + KL(p_other^tau || p_self^tau) and both step.
+    EXPERT (G > delta and d_T < d_S): only the student learns; the teacher takes
+    no backward pass and no step.
+    """
+
+    name = "switokd"
+
+    def __init__(self, roles, **kw) -> None:
+        super().__init__(roles, **kw)
+        if len(self.teachers) != 1 or len(self.students) != 1:
+            raise ValueError("SwitOKDPair needs exactly one teacher and one student; use SwitOKD for cohorts")
+        self.teacher, self.student = self.teachers[0], self.students[0]
+        self.pair = pair_name(self.teacher, self.student)
+
+    @property
+    def pausable(self) -> frozenset[str]:
+        return frozenset(self.teachers)
+
+    def step(self, logits: Mapping[str, Tensor], targets: Tensor) -> StepOutput:
+        z_t, z_s = logits[self.teacher], logits[self.student]
+        stats = switch_stats(z_t, z_s, targets, self.weights.tau)
+        expert = bool(stats.expert)  # the step's one host synchronisation
+        losses = {self.student: distill_loss(z_s, targets, [z_t], self.weights)}
+        if not expert:
+            losses[self.teacher] = distill_loss(z_t, targets, [z_s], self.weights)
+        stepping = tuple(n for n in self.names if n in losses)
+        return StepOutput(losses, stepping, {self.pair: stats}, {self.pair: expert})
+
+
+class SwitOKDCohort(Method):
+    """SwitOKD for any mix of teachers and students (METHOD.md, "More than two networks").
+
+    Every (teacher, student) pair is a switch decided by ``switch_stats``. A
+    student learns from every other network. A teacher is paused when all its
+    pairs are in expert mode; otherwise it learns from the students whose pair is
+    in learning mode and from the other teachers.
+    """
+
+    name = "switokd"
+
+    def __init__(self, roles, **kw) -> None:
+        super().__init__(roles, **kw)
+        if not self.teachers or not self.students:
+            raise ValueError("method 'switokd' needs at least one teacher and one student")
+        self.pairs = list(product(self.teachers, self.students))
+
+    @property
+    def pausable(self) -> frozenset[str]:
+        return frozenset(self.teachers)
+
+    def step(self, logits: Mapping[str, Tensor], targets: Tensor) -> StepOutput:
+        tau = self.weights.tau
+        stats = {pair_name(t, s): switch_stats(logits[t], logits[s], targets, tau) for t, s in self.pairs}
+        # One host synchronisation for all pairs.
+        flags = torch.stack([st.expert for st in stats.values()]).tolist()
+        expert = dict(zip(stats, flags))
+        losses = {}
+        for s in self.students:
+            losses[s] = distill_loss(logits[s], targets, [logits[u] for u in self.names if u != s], self.weights)
+        for t in self.teachers:
+            learning = [s for s in self.students if not expert[pair_name(t, s)]]
+            if not learning:
+                continue  # every switch of this teacher is in expert mode: paused
+            soft = [logits[s] for s in learning] + [logits[u] for u in self.teachers if u != t]
+            losses[t] = distill_loss(logits[t], targets, soft, self.weights)
+        # Keep the cohort's network order so that summing the losses is order-stable.
+        stepping = tuple(n for n in self.names if n in losses)
+        return StepOutput(losses, stepping, stats, expert)
+
+
+@METHODS.register("switokd")
+def switokd(roles, **kw) -> Method:
+    """One teacher and one student use the pair form; any other mix the cohort form."""
+    kinds = list(roles.values())
+    if kinds.count("teacher") == 1 and kinds.count("student") == 1:
+        return SwitOKDPair(roles, **kw)
+    return SwitOKDCohort(roles, **kw)

@@ -1,0 +1,58 @@
+"""Wide ResNet WRN-d-k (Zagoruyko & Komodakis 2016), pre-activation blocks."""
+from __future__ import annotations
+
+from functools import partial
+
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import Classifier
+from .registry import MODELS
+
+
+class PreActBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.dropout = dropout
+        self.shortcut = None if cin == cout and stride == 1 else nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
+
+    def forward(self, x):
+        o = F.relu(self.bn1(x))
+        # The projection shortcut sees the pre-activated input, as in the reference WRN.
+        shortcut = x if self.shortcut is None else self.shortcut(o)
+        o = self.conv1(o)
+        o = F.relu(self.bn2(o))
+        if self.dropout:
+            o = F.dropout(o, self.dropout, self.training)
+        return self.conv2(o) + shortcut
+
+
+def wide_resnet(depth: int, widen: int, num_classes: int, in_chans: int, dropout: float = 0.0) -> nn.Module:
+    if (depth - 4) % 6:
+        raise ValueError(f"WRN depth must be 6n+4, got {depth}")
+    n = (depth - 4) // 6
+    widths = [16 * widen, 32 * widen, 64 * widen]
+    layers: list[nn.Module] = [nn.Conv2d(in_chans, 16, 3, 1, 1, bias=False)]
+    cin = 16
+    for w, s in zip(widths, [1, 2, 2]):
+        for i in range(n):
+            layers.append(PreActBlock(cin, w, s if i == 0 else 1, dropout))
+            cin = w
+    layers += [nn.BatchNorm2d(cin), nn.ReLU(inplace=True)]
+    return Classifier(nn.Sequential(*layers), cin, num_classes)
+
+
+def _entry(depth: int, widen: int):
+    def fn(num_classes: int = 10, in_chans: int = 3, image_size: int = 32) -> nn.Module:
+        return wide_resnet(depth, widen, num_classes, in_chans)
+
+    fn.__doc__ = f"WRN-{depth}-{widen}."
+    return fn
+
+
+for _d, _k in [(16, 1), (16, 2), (16, 4), (16, 8), (16, 10), (28, 10), (40, 1), (40, 2), (40, 4)]:
+    MODELS.register(f"wrn{_d}_{_k}")(_entry(_d, _k))

@@ -1,0 +1,410 @@
+"""The training loop. Engineering (precision, checkpoints, telemetry) lives in ``engine``/``telemetry``.
+
+Training state is explicit and in one place (``Trainer.state_dict``): every
+network, optimizer and scheduler, the grad scaler, the switching totals, RNG
+states, the epoch/step counters, the history and the config.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import config as C
+from .data import DataSplits, TensorLoader, load_dataset
+from .engine import (CheckpointError, Precision, all_finite, build_optimizer, build_scheduler,
+                     extract_state_dict, frozen_batchnorm_stats, load_checkpoint, resolve_device,
+                     rng_state, save_atomic, set_rng_state)
+from .methods import Method, StepOutput, create_method
+from .models import create_model
+from .telemetry import JsonlWriter, Meter, nest
+
+CHECKPOINT_FORMAT = "switokd-checkpoint-v1"
+# Keys a resumed run may change; anything else would make it a different run.
+RESUMABLE_OVERRIDES = ("train.epochs", "train.progress", "train.log_interval", "train.device",
+                       "train.threads", "train.eval_every", "data.dir")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss or a parameter became non-finite; the last good checkpoint is kept."""
+
+
+@dataclass
+class Network:
+    """One network of the cohort and what trains it (no optimizer if frozen)."""
+
+    cfg: C.NetworkConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer | None
+    scheduler: Any | None
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def frozen(self) -> bool:
+        return self.optimizer is None
+
+
+def build_method(cfg: C.Config) -> Method:
+    m = cfg.method
+    options: dict[str, Any] = dict(tau=m.tau, tau2=m.tau2, ce_weight=m.ce_weight, kl_weight=m.kl_weight)
+    if m.name == "kdcl":
+        options["ensemble"] = m.kdcl_ensemble
+    try:
+        return create_method(m.name, {n.name: n.role for n in cfg.networks}, **options)
+    except (KeyError, ValueError) as e:
+        raise C.ConfigError(f"config key 'method.name': {e.args[0]}") from None
+
+
+class Trainer:
+    """Trains a cohort of networks with one method. ``fit()`` runs the epochs."""
+
+    def __init__(self, cfg: C.Config, data: DataSplits | None = None, run_dir: str | Path | None = None,
+                 *, writable: bool = True) -> None:
+        self.cfg = cfg
+        t = cfg.train
+        if t.threads > 0:
+            torch.set_num_threads(t.threads)
+        self.device = resolve_device(t.device)
+        self.precision = Precision(t.precision, self.device)
+        self.method = build_method(cfg)
+        if data is None:
+            d = cfg.data
+            data = load_dataset(d.name, d.dir, d.image_size, d.limit_train, d.limit_test)
+        self.data = data
+        torch.manual_seed(t.seed)
+        self.networks: dict[str, Network] = {n.name: self._build_network(n) for n in cfg.networks}
+        pad = (data.crop_padding if cfg.data.crop_padding is None else cfg.data.crop_padding) if cfg.data.augment else 0
+        common = dict(mean=data.mean, std=data.std, device=self.device, channels_last=t.channels_last, seed=t.seed)
+        self.train_loader = TensorLoader(data.train_x, data.train_y, t.batch_size, train=True, crop_padding=pad,
+                                         hflip=cfg.data.augment and cfg.data.hflip, drop_last=t.drop_last, **common)
+        self.test_loader = TensorLoader(data.test_x, data.test_y, t.eval_batch_size, train=False, **common)
+        # --- training state (checkpointed) ---
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimizer steps taken (batches seen)
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, dict[str, float]] = {}
+        self.switch_totals: Counter[str] = Counter()  # host-side counts: pairs in expert mode, teachers paused
+        # --- telemetry (not state) ---
+        self.step_meter, self.epoch_meter = Meter(), Meter()
+        self.step_counts: Counter[str] = Counter()
+        self.epoch_counts: Counter[str] = Counter()
+        self._last_expert: dict[str, bool] = {}
+        self._steps_log = self._epochs_log = None
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.writable = writable
+
+    # ------------------------------------------------------------------ building
+
+    def _build_network(self, n: C.NetworkConfig) -> Network:
+        try:
+            model = create_model(n.model, self.data.num_classes, self.data.in_chans, self.data.image_size)
+        except KeyError as e:
+            raise C.ConfigError(f"config key 'networks.{n.name}.model': {e.args[0]}") from None
+        if n.checkpoint:
+            sd = extract_state_dict(n.checkpoint, n.checkpoint_network or n.name)
+            try:
+                model.load_state_dict(sd)
+            except RuntimeError as e:
+                raise CheckpointError(f"{n.checkpoint}: weights do not fit networks.{n.name} ({n.model}): {e}") from None
+        elif n.name in self.method.frozen:
+            raise C.ConfigError(
+                f"method {self.cfg.method.name!r} keeps networks.{n.name} frozen, so it needs trained weights: "
+                f"set networks.{n.name}.checkpoint=PATH (for example a vanilla run's last.pt)")
+        model.to(self.device)
+        if self.cfg.train.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if n.name in self.method.frozen:
+            model.eval().requires_grad_(False)
+            return Network(n, model, None, None)
+        opt = build_optimizer(model, n)
+        return Network(n, model, opt, build_scheduler(opt, n, self.cfg.train.epochs))
+
+    # ------------------------------------------------------------------ one step
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = {}
+        for name, net in self.networks.items():
+            with torch.no_grad() if net.frozen else contextlib.nullcontext():
+                logits[name] = net.model(x)
+        return logits
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
+        """Forward every network, let the method decide, backward and step only the stepping ones."""
+        out: StepOutput | None = None
+        with contextlib.ExitStack() as stack:
+            if self.cfg.method.freeze_teacher_bn:
+                for name in self.method.pausable:
+                    stack.enter_context(frozen_batchnorm_stats(
+                        self.networks[name].model, lambda n=name: out is not None and n not in out.stepping))
+            with self.precision.autocast():
+                logits = self.forward(x)
+            out = self.method.step(logits, y)
+        stepping = [self.networks[n] for n in out.stepping]
+        # Networks' losses share no parameters (soft targets are detached): one backward serves all.
+        loss = sum(out.losses[n.name]["loss"] for n in stepping)
+        if stepping:
+            self.precision.backward(loss)
+            self.precision.step([n.optimizer for n in stepping])
+            for n in stepping:
+                n.optimizer.zero_grad(set_to_none=True)
+        return out
+
+    # ------------------------------------------------------------------ epochs
+
+    def train_epoch(self) -> dict[str, Any]:
+        for net in self.networks.values():
+            net.model.train(not net.frozen)
+        self.train_loader.set_epoch(self.epoch)
+        bar = self._progress(len(self.train_loader), f"epoch {self.epoch + 1}/{self.cfg.train.epochs}")
+        t0, images = time.perf_counter(), 0
+        for x, y in self.train_loader:
+            out = self.train_step(x, y)
+            self._record(out)
+            self.step += 1
+            images += len(y)
+            if self.step % self.cfg.train.log_interval == 0:
+                row = self._log_steps()
+                if bar is not None:
+                    bar.set_postfix_str(self._postfix(row), refresh=False)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        train_time = time.perf_counter() - t0
+        for net in self.networks.values():
+            if net.scheduler is not None:
+                net.scheduler.step()  # a paused teacher's schedule still advances
+        means, counts = self.epoch_meter.read(), dict(self.epoch_counts)
+        self.epoch_counts.clear()
+        self._check_finite(means)
+        return {"train_time_s": train_time, "images_per_s": images / train_time,
+                "train": nest({k: v for k, v in means.items()}), "switch": self._shares(counts)}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, dict[str, float]]:
+        """Top-1 accuracy (%) and loss of every network on the test split."""
+        for net in self.networks.values():
+            net.model.eval()
+        correct = {n: torch.zeros((), device=self.device) for n in self.networks}
+        loss = {n: torch.zeros((), device=self.device) for n in self.networks}
+        total = 0
+        for x, y in self.test_loader:
+            with self.precision.autocast():
+                logits = self.forward(x)
+            for n, z in logits.items():
+                correct[n] += (z.argmax(1) == y).sum()
+                loss[n] += nn.functional.cross_entropy(z.float(), y, reduction="sum")
+            total += len(y)
+        names = list(self.networks)
+        vals = torch.stack([correct[n] for n in names] + [loss[n] for n in names]).tolist()
+        return {n: {"acc": 100.0 * vals[i] / total, "loss": vals[len(names) + i] / total} for i, n in enumerate(names)}
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``train.epochs``, evaluating, logging and checkpointing each epoch."""
+        self._open_run()
+        try:
+            while self.epoch < self.cfg.train.epochs:
+                t0 = time.perf_counter()
+                summary = {"epoch": self.epoch + 1, "lr": self._lrs()}
+                summary.update(self.train_epoch())
+                self.epoch += 1
+                if self.epoch % self.cfg.train.eval_every == 0 or self.epoch == self.cfg.train.epochs:
+                    summary["test"] = self.evaluate()
+                    for n, r in summary["test"].items():
+                        if r["acc"] > self.best.get(n, {"acc": -1.0})["acc"]:
+                            self.best[n] = {"acc": r["acc"], "epoch": self.epoch}
+                summary["epoch_time_s"] = time.perf_counter() - t0
+                self.history.append(summary)
+                self._epochs_log.write(summary)
+                self._print_epoch(summary)
+                self.save_checkpoint()
+        finally:
+            self._close_run()
+        return self.report()
+
+    # ------------------------------------------------------------------ telemetry
+
+    def _record(self, out: StepOutput) -> None:
+        for meter in (self.step_meter, self.epoch_meter):
+            for n, terms in out.losses.items():
+                for k, v in terms.items():
+                    meter.add(f"loss/{n}/{k}", v)
+            for p, s in out.switches.items():
+                for k in ("gap", "threshold", "epsilon", "teacher_label_distance", "student_label_distance"):
+                    meter.add(f"pair/{p}/{k}", getattr(s, k))
+        self._last_expert = out.expert
+        counts = Counter({"steps": 1})
+        for p, e in out.expert.items():
+            counts[f"expert/{p}"] += int(e)
+        for t in self.method.pausable:
+            counts[f"paused/{t}"] += int(t not in out.stepping)
+        self.step_counts.update(counts)
+        self.epoch_counts.update(counts)
+        self.switch_totals.update(counts)
+
+    @staticmethod
+    def _shares(counts: dict[str, int]) -> dict[str, dict[str, float]]:
+        """Expert-mode share per pair and paused share per teacher over the counted steps."""
+        steps = max(counts.get("steps", 0), 1)
+        out: dict[str, dict[str, float]] = {}
+        for k, v in counts.items():
+            if k != "steps":
+                kind, name = k.split("/", 1)
+                out.setdefault(f"{kind}_share", {})[name] = v / steps
+        return out
+
+    def _log_steps(self) -> dict[str, Any]:
+        means, counts = self.step_meter.read(), dict(self.step_counts)
+        self.step_counts.clear()
+        self._check_finite(means)
+        row = {"epoch": self.epoch + 1, "step": self.step, **nest(means), **self._shares(counts),
+               "mode": {p: ("expert" if e else "learning") for p, e in self._last_expert.items()}}
+        if self._steps_log is not None:
+            self._steps_log.write(row)
+        return row
+
+    def _check_finite(self, means: dict[str, float]) -> None:
+        bad = [k for k, v in means.items() if k.startswith("loss/") and not torch.isfinite(torch.tensor(v))]
+        if bad:
+            raise TrainingDiverged(f"non-finite loss at step {self.step} ({', '.join(bad)}); "
+                                   "the last good checkpoint is kept. Lower the learning rate or use fp32.")
+
+    def _lrs(self) -> dict[str, float]:
+        return {n: net.optimizer.param_groups[0]["lr"] for n, net in self.networks.items() if net.optimizer}
+
+    def _postfix(self, row: dict[str, Any]) -> str:
+        parts = [f"{n}:{v['loss']:.3f}" for n, v in row.get("loss", {}).items() if "loss" in v]
+        parts += [f"expert {p} {v:.0%}" for p, v in row.get("expert_share", {}).items()]
+        return " ".join(parts)
+
+    def _progress(self, total: int, desc: str):
+        if not self.cfg.train.progress:
+            return None
+        from tqdm import tqdm
+
+        # disable=None: no bar when stderr is not a terminal (CI logs, pipes); epoch lines still print.
+        return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr, disable=None)
+
+    def _print_epoch(self, s: dict[str, Any]) -> None:
+        if not self.cfg.train.progress:
+            return
+        accs = " ".join(f"{n} {r['acc']:.2f}%" for n, r in s.get("test", {}).items())
+        shares = " ".join(f"expert[{p}] {v:.1%}" for p, v in s["switch"].get("expert_share", {}).items())
+        print(f"epoch {s['epoch']:>3}/{self.cfg.train.epochs}  {accs}  {shares}  "
+              f"{s['images_per_s']:.0f} img/s  {s['epoch_time_s']:.0f}s", file=sys.stderr, flush=True)
+
+    # ------------------------------------------------------------------ run directory, checkpoints
+
+    def _open_run(self) -> None:
+        self._steps_log = self._epochs_log = None
+        if not self.writable:
+            self._steps_log = self._epochs_log = _NullWriter()
+            return
+        if self.run_dir is None:
+            name = self.cfg.train.run_name or f"{self.cfg.method.name}-{self.cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            self.run_dir = Path(self.cfg.train.out_dir) / name
+            if (self.run_dir / "last.pt").exists() and self.epoch == 0:
+                raise CheckpointError(
+                    f"run directory {self.run_dir} already holds a checkpoint; continue it with "
+                    f"`switokd train --resume {self.run_dir / 'last.pt'}` or choose another train.run_name")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        C.dump_yaml(self.cfg, self.run_dir / "config.yaml")
+        self._steps_log = JsonlWriter(self.run_dir / "steps.jsonl")
+        self._epochs_log = JsonlWriter(self.run_dir / "epochs.jsonl")
+
+    def _close_run(self) -> None:
+        for w in (self._steps_log, self._epochs_log):
+            if w is not None:
+                w.close()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": C.to_dict(self.cfg),
+            "epoch": self.epoch,
+            "step": self.step,
+            "networks": {n: {"model": net.model.state_dict(),
+                             "optimizer": net.optimizer.state_dict() if net.optimizer else None,
+                             "scheduler": net.scheduler.state_dict() if net.scheduler else None}
+                         for n, net in self.networks.items()},
+            "scaler": self.precision.scaler.state_dict(),
+            "switch_totals": dict(self.switch_totals),
+            "rng": rng_state(),
+            "history": self.history,
+            "best": self.best,
+        }
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        if set(ckpt["networks"]) != set(self.networks):
+            raise CheckpointError(f"checkpoint networks {sorted(ckpt['networks'])} differ from the config's {sorted(self.networks)}")
+        for n, net in self.networks.items():
+            s = ckpt["networks"][n]
+            net.model.load_state_dict(s["model"])
+            if net.optimizer is not None:
+                net.optimizer.load_state_dict(s["optimizer"])
+                net.scheduler.load_state_dict(s["scheduler"])
+        self.precision.scaler.load_state_dict(ckpt["scaler"])
+        self.switch_totals = Counter(ckpt["switch_totals"])
+        self.epoch, self.step = ckpt["epoch"], ckpt["step"]
+        self.history, self.best = list(ckpt["history"]), dict(ckpt["best"])
+        set_rng_state(ckpt["rng"])
+
+    def save_checkpoint(self) -> Path | None:
+        """Write ``last.pt`` atomically, refusing to replace a good one with non-finite weights."""
+        if not self.writable:
+            return None
+        bad = [n for n, net in self.networks.items() if not all_finite(net.model)]
+        if bad:
+            raise TrainingDiverged(f"networks {bad} have non-finite parameters after epoch {self.epoch}; "
+                                   f"the last good checkpoint in {self.run_dir} is kept")
+        path = self.run_dir / "last.pt"
+        save_atomic(self.state_dict(), path)
+        return path
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = (), data: DataSplits | None = None) -> "Trainer":
+        """Rebuild a run from its checkpoint to continue training (``--resume``)."""
+        ckpt = load_checkpoint(path)
+        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{path} is not a switokd training checkpoint")
+        tree = ckpt["config"]
+        for o in overrides:
+            key = o.split("=", 1)[0].strip()
+            if key not in RESUMABLE_OVERRIDES:
+                raise C.ConfigError(f"override {key!r} cannot change on --resume (allowed: {', '.join(RESUMABLE_OVERRIDES)})")
+            C.apply_override(tree, o)
+        cfg = C.from_dict(tree)
+        trainer = cls(cfg, data=data, run_dir=Path(path).parent)
+        trainer.load_state_dict(ckpt)
+        return trainer
+
+    def report(self) -> dict[str, Any]:
+        """Last-epoch and best-epoch accuracy of each network, and the switching shares of the run."""
+        last = next((h["test"] for h in reversed(self.history) if "test" in h), {})
+        nets = {n: {"model": net.cfg.model, "role": net.cfg.role,
+                    "last_acc": last.get(n, {}).get("acc"),
+                    "best_acc": self.best.get(n, {}).get("acc"), "best_epoch": self.best.get(n, {}).get("epoch")}
+                for n, net in self.networks.items()}
+        train_time = sum(h["train_time_s"] for h in self.history)
+        return {"method": self.cfg.method.name, "dataset": self.cfg.data.name, "epochs": self.epoch,
+                "networks": nets, **self._shares(dict(self.switch_totals)),
+                "train_time_s": train_time, "run_dir": str(self.run_dir) if self.run_dir else None}
+
+
+class _NullWriter:
+    def write(self, row: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
