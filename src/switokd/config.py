@@ -58,6 +58,7 @@ class MethodConfig:
     tau2: bool | None = None  # scale KL by tau^2; None: the method's default (kd, kdcl on)
     freeze_teacher_bn: bool = False  # switokd: paused teachers keep their BatchNorm statistics
     kdcl_ensemble: str = "minlogit"  # kdcl: minlogit | mean
+    force_mode: str | None = None  # switokd: hold every switch in "learning" or "expert" (ablations, benchmarks)
 
 
 @dataclass
@@ -272,6 +273,8 @@ def validate(cfg: Config) -> None:
 
     one_of("train.precision", cfg.train.precision, PRECISIONS)
     one_of("method.kdcl_ensemble", cfg.method.kdcl_ensemble, ("minlogit", "mean"))
+    if cfg.method.force_mode is not None:
+        one_of("method.force_mode", cfg.method.force_mode, ("learning", "expert"))
     positive = {"train.epochs": cfg.train.epochs, "train.batch_size": cfg.train.batch_size,
                 "train.eval_batch_size": cfg.train.eval_batch_size, "train.log_interval": cfg.train.log_interval,
                 "train.eval_every": cfg.train.eval_every}

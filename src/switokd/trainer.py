@@ -60,6 +60,10 @@ def build_method(cfg: C.Config) -> Method:
     options: dict[str, Any] = dict(tau=m.tau, tau2=m.tau2, ce_weight=m.ce_weight, kl_weight=m.kl_weight)
     if m.name == "kdcl":
         options["ensemble"] = m.kdcl_ensemble
+    if m.name == "switokd":
+        options["force_mode"] = m.force_mode
+    elif m.force_mode is not None:
+        raise C.ConfigError(f"config key 'method.force_mode' applies to switokd only, not {m.name!r}")
     try:
         return create_method(m.name, {n.name: n.role for n in cfg.networks}, **options)
     except (KeyError, ValueError) as e:

@@ -11,8 +11,17 @@ from ..switching import switch_stats
 from .base import METHODS, Method, StepOutput, distill_loss
 
 
+FORCE_MODES = (None, "learning", "expert")
+
+
 def pair_name(teacher: str, student: str) -> str:
     return f"{teacher}->{student}"
+
+
+def _check_force(force: str | None) -> str | None:
+    if force not in FORCE_MODES:
+        raise ValueError(f"switokd force_mode must be 'learning', 'expert' or unset, got {force!r}")
+    return force
 
 
 class SwitOKDPair(Method):
@@ -25,8 +34,9 @@ class SwitOKDPair(Method):
 
     name = "switokd"
 
-    def __init__(self, roles, **kw) -> None:
+    def __init__(self, roles, force_mode: str | None = None, **kw) -> None:
         super().__init__(roles, **kw)
+        self.force_mode = _check_force(force_mode)
         if len(self.teachers) != 1 or len(self.students) != 1:
             raise ValueError("SwitOKDPair needs exactly one teacher and one student; use SwitOKD for cohorts")
         self.teacher, self.student = self.teachers[0], self.students[0]
@@ -39,7 +49,8 @@ class SwitOKDPair(Method):
     def step(self, logits: Mapping[str, Tensor], targets: Tensor) -> StepOutput:
         z_t, z_s = logits[self.teacher], logits[self.student]
         stats = switch_stats(z_t, z_s, targets, self.weights.tau)
-        expert = bool(stats.expert)  # the step's one host synchronisation
+        # The step's one host synchronisation (none when the mode is forced).
+        expert = bool(stats.expert) if self.force_mode is None else self.force_mode == "expert"
         losses = {self.student: distill_loss(z_s, targets, [z_t], self.weights)}
         if not expert:
             losses[self.teacher] = distill_loss(z_t, targets, [z_s], self.weights)
@@ -58,8 +69,9 @@ class SwitOKDCohort(Method):
 
     name = "switokd"
 
-    def __init__(self, roles, **kw) -> None:
+    def __init__(self, roles, force_mode: str | None = None, **kw) -> None:
         super().__init__(roles, **kw)
+        self.force_mode = _check_force(force_mode)
         if not self.teachers or not self.students:
             raise ValueError("method 'switokd' needs at least one teacher and one student")
         self.pairs = list(product(self.teachers, self.students))
@@ -72,7 +84,10 @@ class SwitOKDCohort(Method):
         tau = self.weights.tau
         stats = {pair_name(t, s): switch_stats(logits[t], logits[s], targets, tau) for t, s in self.pairs}
         # One host synchronisation for all pairs.
-        flags = torch.stack([st.expert for st in stats.values()]).tolist()
+        if self.force_mode is None:
+            flags = torch.stack([st.expert for st in stats.values()]).tolist()
+        else:
+            flags = [self.force_mode == "expert"] * len(stats)
         expert = dict(zip(stats, flags))
         losses = {}
         for s in self.students:
@@ -90,7 +105,10 @@ class SwitOKDCohort(Method):
 
 @METHODS.register("switokd")
 def switokd(roles, **kw) -> Method:
-    """One teacher and one student use the pair form; any other mix the cohort form."""
+    """SwitOKD: pauses a teacher while its distillation gap to a student is too large.
+
+    One teacher and one student use the pair form; any other mix the cohort form.
+    """
     kinds = list(roles.values())
     if kinds.count("teacher") == 1 and kinds.count("student") == 1:
         return SwitOKDPair(roles, **kw)

@@ -1,0 +1,55 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from switokd import config as C
+from switokd.data import DataSplits
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def synthetic_splits(n_train=64, n_test=32, classes=4, chans=1, size=8, seed=0) -> DataSplits:
+    """Tiny learnable data: each class is a different bright square."""
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n):
+        y = torch.randint(0, classes, (n,), generator=g)
+        x = torch.randint(0, 60, (n, chans, size, size), generator=g, dtype=torch.uint8)
+        for i in range(n):
+            c = int(y[i])
+            x[i, :, (c * 2) % size:(c * 2) % size + 2, :] = 250
+        return x, y
+
+    tx, ty = make(n_train)
+    vx, vy = make(n_test)
+    return DataSplits("synthetic", tx, ty, vx, vy, classes, (0.3,) * chans, (0.3,) * chans, 1)
+
+
+def tiny_config(tmp_path, method="switokd", overrides=(), networks=None) -> C.Config:
+    cfg = C.load_config(None, [
+        f"method.name={method}", "train.epochs=1", "train.batch_size=16", "train.eval_batch_size=32",
+        "train.progress=false", "train.log_interval=2", f"train.out_dir={tmp_path}", "train.run_name=run",
+        "train.threads=1", *overrides])
+    if networks is not None:
+        cfg.networks = networks
+        C.validate(cfg)
+    return cfg
+
+
+@pytest.fixture
+def splits():
+    return synthetic_splits()
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))

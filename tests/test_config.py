@@ -1,0 +1,70 @@
+from pathlib import Path
+
+import pytest
+
+from switokd import config as C
+from switokd.models import MODELS
+from switokd.methods import METHODS
+from switokd.data import DATASETS
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+
+
+def test_layering(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train: {epochs: 7, precision: bf16}\nnetworks:\n  - {name: t, model: wrn16_4, role: teacher}\n"
+                 "  - {name: s, model: resnet20, lr: 0.01}\n")
+    cfg = C.load_config(p, ["train.epochs=9", "networks.s.lr=0.05", "networks.0.gamma=0.2"])
+    assert cfg.train.epochs == 9 and cfg.train.precision == "bf16" and cfg.train.batch_size == 128
+    assert cfg.network("s").lr == 0.05 and cfg.network("s").role == "student"
+    assert cfg.network("t").gamma == 0.2 and cfg.network("t").milestones == [100, 150, 200]
+
+
+@pytest.mark.parametrize("override,match", [
+    ("train.epoch=3", "unknown config key 'train.epoch'"),
+    ("trian.epochs=3", "unknown config key 'trian'"),
+    ("train.epochs=three", "'train.epochs': expected int"),
+    ("train.epochs=0", "'train.epochs': must be >= 1"),
+    ("train.progress=maybe", "'train.progress': expected bool"),
+    ("networks.student.lr=fast", "'networks.1.lr': expected float"),
+    ("networks.ghost.lr=1", "no entry 'ghost'"),
+    ("networks.student.role=mentor", "'networks.student.role': 'mentor' is not one of"),
+    ("train.precision=fp8", "'train.precision'"),
+    ("method.force_mode=sometimes", "'method.force_mode'"),
+    ("epochs", "not of the form key=value"),
+])
+def test_override_errors(override, match):
+    with pytest.raises(C.ConfigError, match=match):
+        C.load_config(None, [override])
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(C.ConfigError, match="not found"):
+        C.load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {epochs: [1,\n")
+    with pytest.raises(C.ConfigError, match="not valid YAML"):
+        C.load_config(bad)
+    bad.write_text("train:\n  lr: 0.1\n")
+    with pytest.raises(C.ConfigError, match="unknown config key 'train.lr'"):
+        C.load_config(bad)
+    bad.write_text("networks:\n  - {name: a, model: resnet20, depth: 3}\n")
+    with pytest.raises(C.ConfigError, match="'networks.0.depth'"):
+        C.load_config(bad)
+    bad.write_text("networks:\n  - {name: a}\n  - {name: a}\n")
+    with pytest.raises(C.ConfigError, match="duplicate network name 'a'"):
+        C.load_config(bad)
+
+
+def test_roundtrip(tmp_path):
+    cfg = C.load_config(None, ["train.epochs=5", "method.tau=2"])
+    C.dump_yaml(cfg, tmp_path / "c.yaml")
+    assert C.load_config(tmp_path / "c.yaml") == cfg
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path):
+    cfg = C.load_config(path)
+    assert cfg.method.name in METHODS and cfg.data.name in DATASETS
+    for n in cfg.networks:
+        assert n.model in MODELS, n.model

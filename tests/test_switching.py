@@ -1,0 +1,138 @@
+"""Golden values for the switching statistics, checked against a plain-Python restatement of METHOD.md."""
+import math
+
+import pytest
+import torch
+
+from switokd import adaptive_threshold, decide, distillation_gap, label_distance, switch_weight
+from switokd.losses import kl_div, minlogit_ensemble
+
+
+def softmax(row, tau=1.0):
+    e = [math.exp(v / tau) for v in row]
+    return [v / sum(e) for v in e]
+
+
+def reference(zt, zs, y, tau=1.0):
+    """METHOD.md, line by line, in plain Python."""
+    n = len(y)
+    gap = sum(sum(abs(a - b) for a, b in zip(softmax(t, tau), softmax(s, tau))) for t, s in zip(zt, zs)) / n
+
+    def dist(z):
+        return sum(sum(abs(p - (1.0 if c == yi else 0.0)) for c, p in enumerate(softmax(row))) for row, yi in zip(z, y)) / n
+
+    d_t, d_s = dist(zt), dist(zs)
+    eps = math.exp(-d_t / (d_s + d_t))
+    delta = d_s - eps * d_t
+    return dict(gap=gap, d_t=d_t, d_s=d_s, eps=eps, delta=delta, expert=gap > delta and d_t < d_s)
+
+
+# Hand-computed (see comments) learning-mode case: two classes, two examples.
+ZT_A = [[2.0, 0.0], [0.0, 1.0]]
+ZS_A = [[0.0, 0.0], [1.0, 0.0]]
+Y_A = [0, 1]
+# p_T = [.880797, .119203], [.268941, .731059]; p_S = [.5, .5], [.731059, .268941]
+# d_T = (0.238406 + 0.537883) / 2, d_S = (1 + 1.462117) / 2, eps = exp(-d_T / (d_S + d_T)), delta = d_S - eps d_T
+GOLDEN_A = dict(gap=0.842914, d_t=0.388144, d_s=1.231059, eps=0.786854, delta=0.925646, expert=False)
+
+# Expert-mode case: the teacher is right and confident; its leftover mass sits on a
+# different class from the student's mistake, so G exceeds delta.
+ZT_B = [[4.0, 2.0, -4.0], [-4.0, 4.0, 2.0]]
+ZS_B = [[0.0, -4.0, 3.0], [3.0, 0.0, -4.0]]
+Y_B = [0, 1]
+
+
+def t(x):
+    return torch.tensor(x, dtype=torch.float32)
+
+
+def test_golden_learning_case():
+    d = decide(t(ZT_A), t(ZS_A), torch.tensor(Y_A))
+    assert d.gap.item() == pytest.approx(GOLDEN_A["gap"], abs=1e-5)
+    assert d.teacher_label_distance.item() == pytest.approx(GOLDEN_A["d_t"], abs=1e-5)
+    assert d.student_label_distance.item() == pytest.approx(GOLDEN_A["d_s"], abs=1e-5)
+    assert d.epsilon.item() == pytest.approx(GOLDEN_A["eps"], abs=1e-5)
+    assert d.threshold.item() == pytest.approx(GOLDEN_A["delta"], abs=1e-5)
+    assert d.expert is False
+    ref = reference(ZT_A, ZS_A, Y_A)
+    assert {k: pytest.approx(v, abs=1e-5) for k, v in ref.items()} == GOLDEN_A
+
+
+def test_golden_expert_case():
+    ref = reference(ZT_B, ZS_B, Y_B)
+    assert ref["expert"]
+    d = decide(t(ZT_B), t(ZS_B), torch.tensor(Y_B))
+    assert d.expert is True
+    assert d.gap.item() == pytest.approx(ref["gap"], abs=1e-5)
+    assert d.threshold.item() == pytest.approx(ref["delta"], abs=1e-5)
+    assert d.epsilon.item() == pytest.approx(ref["eps"], abs=1e-5)
+
+
+def test_two_classes_single_example_never_expert():
+    # One example, two classes: G = d_S - d_T <= delta whenever the teacher is better.
+    g = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        zt, zs = torch.randn(1, 2, generator=g) * 3, torch.randn(1, 2, generator=g) * 3
+        y = torch.randint(0, 2, (1,), generator=g)
+        assert decide(zt, zs, y).expert is False
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("tau", [1.0, 2.0, 4.0])
+def test_random_against_reference(seed, tau):
+    g = torch.Generator().manual_seed(seed)
+    zt, zs = torch.randn(6, 5, generator=g) * 3, torch.randn(6, 5, generator=g) * 3
+    y = torch.randint(0, 5, (6,), generator=g)
+    ref = reference(zt.tolist(), zs.tolist(), y.tolist(), tau)
+    d = decide(zt, zs, y, tau=tau)
+    assert d.gap.item() == pytest.approx(ref["gap"], abs=1e-5)
+    assert d.threshold.item() == pytest.approx(ref["delta"], abs=1e-5)
+    assert d.expert == ref["expert"]
+
+
+def test_bounds_and_pieces():
+    g = torch.Generator().manual_seed(1)
+    zt, zs = torch.randn(32, 10, generator=g) * 5, torch.randn(32, 10, generator=g) * 5
+    y = torch.randint(0, 10, (32,), generator=g)
+    gap = distillation_gap(zt, zs)
+    assert 0 <= gap.item() <= 2
+    d_t, d_s = label_distance(zt, y), label_distance(zs, y)
+    eps = switch_weight(d_s, d_t)
+    assert math.exp(-1) - 1e-6 <= eps.item() <= 1 + 1e-6
+    delta = adaptive_threshold(d_s, d_t)
+    assert (d_s - d_t).item() - 1e-6 <= delta.item() <= d_s.item() + 1e-6
+    # Identical networks have no gap and eps = exp(-1/2).
+    assert distillation_gap(zt, zt).item() == 0
+    assert switch_weight(d_t, d_t).item() == pytest.approx(math.exp(-0.5))
+    # Both distances zero: eps is defined (1) rather than NaN.
+    assert switch_weight(torch.tensor(0.0), torch.tensor(0.0)).item() == 1.0
+
+
+def test_statistics_ignore_gradients_and_dtype():
+    zt = torch.randn(4, 3, requires_grad=True)
+    zs = torch.randn(4, 3, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 0])
+    d = decide(zt, zs, y)
+    assert not d.gap.requires_grad and not d.threshold.requires_grad
+    d16 = decide(zt.detach().bfloat16(), zs.detach().bfloat16(), y)
+    assert d16.gap.dtype == torch.float32
+
+
+def test_kl_golden_and_direction():
+    target, logits = t([[1.0, 0.0, -1.0]]), t([[0.0, 0.5, 0.0]])
+    p, q = softmax(target[0].tolist()), softmax(logits[0].tolist())
+    expected = sum(a * math.log(a / b) for a, b in zip(p, q))  # KL(p_target || p)
+    assert kl_div(target, logits).item() == pytest.approx(expected, abs=1e-6)
+    assert kl_div(target, logits, tau=2.0, tau2=True).item() == pytest.approx(
+        4 * sum(a * math.log(a / b) for a, b in zip(softmax([0.5, 0, -0.5]), softmax([0, 0.25, 0]))), abs=1e-6)
+    # The target side is detached: only ``logits`` gets a gradient.
+    tg, lg = target.clone().requires_grad_(), logits.clone().requires_grad_()
+    kl_div(tg, lg).backward()
+    assert tg.grad is None and lg.grad is not None
+
+
+def test_minlogit_golden():
+    a, b = t([[2.0, 1.0, 0.0]]), t([[0.0, 3.0, -1.0]])
+    y = torch.tensor([1])
+    # shifted: a - 1 = [1, 0, -1]; b - 3 = [-3, 0, -4]; min = [-3, 0, -4]
+    assert minlogit_ensemble([a, b], y).tolist() == [[-3.0, 0.0, -4.0]]
