@@ -136,3 +136,10 @@ def test_learning_step_changes_both(tmp_path, splits):
     for n in tr.networks:
         after = tr.networks[n].model.state_dict()
         assert not torch.equal(after["fc.weight"], before[n]["fc.weight"])
+
+
+def test_custom_loop_example_runs(capsys):
+    import runpy
+    from pathlib import Path
+    runpy.run_path(str(Path(__file__).parent.parent / "examples" / "custom_loop.py"), run_name="__main__")
+    assert capsys.readouterr().out.count("mode=") == 5

@@ -80,14 +80,27 @@ class TrainConfig:
 
 
 def default_networks() -> list[NetworkConfig]:
-    return [
-        NetworkConfig(name="teacher", model="wrn16_2", role="teacher"),
-        NetworkConfig(name="student", model="wrn16_1", role="student"),
-    ]
+    return copy.deepcopy(PRESETS["1T1S"])
+
+
+def _net(name: str, model: str, role: str) -> NetworkConfig:
+    return NetworkConfig(name=name, model=model, role=role)
+
+
+# The paper's basis topologies (Table 7, CIFAR-100 models). A preset fills ``networks``
+# unless the YAML file lists them; overrides such as networks.teacher1.model=... still apply.
+PRESETS: dict[str, list[NetworkConfig]] = {
+    "1T1S": [_net("teacher", "wrn16_2", "teacher"), _net("student", "wrn16_1", "student")],
+    "2T1S": [_net("teacher1", "wrn16_10", "teacher"), _net("teacher2", "wrn16_2", "teacher"),
+             _net("student", "mobilenet", "student")],
+    "1T2S": [_net("teacher", "wrn16_10", "teacher"), _net("student1", "wrn16_2", "student"),
+             _net("student2", "mobilenet", "student")],
+}
 
 
 @dataclass
 class Config:
+    preset: str = ""  # "", 1T1S, 2T1S or 1T2S: a ready list of networks (see PRESETS)
     data: DataConfig = field(default_factory=DataConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -245,8 +258,10 @@ def _merge(base: dict, top: dict) -> dict:
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the YAML file, then each override in order; validated."""
     tree = to_dict(Config())
+    user_networks = False
     if path is not None:
         user = load_yaml(path)
+        user_networks = "networks" in user
         # A YAML networks list replaces the default one; each entry starts from NetworkConfig defaults.
         if "networks" in user:
             nets = user["networks"]
@@ -259,8 +274,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
                 tree["networks"].append(dict(n))
             user = {k: v for k, v in user.items() if k != "networks"}
         tree = _merge(tree, user)
-    tree["networks"] = [_merge(dataclasses.asdict(NetworkConfig()), n) if isinstance(n, dict) else n for n in tree["networks"]]
+    # A preset given on the command line is applied before the other overrides,
+    # so that they can address the preset's networks by name.
+    rest = []
     for o in overrides:
+        if o.split("=", 1)[0].strip() == "preset":
+            apply_override(tree, o)
+        else:
+            rest.append(o)
+    preset = tree.get("preset") or ""
+    if preset:
+        if preset not in PRESETS:
+            raise ConfigError(f"config key 'preset': {preset!r} is not one of {', '.join(PRESETS)}")
+        if not user_networks:
+            tree["networks"] = [dataclasses.asdict(n) for n in PRESETS[preset]]
+    tree["networks"] = [_merge(dataclasses.asdict(NetworkConfig()), n) if isinstance(n, dict) else n for n in tree["networks"]]
+    for o in rest:
         apply_override(tree, o)
     return from_dict(tree)
 
@@ -272,6 +301,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"config key {key!r}: {value!r} is not one of {', '.join(allowed)}")
 
     one_of("train.precision", cfg.train.precision, PRECISIONS)
+    if cfg.preset:
+        one_of("preset", cfg.preset, tuple(PRESETS))
     one_of("method.kdcl_ensemble", cfg.method.kdcl_ensemble, ("minlogit", "mean"))
     if cfg.method.force_mode is not None:
         one_of("method.force_mode", cfg.method.force_mode, ("learning", "expert"))
