@@ -36,7 +36,7 @@ def test_checkpoint_has_whole_state(tmp_path, splits):
     ck = load_checkpoint(tmp_path / "run" / "last.pt")
     assert ck["epoch"] == 1 and ck["step"] == 4
     for n in ("teacher", "student"):
-        assert {"model", "optimizer", "scheduler"} <= set(ck["networks"][n])
+        assert {"model", "optimizer"} <= set(ck["networks"][n])
         assert ck["networks"][n]["optimizer"]["state"]  # momentum buffers
     assert {"scaler", "rng", "switch_totals", "history", "best", "config"} <= set(ck)
     assert ck["switch_totals"]["steps"] == 4
@@ -112,3 +112,25 @@ def test_every_method_learns(tmp_path, splits, method):
     tr = Trainer(tiny_config(tmp_path, method=method, overrides=["train.epochs=4", "train.batch_size=8"]), data=splits)
     report = tr.fit()
     assert report["networks"]["student"]["best_acc"] > 40.0  # 4 classes: chance is 25%
+
+
+def test_schedules():
+    from switokd.config import NetworkConfig
+    from switokd.engine import lr_factor
+    ms = NetworkConfig(schedule="multistep", milestones=[2, 4], gamma=0.1)
+    assert [round(lr_factor(ms, s, 10, 6), 6) for s in (0, 19, 20, 39, 40, 59)] == [1, 1, 0.1, 0.1, 0.01, 0.01]
+    cos = NetworkConfig(schedule="cosine")
+    assert lr_factor(cos, 0, 10, 3) == 1.0 and lr_factor(cos, 15, 10, 3) == pytest.approx(0.5)
+    assert lr_factor(cos, 30, 10, 3) == pytest.approx(0.0)
+    assert lr_factor(NetworkConfig(schedule="constant"), 99, 10, 3) == 1.0
+
+
+def test_paused_teacher_schedule_advances(tmp_path, splits):
+    tr = Trainer(tiny_config(tmp_path, overrides=["method.force_mode=expert", "train.epochs=2",
+                                                   "networks.teacher.schedule=cosine"]), data=splits)
+    tr.fit()
+    from switokd.engine import lr_factor
+    steps = len(tr.train_loader)
+    last = 0.1 * lr_factor(tr.networks["teacher"].cfg, 2 * steps - 1, steps, 2)  # the last batch's lr
+    assert tr.networks["teacher"].optimizer.param_groups[0]["lr"] == pytest.approx(last) and last < 0.01
+    assert tr.report()["paused_share"]["teacher"] == 1.0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 from pathlib import Path
@@ -56,19 +57,36 @@ class Precision:
 
 
 def build_optimizer(model: nn.Module, cfg: NetworkConfig) -> torch.optim.Optimizer:
+    """SGD, fused: one kernel per step, and with a GradScaler no host sync for the inf check."""
     return torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
-        weight_decay=cfg.weight_decay,
+        weight_decay=cfg.weight_decay, fused=True,
     )
 
 
-def build_scheduler(opt: torch.optim.Optimizer, cfg: NetworkConfig, epochs: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-epoch schedules; they advance every epoch, also for a teacher that was paused."""
+def lr_factor(cfg: NetworkConfig, step: int, steps_per_epoch: int, epochs: int) -> float:
+    """The learning-rate multiplier after ``step`` batches.
+
+    multistep: x gamma at each milestone epoch (exactly the per-epoch MultiStepLR);
+    cosine: annealed per batch to 0 at the last batch, so that short runs end at a
+    low learning rate; constant: 1.
+    """
     if cfg.schedule == "multistep":
-        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg.milestones, gamma=cfg.gamma)
+        epoch = step // steps_per_epoch
+        return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
     if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * min(step / (epochs * steps_per_epoch), 1.0)))
+    return 1.0
+
+
+def set_lr(opt: torch.optim.Optimizer, cfg: NetworkConfig, step: int, steps_per_epoch: int, epochs: int) -> float:
+    """Set the learning rate for batch ``step``. The schedule is a pure function of the
+    step count (checkpointed), so it needs no state of its own, and every network's
+    schedule advances with the step, a paused teacher's too."""
+    lr = cfg.lr * lr_factor(cfg, step, steps_per_epoch, epochs)
+    for g in opt.param_groups:
+        g["lr"] = lr
+    return lr
 
 
 def rng_state() -> dict[str, Any]:

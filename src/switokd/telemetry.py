@@ -11,31 +11,45 @@ from torch import Tensor
 
 
 class Meter:
-    """Sums of 0-d tensors kept on their device; ``read`` syncs once for all of them."""
+    """Running sums of 0-d tensors kept on their device; ``read`` syncs once for all of them.
+
+    ``add`` stacks a step's values into one vector and adds it to the sum for that
+    set of keys: two kernels per step however many statistics are logged.
+    """
 
     def __init__(self) -> None:
-        self.sums: dict[str, Tensor] = {}
-        self.counts: dict[str, int] = {}
+        self.sums: dict[tuple[str, ...], Tensor] = {}
+        self.counts: dict[tuple[str, ...], int] = {}
 
-    def add(self, key: str, value: Tensor) -> None:
-        v = value.detach().float()
-        if key in self.sums:
-            self.sums[key] += v
-            self.counts[key] += 1
+    def add(self, values: dict[str, Tensor]) -> None:
+        if not values:
+            return
+        keys = tuple(values)
+        v = torch.stack([t.detach().float() for t in values.values()])
+        if keys in self.sums:
+            self.sums[keys] += v
+            self.counts[keys] += 1
         else:
-            self.sums[key] = v.clone()
-            self.counts[key] = 1
+            self.sums[keys] = v
+            self.counts[keys] = 1
 
     def read(self) -> dict[str, float]:
-        """Means per key (one host synchronisation), then reset."""
+        """Means per key over the steps that logged it (one host synchronisation), then reset."""
         if not self.sums:
             return {}
-        keys = list(self.sums)
-        values = torch.stack([self.sums[k] for k in keys]).tolist()
-        out = {k: v / self.counts[k] for k, v in zip(keys, values)}
+        groups = list(self.sums)
+        flat = torch.cat([self.sums[k] for k in groups]).tolist()
+        totals: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        i = 0
+        for keys in groups:
+            for k in keys:
+                totals[k] = totals.get(k, 0.0) + flat[i]
+                counts[k] = counts.get(k, 0) + self.counts[keys]
+                i += 1
         self.sums.clear()
         self.counts.clear()
-        return out
+        return {k: totals[k] / counts[k] for k in totals}
 
 
 def nest(flat: dict[str, float], sep: str = "/") -> dict[str, Any]:

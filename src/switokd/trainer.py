@@ -1,7 +1,7 @@
 """The training loop. Engineering (precision, checkpoints, telemetry) lives in ``engine``/``telemetry``.
 
 Training state is explicit and in one place (``Trainer.state_dict``): every
-network, optimizer and scheduler, the grad scaler, the switching totals, RNG
+network and optimizer (the LR schedule is a function of the step), the grad scaler, the switching totals, RNG
 states, the epoch/step counters, the history and the config.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import nn
 
 from . import config as C
 from .data import DataSplits, TensorLoader, load_dataset
-from .engine import (CheckpointError, Precision, all_finite, build_optimizer, build_scheduler,
+from .engine import (CheckpointError, Precision, all_finite, build_optimizer, set_lr,
                      extract_state_dict, frozen_batchnorm_stats, load_checkpoint, resolve_device,
                      rng_state, save_atomic, set_rng_state)
 from .methods import Method, StepOutput, create_method
@@ -44,7 +44,6 @@ class Network:
     cfg: C.NetworkConfig
     model: nn.Module
     optimizer: torch.optim.Optimizer | None
-    scheduler: Any | None
 
     @property
     def name(self) -> str:
@@ -86,13 +85,13 @@ class Trainer:
             d = cfg.data
             data = load_dataset(d.name, d.dir, d.image_size, d.limit_train, d.limit_test)
         self.data = data
-        torch.manual_seed(t.seed)
-        self.networks: dict[str, Network] = {n.name: self._build_network(n) for n in cfg.networks}
         pad = (data.crop_padding if cfg.data.crop_padding is None else cfg.data.crop_padding) if cfg.data.augment else 0
         common = dict(mean=data.mean, std=data.std, device=self.device, channels_last=t.channels_last, seed=t.seed)
         self.train_loader = TensorLoader(data.train_x, data.train_y, t.batch_size, train=True, crop_padding=pad,
                                          hflip=cfg.data.augment and cfg.data.hflip, drop_last=t.drop_last, **common)
         self.test_loader = TensorLoader(data.test_x, data.test_y, t.eval_batch_size, train=False, **common)
+        torch.manual_seed(t.seed)
+        self.networks: dict[str, Network] = {n.name: self._build_network(n) for n in cfg.networks}
         # --- training state (checkpointed) ---
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken (batches seen)
@@ -130,11 +129,15 @@ class Trainer:
             model.to(memory_format=torch.channels_last)
         if n.name in self.method.frozen:
             model.eval().requires_grad_(False)
-            return Network(n, model, None, None)
-        opt = build_optimizer(model, n)
-        return Network(n, model, opt, build_scheduler(opt, n, self.cfg.train.epochs))
+            return Network(n, model, None)
+        return Network(n, model, build_optimizer(model, n))
 
     # ------------------------------------------------------------------ one step
+
+    def _set_lrs(self) -> None:
+        for net in self.networks.values():
+            if net.optimizer is not None:
+                set_lr(net.optimizer, net.cfg, self.step, len(self.train_loader), self.cfg.train.epochs)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = {}
@@ -154,6 +157,8 @@ class Trainer:
             with self.precision.autocast():
                 logits = self.forward(x)
             out = self.method.step(logits, y)
+            # Free a paused network's autograd graph now, not after the others' backward.
+            del logits
         stepping = [self.networks[n] for n in out.stepping]
         # Networks' losses share no parameters (soft targets are detached): one backward serves all.
         loss = sum(out.losses[n.name]["loss"] for n in stepping)
@@ -173,8 +178,8 @@ class Trainer:
         bar = self._progress(len(self.train_loader), f"epoch {self.epoch + 1}/{self.cfg.train.epochs}")
         t0, images = time.perf_counter(), 0
         for x, y in self.train_loader:
-            out = self.train_step(x, y)
-            self._record(out)
+            self._set_lrs()
+            self._record(self.train_step(x, y))
             self.step += 1
             images += len(y)
             if self.step % self.cfg.train.log_interval == 0:
@@ -186,9 +191,6 @@ class Trainer:
         if bar is not None:
             bar.close()
         train_time = time.perf_counter() - t0
-        for net in self.networks.values():
-            if net.scheduler is not None:
-                net.scheduler.step()  # a paused teacher's schedule still advances
         means, counts = self.epoch_meter.read(), dict(self.epoch_counts)
         self.epoch_counts.clear()
         self._check_finite(means)
@@ -220,8 +222,9 @@ class Trainer:
         try:
             while self.epoch < self.cfg.train.epochs:
                 t0 = time.perf_counter()
-                summary = {"epoch": self.epoch + 1, "lr": self._lrs()}
+                summary = {"epoch": self.epoch + 1}
                 summary.update(self.train_epoch())
+                summary["lr_end"] = self._lrs()
                 self.epoch += 1
                 if self.epoch % self.cfg.train.eval_every == 0 or self.epoch == self.cfg.train.epochs:
                     summary["test"] = self.evaluate()
@@ -240,13 +243,12 @@ class Trainer:
     # ------------------------------------------------------------------ telemetry
 
     def _record(self, out: StepOutput) -> None:
-        for meter in (self.step_meter, self.epoch_meter):
-            for n, terms in out.losses.items():
-                for k, v in terms.items():
-                    meter.add(f"loss/{n}/{k}", v)
-            for p, s in out.switches.items():
-                for k in ("gap", "threshold", "epsilon", "teacher_label_distance", "student_label_distance"):
-                    meter.add(f"pair/{p}/{k}", getattr(s, k))
+        values = {f"loss/{n}/{k}": v for n, terms in out.losses.items() for k, v in terms.items()}
+        for p, s in out.switches.items():
+            for k in ("gap", "threshold", "epsilon", "teacher_label_distance", "student_label_distance"):
+                values[f"pair/{p}/{k}"] = getattr(s, k)
+        self.step_meter.add(values)
+        self.epoch_meter.add(values)
         self._last_expert = out.expert
         counts = Counter({"steps": 1})
         for p, e in out.expert.items():
@@ -338,9 +340,9 @@ class Trainer:
             "config": C.to_dict(self.cfg),
             "epoch": self.epoch,
             "step": self.step,
+            # No scheduler state: the learning rate is a function of ``step`` and the config.
             "networks": {n: {"model": net.model.state_dict(),
-                             "optimizer": net.optimizer.state_dict() if net.optimizer else None,
-                             "scheduler": net.scheduler.state_dict() if net.scheduler else None}
+                             "optimizer": net.optimizer.state_dict() if net.optimizer else None}
                          for n, net in self.networks.items()},
             "scaler": self.precision.scaler.state_dict(),
             "switch_totals": dict(self.switch_totals),
@@ -357,7 +359,6 @@ class Trainer:
             net.model.load_state_dict(s["model"])
             if net.optimizer is not None:
                 net.optimizer.load_state_dict(s["optimizer"])
-                net.scheduler.load_state_dict(s["scheduler"])
         self.precision.scaler.load_state_dict(ckpt["scaler"])
         self.switch_totals = Counter(ckpt["switch_totals"])
         self.epoch, self.step = ckpt["epoch"], ckpt["step"]

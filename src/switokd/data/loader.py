@@ -6,7 +6,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from .transforms import Normalize, random_crop, random_hflip
+from .transforms import Normalize, crop_at, flip_where
 
 
 class TensorLoader:
@@ -56,25 +56,36 @@ class TensorLoader:
         n = len(self.labels)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def batches(self, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        """Yield batches from batch index ``start`` (to continue an interrupted epoch)."""
+    def epoch_randomness(self) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """This epoch's order, crop offsets and flips, drawn on the CPU from (seed, epoch).
+
+        They go to the device in one copy per epoch, so iterating needs no
+        per-batch host-device transfer or synchronisation.
+        """
+        if not self.train:
+            return None, None, None
         n = len(self.labels)
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(n, generator=g).to(self.device) if self.train else None
-        for b in range(len(self)):
-            # Draw this batch's augmentation randomness even when skipping, so that
-            # starting at batch ``start`` gives the very batches a full pass gives.
+        order = torch.randperm(n, generator=g)
+        offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=g) if self.crop_padding > 0 else None
+        flips = torch.rand(n, generator=g) < 0.5 if self.hflip else None
+        return tuple(t.to(self.device) if t is not None else None for t in (order, offsets, flips))  # type: ignore[return-value]
+
+    def batches(self, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield batches from batch index ``start`` (to continue an interrupted epoch)."""
+        order, offsets, flips = self.epoch_randomness()
+        for b in range(start, len(self)):
             sel = slice(b * self.batch_size, (b + 1) * self.batch_size)
-            idx = order[sel] if order is not None else None
-            crop_g = torch.Generator().manual_seed(self.seed * 7_919 + self.epoch * 1_000_003 + b)
-            if b < start:
-                continue
-            x = self.images[idx] if idx is not None else self.images[sel]
-            y = self.labels[idx] if idx is not None else self.labels[sel]
-            if self.train:
-                x = random_crop(x, self.crop_padding, crop_g)
-                if self.hflip:
-                    x = random_hflip(x, crop_g)
+            if order is not None:
+                idx = order[sel]
+                x, y = self.images[idx], self.labels[idx]
+            else:
+                x, y = self.images[sel], self.labels[sel]
+            # Augmentation follows the example's position in the epoch's order.
+            if offsets is not None:
+                x = crop_at(x, self.crop_padding, offsets[sel])
+            if flips is not None:
+                x = flip_where(x, flips[sel])
             x = self.normalize(x)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -49,8 +49,10 @@ class SwitOKDPair(Method):
     def step(self, logits: Mapping[str, Tensor], targets: Tensor) -> StepOutput:
         z_t, z_s = logits[self.teacher], logits[self.student]
         stats = switch_stats(z_t, z_s, targets, self.weights.tau)
-        # The step's one host synchronisation (none when the mode is forced).
-        expert = bool(stats.expert) if self.force_mode is None else self.force_mode == "expert"
+        # The step's one host synchronisation; a held mode pays it too, so that it costs what a real step costs.
+        expert = bool(stats.expert)
+        if self.force_mode is not None:
+            expert = self.force_mode == "expert"
         losses = {self.student: distill_loss(z_s, targets, [z_t], self.weights)}
         if not expert:
             losses[self.teacher] = distill_loss(z_t, targets, [z_s], self.weights)
@@ -84,9 +86,8 @@ class SwitOKDCohort(Method):
         tau = self.weights.tau
         stats = {pair_name(t, s): switch_stats(logits[t], logits[s], targets, tau) for t, s in self.pairs}
         # One host synchronisation for all pairs.
-        if self.force_mode is None:
-            flags = torch.stack([st.expert for st in stats.values()]).tolist()
-        else:
+        flags = torch.stack([st.expert for st in stats.values()]).tolist()
+        if self.force_mode is not None:
             flags = [self.force_mode == "expert"] * len(stats)
         expert = dict(zip(stats, flags))
         losses = {}
