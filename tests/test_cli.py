@@ -43,6 +43,8 @@ def test_errors_are_clear(tmp_path, capsys):
     assert "unknown model 'resnet21'" in capsys.readouterr().err
     assert main(["train", "--config", "configs/fashion_mnist.yaml", f"data.dir={tmp_path}/none"]) == 2
     assert "not found" in capsys.readouterr().err
+    assert main(["train"]) == 2
+    assert "give --config FILE" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(tmp_path / "none.pt")]) == 2
     assert "not found" in capsys.readouterr().err
 

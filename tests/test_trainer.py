@@ -134,3 +134,34 @@ def test_paused_teacher_schedule_advances(tmp_path, splits):
     last = 0.1 * lr_factor(tr.networks["teacher"].cfg, 2 * steps - 1, steps, 2)  # the last batch's lr
     assert tr.networks["teacher"].optimizer.param_groups[0]["lr"] == pytest.approx(last) and last < 0.01
     assert tr.report()["paused_share"]["teacher"] == 1.0
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_trains(tmp_path, splits, precision):
+    tr = Trainer(tiny_config(tmp_path, overrides=[f"train.precision={precision}", "train.channels_last=true",
+                                                   "method.force_mode=learning"]), data=splits)
+    report = tr.fit()
+    assert report["networks"]["student"]["last_acc"] is not None
+    assert tr.precision.scaler.is_enabled() == (precision == "fp16")
+    if precision == "fp16":  # the one scaler stepped and updated: its state is checkpointed
+        assert tr.state_dict()["scaler"]["scale"] > 0
+
+
+def test_fp16_expert_step_leaves_teacher_alone(tmp_path, splits):
+    tr = Trainer(tiny_config(tmp_path, overrides=["train.precision=fp16", "method.force_mode=expert"]), data=splits,
+                 writable=False)
+    before = {k: v.clone() for k, v in tr.networks["teacher"].model.named_parameters()}
+    tr.train_loader.set_epoch(0)
+    for _, (x, y) in zip(range(3), tr.train_loader):
+        assert tr.train_step(x, y).stepping == ("student",)
+    assert all(torch.equal(v, before[k]) for k, v in tr.networks["teacher"].model.named_parameters())
+    assert tr.networks["teacher"].optimizer.state_dict()["state"] == {}
+
+
+def test_meter_groups_by_key_set():
+    from switokd.telemetry import Meter
+    m = Meter()
+    m.add({"a": torch.tensor(1.0), "b": torch.tensor(2.0)})
+    m.add({"a": torch.tensor(3.0)})  # a step where b was not computed (a paused network)
+    assert m.read() == {"a": 2.0, "b": 2.0}
+    assert m.read() == {}

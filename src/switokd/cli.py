@@ -39,13 +39,15 @@ def _report_lines(report: dict) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from .config import ConfigError, load_config
     from .trainer import Trainer
 
     if args.resume:
         if args.config:
-            raise SystemExit("switokd train: --resume takes the config from the checkpoint; drop --config")
+            raise ConfigError("--resume takes the config from the checkpoint; drop --config")
         trainer = Trainer.from_checkpoint(args.resume, args.overrides)
+    elif not args.config:
+        raise ConfigError("give --config FILE (see configs/, e.g. configs/fashion_mnist.yaml) or --resume CHECKPOINT")
     else:
         cfg = load_config(args.config, args.overrides)
         trainer = Trainer(cfg)
@@ -152,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError, CheckpointError, TrainingDiverged) as e:
         print(f"switokd {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint written is intact", file=sys.stderr)
         return 130

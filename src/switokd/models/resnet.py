@@ -19,9 +19,11 @@ def resnet_imagenet(blocks: list[int], num_classes: int, in_chans: int, image_si
 
 @MODELS.register()
 def resnet18(num_classes: int = 1000, in_chans: int = 3, image_size: int = 224) -> nn.Module:
+    """ResNet-18."""
     return resnet_imagenet([2, 2, 2, 2], num_classes, in_chans, image_size)
 
 
 @MODELS.register()
 def resnet34(num_classes: int = 1000, in_chans: int = 3, image_size: int = 224) -> nn.Module:
+    """ResNet-34."""
     return resnet_imagenet([3, 4, 6, 3], num_classes, in_chans, image_size)

@@ -40,14 +40,17 @@ def resnet_cifar(depth: int, num_classes: int, in_chans: int) -> nn.Module:
 
 @MODELS.register()
 def resnet20(num_classes: int = 10, in_chans: int = 3, image_size: int = 32) -> nn.Module:
+    """ResNet-20 (CIFAR style)."""
     return resnet_cifar(20, num_classes, in_chans)
 
 
 @MODELS.register()
 def resnet32(num_classes: int = 10, in_chans: int = 3, image_size: int = 32) -> nn.Module:
+    """ResNet-32 (CIFAR style)."""
     return resnet_cifar(32, num_classes, in_chans)
 
 
 @MODELS.register()
 def resnet56(num_classes: int = 10, in_chans: int = 3, image_size: int = 32) -> nn.Module:
+    """ResNet-56 (CIFAR style)."""
     return resnet_cifar(56, num_classes, in_chans)
