@@ -2,8 +2,8 @@
 
 For each teacher/student pair and input shape it times, on the same pre-made batches:
   bare          minimal loop: both networks forward, CE, one backward, both optimizers step
-  bare-expert   teacher forward (autograd on, as any step must run it before the mode is known)
-                + student forward/backward/step
+  bare-expert   teacher forward (autograd on, its logits kept until the student's forward is done, as
+                any step that decides from both networks' logits must) + student forward/backward/step
   bare-expert-nograd  the same with the teacher forward under no_grad (a stricter floor)
   vanilla, dml, kdcl, switokd-learning, switokd-expert  (Trainer.train_step + its telemetry)
   loader        the in-memory loader alone (shuffle, crop, flip, normalise)
@@ -91,8 +91,9 @@ class Bare:
     def expert(self, x, y, grad_teacher=True):
         with self.autocast():
             with contextlib.nullcontext() if grad_teacher else torch.no_grad():
-                self.t(x)
+                zt = self.t(x)
             zs = self.s(x)
+        del zt  # both logits existed together, as before any decision; the teacher's graph goes now
         loss = F.cross_entropy(zs.float(), y)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.os)

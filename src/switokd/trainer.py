@@ -195,7 +195,7 @@ class Trainer:
         self.epoch_counts.clear()
         self._check_finite(means)
         return {"train_time_s": train_time, "images_per_s": images / train_time,
-                "train": nest({k: v for k, v in means.items()}), "switch": self._shares(counts)}
+                "train": nest(means), "switch": self._shares(counts)}
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, dict[str, float]]:
