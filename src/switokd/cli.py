@@ -60,12 +60,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from . import config as C
-    from .engine import CheckpointError, load_checkpoint
-    from .trainer import CHECKPOINT_FORMAT, Trainer
+    from .trainer import Trainer, load_training_checkpoint
 
-    ckpt = load_checkpoint(args.checkpoint)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{args.checkpoint} is not a switokd training checkpoint")
+    ckpt = load_training_checkpoint(args.checkpoint)
     tree = ckpt["config"]
     for o in args.overrides:
         C.apply_override(tree, o)

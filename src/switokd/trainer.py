@@ -33,6 +33,14 @@ RESUMABLE_OVERRIDES = ("train.epochs", "train.progress", "train.log_interval", "
                        "train.threads", "train.eval_every", "data.dir")
 
 
+def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by ``Trainer.save_checkpoint``; anything else is a clear error."""
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a switokd training checkpoint")
+    return ckpt
+
+
 class TrainingDiverged(RuntimeError):
     """A loss or a parameter became non-finite; the last good checkpoint is kept."""
 
@@ -380,9 +388,7 @@ class Trainer:
     @classmethod
     def from_checkpoint(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = (), data: DataSplits | None = None) -> "Trainer":
         """Rebuild a run from its checkpoint to continue training (``--resume``)."""
-        ckpt = load_checkpoint(path)
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{path} is not a switokd training checkpoint")
+        ckpt = load_training_checkpoint(path)
         tree = ckpt["config"]
         for o in overrides:
             key = o.split("=", 1)[0].strip()
