@@ -8,8 +8,15 @@ For each teacher/student pair and input shape it times, on the same pre-made bat
   vanilla, dml, kdcl, switokd-learning, switokd-expert  (Trainer.train_step + its telemetry)
   loader        the in-memory loader alone (shuffle, crop, flip, normalise)
 and prints each method's time per step as a ratio to the bare loop doing the same work.
-Timing is round-robin over the variants, each round starting with one untimed step; each variant's time is its best of --repeats rounds
-(the minimum is the estimate least disturbed by other load on a shared machine).
+
+Timing is interleaved step by step: timed step i of every variant runs on the same batch, one
+after the other (the order rotates each step), so slow drift in a shared machine's load hits
+all variants alike. A ratio is the median over steps of t_method[i] / t_reference[i], with a
+bootstrap 95% interval over steps. `vanilla` vs `bare` (the same work) shows the noise floor.
+
+It also times each method's own logic alone, without the networks: ``method.step`` on fixed
+logits, the backward of its losses into those logits, and the trainer's telemetry. That is the
+only work a method adds to the bare loop, measured without the networks' noise.
 
   python benchmarks/throughput.py --device cpu --precision bf16 --out benchmarks/results/throughput-cpu.md
 """
@@ -18,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -107,7 +115,7 @@ def bench_pair(teacher: str, student: str, chans: int, size: int, args, device) 
                  f"train.batch_size={args.batch_size}", f"train.device={device}", "train.progress=false",
                  f"networks.teacher.model={teacher}", f"networks.student.model={student}",
                  "networks.teacher.lr=0.01", "networks.student.lr=0.01"]
-    variants = {}
+    variants, logic = {}, {}
     for name, force, _ in METHODS:
         o = overrides + [f"method.name={name}"] + ([f"method.force_mode={force}"] if force else [])
         tr = Trainer(C.load_config(None, o), data=data, writable=False)
@@ -115,6 +123,7 @@ def bench_pair(teacher: str, student: str, chans: int, size: int, args, device) 
             net.model.train()
         label = f"{name}-{force}" if force else name
         variants[label] = (lambda tr=tr: (lambda x, y: tr._record(tr.train_step(x, y))))()
+        logic[label] = method_logic_time(tr, args.batch_size, data.num_classes, device)
     bare = Bare(teacher, student, data, device, args.precision, args.channels_last)
     variants["bare"] = bare.both
     variants["bare-expert"] = bare.expert
@@ -122,21 +131,11 @@ def bench_pair(teacher: str, student: str, chans: int, size: int, args, device) 
 
     loader = TensorLoader(data.train_x, data.train_y, args.batch_size, data.mean, data.std, train=True,
                           crop_padding=data.crop_padding, hflip=True, device=device, channels_last=args.channels_last)
-    batches = [b for _, b in zip(range(args.steps), loader)]
-    times: dict[str, list[float]] = {k: [] for k in variants}
+    batches = [b for _, b in zip(range(4), loader)]
     for fn in variants.values():  # warm up every variant before timing any
         for x, y in batches[: args.warmup]:
             fn(x, y)
-    sync(device)
-    for _ in range(args.repeats):
-        for k, fn in variants.items():
-            fn(*batches[0])  # one untimed step: re-warm caches and the allocator after the previous variant
-            sync(device)
-            t0 = time.perf_counter()
-            for x, y in batches:
-                fn(x, y)
-            sync(device)
-            times[k].append((time.perf_counter() - t0) / len(batches))
+    times = time_interleaved(variants, batches, args.steps, device)
     loader_times = []
     for r in range(args.repeats):
         loader.set_epoch(r)
@@ -148,29 +147,83 @@ def bench_pair(teacher: str, student: str, chans: int, size: int, args, device) 
         sync(device)
         loader_times.append((time.perf_counter() - t0) / n)
     rows = []
-    step = {k: min(v) for k, v in times.items()}
+    med = {k: statistics.median(v) for k, v in times.items()}
     for name, force, ref in METHODS:
         label = f"{name}-{force}" if force else name
-        rows.append({"variant": label, "ms": 1e3 * step[label], "ips": args.batch_size / step[label],
-                     "ratio": step[label] / step[ref], "ref": ref})
+        r, lo, hi = paired_ratio(times[label], times[ref])
+        rows.append({"variant": label, "ms": 1e3 * med[label], "ips": args.batch_size / med[label],
+                     "ratio": r, "ci": (lo, hi), "ref": ref,
+                     "logic_ms": 1e3 * logic[label], "logic_share": logic[label] / med[ref]})
     for k in ("bare", "bare-expert", "bare-expert-nograd"):
-        rows.append({"variant": k, "ms": 1e3 * step[k], "ips": args.batch_size / step[k], "ratio": None, "ref": ""})
-    rows.append({"variant": "switokd-expert vs bare-expert-nograd", "ms": None, "ips": None,
-                 "ratio": step["switokd-expert"] / step["bare-expert-nograd"], "ref": "bare-expert-nograd"})
+        rows.append({"variant": k, "ms": 1e3 * med[k], "ips": args.batch_size / med[k], "ref": ""})
+    r, lo, hi = paired_ratio(times["switokd-expert"], times["bare-expert-nograd"])
+    rows.append({"variant": "switokd-expert", "ratio": r, "ci": (lo, hi), "ref": "bare-expert-nograd"})
+    r, lo, hi = paired_ratio(times["switokd-expert"], times["switokd-learning"])
+    rows.append({"variant": "switokd-expert", "ratio": r, "ci": (lo, hi), "ref": "switokd-learning"})
     loader_ips = 1 / min(loader_times)
-    fastest = max(r["ips"] for r in rows if r["ips"] and not r["variant"].startswith("bare"))
+    fastest = max(r["ips"] for r in rows if r.get("ips") and not r["variant"].startswith("bare"))
     rows.append({"variant": "loader", "ms": 1e3 * args.batch_size / loader_ips, "ips": loader_ips,
                  "ratio": loader_ips / fastest, "ref": "x faster than the fastest method consumes"})
     return rows
 
 
+def time_interleaved(variants: dict, batches: list, steps: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per step of every variant, step i of each on batch i, the variants' order rotating each step."""
+    names = list(variants)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for i in range(steps):
+        x, y = batches[i % len(batches)]
+        j = i % len(names)
+        for k in names[j:] + names[:j]:
+            sync(device)
+            t0 = time.perf_counter()
+            variants[k](x, y)
+            sync(device)
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def paired_ratio(a: list[float], b: list[float], resamples: int = 2000) -> tuple[float, float, float]:
+    """Median of the per-step ratios a[i] / b[i] and its bootstrap 95% interval."""
+    r = torch.tensor(a, dtype=torch.float64) / torch.tensor(b, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, len(r), (resamples, len(r)), generator=g)
+    boot = r[idx].median(dim=1).values.sort().values
+    return r.median().item(), boot[int(0.025 * resamples)].item(), boot[int(0.975 * resamples) - 1].item()
+
+
+def method_logic_time(tr: Trainer, batch_size: int, num_classes: int, device: torch.device, reps: int = 200) -> float:
+    """Median seconds of a method's own work on fixed logits: step, backward into the logits, telemetry."""
+    g = torch.Generator().manual_seed(1)
+    base = {n: torch.randn(batch_size, num_classes, generator=g).to(device) for n in tr.networks}
+    y = torch.randint(0, num_classes, (batch_size,), generator=g).to(device)
+    dtype = tr.precision.dtype
+    ts = []
+    for i in range(reps + 10):
+        logits = {n: z.clone().to(dtype or z.dtype).requires_grad_() for n, z in base.items()}
+        sync(device)
+        t0 = time.perf_counter()
+        out = tr.method.step(logits, y)
+        loss = sum(out.losses[n]["loss"] for n in out.stepping)
+        if out.stepping:
+            loss.backward()
+        tr._record(out)
+        sync(device)
+        if i >= 10:
+            ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
 def fmt(rows: list[dict]) -> str:
-    out = ["| variant | ms/step | images/s | ratio | to |", "|---|---:|---:|---:|---|"]
+    out = ["| variant | ms/step (median) | images/s | ratio (median of per-step ratios) | 95% interval | to | method logic alone, ms (share of the reference step) |",
+           "|---|---:|---:|---:|---|---|---:|"]
     for r in rows:
-        ms = "" if r["ms"] is None else f"{r['ms']:.2f}"
-        ips = "" if r["ips"] is None else f"{r['ips']:.0f}"
-        ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}"
-        out.append(f"| {r['variant']} | {ms} | {ips} | {ratio} | {r['ref']} |")
+        ms = "" if r.get("ms") is None else f"{r['ms']:.2f}"
+        ips = "" if r.get("ips") is None else f"{r['ips']:.0f}"
+        ratio = "" if r.get("ratio") is None else f"{r['ratio']:.3f}"
+        ci = f"{r['ci'][0]:.3f} to {r['ci'][1]:.3f}" if r.get("ci") else ""
+        logic = f"{r['logic_ms']:.2f} ({100 * r['logic_share']:.2f}%)" if r.get("logic_ms") is not None else ""
+        out.append(f"| {r['variant']} | {ms} | {ips} | {ratio} | {ci} | {r['ref']} | {logic} |")
     return "\n".join(out)
 
 
@@ -180,9 +233,9 @@ def main(argv=None) -> int:
     p.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=8, help="timed steps per variant per round")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--steps", type=int, default=24, help="timed steps per variant (interleaved)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5, help="loader epochs timed (best)")
     p.add_argument("--loader-images", type=int, default=20000)
     p.add_argument("--pairs", default="wrn16_2:resnet20,wrn16_4:wrn16_1,wrn16_2:mobilenetv2_x0.5")
     p.add_argument("--shapes", default="1x28,3x32")
@@ -194,8 +247,8 @@ def main(argv=None) -> int:
     cmd = "python " + " ".join([sys.argv[0]] + sys.argv[1:])
     lines = [f"# Throughput: methods vs the bare PyTorch loop ({device.type}, {args.precision})", "",
              f"- command: `{cmd}`", f"- machine: {machine(device)}",
-             f"- date: {time.strftime('%Y-%m-%d')}; batch {args.batch_size}, {args.steps} steps x {args.repeats} "
-             f"rounds (best round), channels_last={args.channels_last}", ""]
+             f"- date: {time.strftime('%Y-%m-%d')}; batch {args.batch_size}, {args.steps} interleaved steps per "
+             f"variant, channels_last={args.channels_last}", ""]
     print("\n".join(lines), flush=True)
     for pair in args.pairs.split(","):
         teacher, student = pair.split(":")
