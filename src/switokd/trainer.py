@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import sys
 import time
 from collections import Counter
@@ -289,7 +290,7 @@ class Trainer:
         return row
 
     def _check_finite(self, means: dict[str, float]) -> None:
-        bad = [k for k, v in means.items() if k.startswith("loss/") and not torch.isfinite(torch.tensor(v))]
+        bad = [k for k, v in means.items() if k.startswith("loss/") and not math.isfinite(v)]
         if bad:
             raise TrainingDiverged(f"non-finite loss at step {self.step} ({', '.join(bad)}); "
                                    "the last good checkpoint is kept. Lower the learning rate or use fp32.")
