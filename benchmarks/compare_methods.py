@@ -12,7 +12,6 @@ Extra ``key=value`` arguments are config overrides applied to every run (e.g. ``
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -29,10 +28,7 @@ def run_one(config: str, method: str, seed: int, overrides: list[str], out_dir: 
     name = f"{Path(config).stem}-{method}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = load_config(config, [*overrides, f"method.name={method}", f"train.seed={seed}",
                                f"train.out_dir={out_dir}", f"train.run_name={name}"])
-    trainer = Trainer(cfg)
-    report = trainer.fit()
-    (trainer.run_dir / "report.json").write_text(json.dumps(report, indent=2))
-    return report
+    return Trainer(cfg).fit()
 
 
 def table(reports: list[dict]) -> str:

@@ -18,7 +18,7 @@ examples:
 Overrides are key=value, applied after the YAML file; values are parsed as YAML
 (3, 0.1, true, [100,150]). Networks are addressed by name or index:
 networks.teacher.model=wrn16_4. An unknown key is an error that names it.
-A run writes config.yaml, steps.jsonl, epochs.jsonl and last.pt to train.out_dir/train.run_name.
+A run writes config.yaml, steps.jsonl, epochs.jsonl, last.pt and report.json to train.out_dir/train.run_name.
 """
 
 
@@ -53,8 +53,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer = Trainer(cfg)
     report = trainer.fit()
     print("\n".join(_report_lines(report)))
-    if trainer.run_dir is not None:
-        (trainer.run_dir / "report.json").write_text(json.dumps(report, indent=2))
     return 0
 
 

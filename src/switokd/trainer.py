@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -226,7 +227,7 @@ class Trainer:
         return {n: {"acc": 100.0 * vals[i] / total, "loss": vals[len(names) + i] / total} for i, n in enumerate(names)}
 
     def fit(self) -> dict[str, Any]:
-        """Train to ``train.epochs``, evaluating, logging and checkpointing each epoch."""
+        """Train to ``train.epochs``, evaluating, logging and checkpointing each epoch; write report.json."""
         self._open_run()
         try:
             while self.epoch < self.cfg.train.epochs:
@@ -247,7 +248,10 @@ class Trainer:
                 self.save_checkpoint()
         finally:
             self._close_run()
-        return self.report()
+        report = self.report()
+        if self.writable and self.run_dir is not None:
+            (self.run_dir / "report.json").write_text(json.dumps(report, indent=2))
+        return report
 
     # ------------------------------------------------------------------ telemetry
 
