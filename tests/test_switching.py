@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from switokd import adaptive_threshold, decide, distillation_gap, label_distance, switch_weight
+from switokd import adaptive_threshold, decide, distillation_gap, label_distance, switch_stats, switch_weight
 from switokd.losses import kl_div, minlogit_ensemble
 
 
@@ -136,3 +136,87 @@ def test_minlogit_golden():
     y = torch.tensor([1])
     # shifted: a - 1 = [1, 0, -1]; b - 3 = [-3, 0, -4]; min = [-3, 0, -4]
     assert minlogit_ensemble([a, b], y).tolist() == [[-3.0, 0.0, -4.0]]
+
+
+def reference_diagnostics(zt, zs, y):
+    """METHOD.md's a, b, o per example, in plain Python (tau = 1)."""
+    n = len(y)
+    a = [softmax(r)[yi] for r, yi in zip(zt, y)]
+    b = [softmax(r)[yi] for r, yi in zip(zs, y)]
+    o = [sum(min(pt, ps) for k, (pt, ps) in enumerate(zip(softmax(rt), softmax(rs))) if k != yi)
+         for rt, rs, yi in zip(zt, zs, y)]
+    shared, t_off = sum(o) / n, sum(1 - v for v in a) / n
+    return dict(shared=shared, t_off=t_off, lead=sum(max(0.0, bi - ai) for ai, bi in zip(a, b)) / n, rho=shared / t_off)
+
+
+@pytest.mark.parametrize("case", ["A", "B"])
+def test_diagnostics_golden(case):
+    zt, zs, y = (ZT_A, ZS_A, Y_A) if case == "A" else (ZT_B, ZS_B, Y_B)
+    ref = reference_diagnostics(zt, zs, y)
+    s = switch_stats(t(zt), t(zs), torch.tensor(y))
+    assert s.shared_mass.item() == pytest.approx(ref["shared"], abs=1e-6)
+    assert s.teacher_offlabel_mass.item() == pytest.approx(ref["t_off"], abs=1e-6)
+    assert s.student_lead.item() == pytest.approx(ref["lead"], abs=1e-6)
+    assert s.shared_ratio.item() == pytest.approx(ref["rho"], rel=1e-5)
+    # d_T = 2 mean(1 - a): the teacher's off-label mass is half its label distance.
+    assert s.teacher_offlabel_mass.item() == pytest.approx(s.teacher_label_distance.item() / 2, abs=1e-6)
+
+
+def assert_identity(zt, zs, y):
+    """G - delta = 2 (lead + eps * teacher off-label mass - shared mass), exactly at tau = 1."""
+    s = switch_stats(zt.double(), zs.double(), y)
+    lhs = (s.gap - s.threshold).item()
+    rhs = 2 * (s.student_lead + s.epsilon * s.teacher_offlabel_mass - s.shared_mass).item()
+    assert lhs == pytest.approx(rhs, abs=2e-6), (lhs, rhs)
+    return lhs
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_identity_on_random_logits(seed):
+    g = torch.Generator().manual_seed(seed)
+    n, c = int(torch.randint(1, 64, (1,), generator=g)), int(torch.randint(2, 120, (1,), generator=g))
+    scale = float(torch.rand(1, generator=g) * 8)
+    zt, zs = torch.randn(n, c, generator=g) * scale, torch.randn(n, c, generator=g) * scale
+    assert_identity(zt, zs, torch.randint(0, c, (n,), generator=g))
+
+
+def test_identity_on_real_logits(tmp_path, splits):
+    """Logits of real networks while they train, in both modes of the switch."""
+    from conftest import tiny_config
+    from switokd.trainer import Trainer
+
+    tr = Trainer(tiny_config(tmp_path, overrides=["train.epochs=3", "train.batch_size=8"]), data=splits, writable=False)
+    signs = set()
+    for epoch in range(3):
+        tr.train_loader.set_epoch(epoch)
+        for x, y in tr.train_loader:
+            for net in tr.networks.values():
+                net.model.train()
+            out = tr.train_step(x, y)
+            with torch.no_grad():
+                for net in tr.networks.values():
+                    net.model.eval()
+                logits = tr.forward(x)
+            gap_minus_delta = assert_identity(logits["teacher"], logits["student"], y)
+            signs.add(gap_minus_delta > 0)
+            assert out.switches["teacher->student"].shared_ratio.item() >= 0
+    assert signs == {True, False}, "the run should visit both sides of the threshold"
+
+
+def test_switch_fires_exactly_when_rho_is_below_eps_plus_lead():
+    """The identity restated as the decision: with d_T < d_S, expert <=> rho < eps + lead / mean(1 - a)."""
+    g = torch.Generator().manual_seed(7)
+    seen = set()
+    for _ in range(300):
+        zt = torch.randn(16, 10, generator=g) * 4
+        # Students from independent (different mistakes) to a damped copy of the teacher (shared mistakes).
+        mix = float(torch.rand(1, generator=g))
+        zs = mix * 0.5 * zt + (1 - mix) * torch.randn(16, 10, generator=g) * 3
+        y = zt.argmax(1)  # a teacher that is right, so that d_T < d_S mostly holds
+        s = switch_stats(zt.double(), zs.double(), y)
+        if not bool(s.teacher_label_distance < s.student_label_distance):
+            continue
+        rule = bool(s.shared_ratio < s.epsilon + s.student_lead / s.teacher_offlabel_mass)
+        assert bool(s.expert) == rule
+        seen.add(rule)
+    assert seen == {True, False}

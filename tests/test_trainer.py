@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from switokd.engine import CheckpointError, load_checkpoint
+from switokd.checkpoint import CheckpointError, load_checkpoint
 from switokd.telemetry import read_jsonl
 from switokd.trainer import Trainer, TrainingDiverged
 
@@ -24,7 +24,10 @@ def test_fit_writes_run_files(tmp_path, splits):
     steps = read_jsonl(run / "steps.jsonl")
     assert len(steps) == 4 - 0  # 8 steps, log every 2
     row = steps[0]
-    assert set(row["pair"]["teacher->student"]) == {"gap", "threshold", "epsilon", "teacher_label_distance", "student_label_distance"}
+    from switokd.switching import SwitchStats
+    assert set(row["pair"]["teacher->student"]) == set(SwitchStats.LOGGED)
+    assert set(epochs[0]["train"]["pair"]["teacher->student"]) == set(SwitchStats.LOGGED)
+    assert set(report["switch_stats"]["teacher->student"]) == set(SwitchStats.LOGGED)
     assert row["mode"]["teacher->student"] in ("expert", "learning") and "student" in row["loss"]
     assert report["networks"]["student"]["last_acc"] == epochs[-1]["test"]["student"]["acc"]
     assert report["networks"]["teacher"]["best_acc"] == max(e["test"]["teacher"]["acc"] for e in epochs)

@@ -8,17 +8,23 @@ from pathlib import Path
 
 from . import __version__
 
+
+class UsageError(ValueError):
+    """A command-line argument is wrong (exit code 2, one line)."""
+
 EPILOG_TRAIN = """\
 examples:
   switokd train --config configs/fashion_mnist.yaml
   switokd train --config configs/fashion_mnist.yaml train.epochs=1 method.name=dml
   switokd train --config configs/cifar100_wrn16_2_mbv2.yaml data.dir=~/data networks.student.lr=0.01
-  switokd train --resume runs/NAME/last.pt train.epochs=20
+  switokd train --resume runs/NAME train.epochs=20
 
 Overrides are key=value, applied after the YAML file; values are parsed as YAML
 (3, 0.1, true, [100,150]). Networks are addressed by name or index:
 networks.teacher.model=wrn16_4. An unknown key is an error that names it.
-A run writes config.yaml, steps.jsonl, epochs.jsonl, last.pt and report.json to train.out_dir/train.run_name.
+A run writes config.yaml, steps.jsonl, epochs.jsonl, last.pt, best.pt and report.json to
+train.out_dir/train.run_name. last.pt is also written inside epochs (train.checkpoint_every_s, default 300);
+SIGTERM or Ctrl-C finish the current step, write it and print the command that continues the run.
 """
 
 
@@ -58,7 +64,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from . import config as C
-    from .trainer import Trainer, load_training_checkpoint
+    from .checkpoint import CheckpointError, load_training_checkpoint, load_weights
+    from .trainer import Trainer
 
     ckpt = load_training_checkpoint(args.checkpoint)
     tree = ckpt["config"]
@@ -69,14 +76,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for n in cfg.networks:
         n.checkpoint = None
     trainer = Trainer(cfg, writable=False)
+    if set(ckpt["networks"]) != set(trainer.networks):
+        raise CheckpointError(f"{args.checkpoint}: networks {sorted(ckpt['networks'])} differ from its config's "
+                              f"{sorted(trainer.networks)}")
     for name, net in trainer.networks.items():
-        net.model.load_state_dict(ckpt["networks"][name]["model"])
+        load_weights(net.model, ckpt["networks"][name]["model"], f"{args.checkpoint}, network {name!r}")
     results = trainer.evaluate()
     print(f"{args.checkpoint}: epoch {ckpt['epoch']}, {cfg.data.name} test split ({len(trainer.data.test_y)} images)")
     for n, r in results.items():
         print(f"  {n:<10} {trainer.networks[n].cfg.model:<18} acc {r['acc']:.2f}%  loss {r['loss']:.4f}")
     if args.json:
         print(json.dumps(results))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import sweep
+
+    command = "switokd sweep " + " ".join(args.argv)
+    reports = sweep(args.config, args.methods, args.seeds, args.out, args.overrides, command=command,
+                    report=not args.no_report, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"{len(reports)} runs; results in {Path(args.out) / 'results.md'}")
+    print((Path(args.out) / "results.md").read_text())
     return 0
 
 
@@ -110,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Online knowledge distillation: SwitOKD (switchable teacher/student training) and the "
                     "vanilla, KD, DML and KDCL baselines.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Start with: switokd train --config configs/fashion_mnist.yaml   (see `switokd train --help`)",
+        epilog="Start with: switokd train --config configs/fashion_mnist.yaml   (see `switokd train --help`)\n\n" + EXIT_CODES,
     )
     p.add_argument("--version", action="version", version=f"switokd {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -119,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_TRAIN,
                        description="Train the networks of a config with its method, evaluating and checkpointing each epoch.")
     t.add_argument("--config", help="YAML config file (see configs/)")
-    t.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its last.pt")
+    t.add_argument("--resume", metavar="RUN", help="continue a run: its directory or a checkpoint (last.pt) in it")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, applied in order")
     t.set_defaults(fn=cmd_train)
 
@@ -130,6 +151,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.dir=PATH if the data moved")
     e.set_defaults(fn=cmd_eval)
 
+    sw = sub.add_parser("sweep", help="train a config with several methods and seeds; tabulate mean ± std",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Run every method on every seed with one config (each an ordinary run in "
+                                    "OUT/<method>-seed<k>/), then write OUT/results.md (mean ± std over seeds), "
+                                    "OUT/results.json and OUT/report/. Resumable: finished runs are skipped and an "
+                                    "interrupted run continues from its checkpoint.",
+                        epilog="example:\n  switokd sweep --config configs/fashion_mnist.yaml --methods vanilla kd dml "
+                               "kdcl switokd --seeds 0 1 2 --out runs/sweep data.limit_train=10000")
+    sw.add_argument("--config", required=True, help="YAML config file")
+    sw.add_argument("--methods", nargs="+", default=["vanilla", "kd", "dml", "kdcl", "switokd"])
+    sw.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    sw.add_argument("--out", default="runs/sweep", help="directory for the runs and the results (default runs/sweep)")
+    sw.add_argument("--no-report", action="store_true", help="skip the HTML/PNG report")
+    sw.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
+    sw.set_defaults(fn=cmd_sweep)
+
     ls = sub.add_parser("list", help="list registered models, methods or datasets")
     ls.add_argument("what", choices=["models", "methods", "datasets"])
     ls.add_argument("--params", action="store_true", help="models: count parameters (builds each model)")
@@ -137,23 +174,45 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+EXIT_CODES = """\
+exit codes:
+  0    done
+  2    bad config, data, checkpoint or argument (a one-line error says which and what was expected)
+  3    training diverged (non-finite loss or weights); the last good checkpoint is kept
+  4    a checkpoint could not be written (disk full, I/O error, read-only); the previous one is intact
+  130  interrupted by SIGINT (Ctrl-C), 143 by SIGTERM: the current step finished and a checkpoint was written
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .checkpoint import CheckpointError, CheckpointWriteError
     from .config import ConfigError
     from .data import DatasetError
-    from .engine import CheckpointError
+    from .signals import Interrupted
     from .trainer import TrainingDiverged
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv[1:]
     try:
         return args.fn(args)
-    except (ConfigError, DatasetError, CheckpointError, TrainingDiverged) as e:
+    except CheckpointWriteError as e:
+        print(f"switokd {args.command}: error: {e}", file=sys.stderr)
+        return 4
+    except (ConfigError, DatasetError, CheckpointError, UsageError) as e:
         print(f"switokd {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except TrainingDiverged as e:
+        print(f"switokd {args.command}: diverged: {e}", file=sys.stderr)
+        return 3
+    except Interrupted as e:
+        print(f"switokd {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("interrupted; the last checkpoint written is intact", file=sys.stderr)
+        print(f"switokd {args.command}: interrupted; the last checkpoint written is intact", file=sys.stderr)
         return 130
 
 

@@ -29,6 +29,7 @@ class DataConfig:
     crop_padding: int | None = None  # None: the data set's usual padding
     hflip: bool = True
     image_size: int = 0  # image_folder only: resize every image to this size (0 keeps it)
+    channels: int = 0  # 1 (gray) or 3 (color) forces it; 0: the data set's own (image_folder: color if any file is)
     limit_train: int = 0  # keep the first N training examples (0 keeps all)
     limit_test: int = 0
 
@@ -67,7 +68,7 @@ class TrainConfig:
     batch_size: int = 128
     eval_batch_size: int = 1000
     drop_last: bool = False
-    precision: str = "fp32"  # fp32 | bf16 | fp16
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: bf16 where the device runs it natively)
     channels_last: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # CPU threads for torch (0: torch's default)
@@ -76,7 +77,10 @@ class TrainConfig:
     out_dir: str = "runs"
     run_name: str = ""  # default: <method>-<dataset>-<time>
     progress: bool = True
+    progress_interval_s: float = 30.0  # without a terminal: seconds between progress lines
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
+    checkpoint_every_s: float = 300.0  # also write last.pt inside an epoch this often (0: at epoch ends only)
+    checkpoint_every: int = 0  # also write last.pt every N steps (0: off)
 
 
 def default_networks() -> list[NetworkConfig]:
@@ -114,7 +118,7 @@ class Config:
 
 
 ROLES = ("teacher", "student")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("multistep", "cosine", "constant")
 
 # ----------------------------------------------------------------------------- type checking
@@ -312,6 +316,9 @@ def validate(cfg: Config) -> None:
     for k, v in positive.items():
         if v < 1:
             raise ConfigError(f"config key {k!r}: must be >= 1, got {v}")
+    for k in ("checkpoint_every_s", "checkpoint_every", "progress_interval_s"):
+        if getattr(cfg.train, k) < 0:
+            raise ConfigError(f"config key 'train.{k}': must be >= 0, got {getattr(cfg.train, k)}")
     if cfg.method.tau is not None and cfg.method.tau <= 0:
         raise ConfigError(f"config key 'method.tau': must be > 0, got {cfg.method.tau}")
     if not cfg.networks:

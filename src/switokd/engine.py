@@ -1,10 +1,9 @@
-"""The engineering under the training loop: device, precision, optimizers, schedules, checkpoints."""
+"""The engineering under the training loop: device, precision, optimizers, schedules."""
 from __future__ import annotations
 
 import contextlib
 import math
-import os
-import random
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -12,10 +11,6 @@ import torch
 from torch import nn
 
 from .config import NetworkConfig
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable or does not fit the run."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -27,8 +22,51 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def cpu_native_bf16() -> tuple[bool, str]:
+    """Whether this CPU computes bf16 natively (AVX512_BF16 or AMX on x86, BF16 on Arm), and what it has.
+
+    Without it PyTorch emulates bf16, which on an AVX2-only CPU is many times slower than fp32.
+    """
+    caps: dict[str, Any] = {}
+    try:
+        caps = dict(torch.cpu.get_capabilities())
+    except Exception:  # older torch: no capability query; fall back to the kernel's CPU flags
+        try:
+            flags = next((ln.split(":", 1)[1].split() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                          if ln.startswith(("flags", "Features"))), [])
+            caps = {f: True for f in flags}
+        except OSError:
+            pass
+    native = [k for k in ("amx_bf16", "avx512_bf16", "bf16", "sve_bf16") if caps.get(k)]
+    isa = [k for k in ("avx512_f", "avx512f", "avx2", "neon", "asimd") if caps.get(k)]
+    what = "+".join(native) if native else (isa[0] if isa else "no SIMD flags found")
+    return bool(native), what
+
+
+def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
+    """The precision to train in and why. ``auto``: bf16 where the device computes it natively, else fp32."""
+    if device.type == "cuda":
+        supported = torch.cuda.is_bf16_supported()
+        name = torch.cuda.get_device_name(device)
+        if requested == "auto":
+            return ("bf16", f"auto: {name} supports bf16") if supported else ("fp32", f"auto: {name} has no bf16")
+        return requested, "set by train.precision"
+    if device.type != "cpu":
+        return ("fp32", f"auto: fp32 on {device.type}") if requested == "auto" else (requested, "set by train.precision")
+    native, what = cpu_native_bf16()
+    if requested == "auto":
+        if native:
+            return "bf16", f"auto: the CPU has native bf16 ({what})"
+        return "fp32", f"auto: the CPU has no native bf16 ({what}), so bf16 would be emulated and slow"
+    if requested == "bf16" and not native:
+        warnings.warn(f"train.precision=bf16 on a CPU without native bf16 ({what}): bf16 is emulated and can be "
+                      "10x slower than fp32 here. Use train.precision=auto or fp32.", RuntimeWarning, stacklevel=2)
+        return requested, f"set by train.precision; emulated on this CPU ({what}): slow"
+    return requested, "set by train.precision"
+
+
 class Precision:
-    """Autocast for fp32/bf16/fp16 and one GradScaler (active for fp16 only).
+    """Autocast for fp32/bf16/fp16 (``auto`` resolved per device) and one GradScaler (active for fp16 only).
 
     With fp16 the scaler unscales and steps only the optimizers of the networks
     that step this batch, then updates once.
@@ -37,10 +75,11 @@ class Precision:
     DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
     def __init__(self, precision: str, device: torch.device) -> None:
-        self.name = precision
-        self.dtype = self.DTYPES[precision]
+        self.requested = precision
+        self.name, self.reason = resolve_precision(precision, device)
+        self.dtype = self.DTYPES[self.name]
         self.device_type = device.type
-        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.name == "fp16")
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype is None:
@@ -87,52 +126,6 @@ def set_lr(opt: torch.optim.Optimizer, cfg: NetworkConfig, step: int, steps_per_
     for g in opt.param_groups:
         g["lr"] = lr
     return lr
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_atomic(obj: Any, path: str | Path) -> None:
-    """Write to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e})") from None
-    return ckpt
-
-
-def extract_state_dict(path: str | Path, network: str) -> dict[str, torch.Tensor]:
-    """A network's weights from a switokd checkpoint, or a plain state_dict file."""
-    ckpt = load_checkpoint(path)
-    if isinstance(ckpt, dict) and "networks" in ckpt:
-        nets = ckpt["networks"]
-        if network not in nets:
-            raise CheckpointError(f"checkpoint {path} has no network {network!r} (it has {sorted(nets)})")
-        return nets[network]["model"]
-    if isinstance(ckpt, dict) and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        return ckpt
-    raise CheckpointError(f"{path} is neither a switokd checkpoint nor a state_dict")
 
 
 def all_finite(model: nn.Module) -> bool:

@@ -9,6 +9,18 @@ logits, is computed in float32 and is a mean over the batch.
 - weight                eps   = exp(-d_T / (d_S + d_T))                  (e^-1 <= eps <= 1)
 - adaptive threshold    delta = d_S - eps * d_T
 - mode                  EXPERT if G > delta and d_T < d_S, else LEARNING
+
+Diagnostics (METHOD.md, "When does the switch fire?"), with a = p_T(y), b = p_S(y) and
+o = sum over k != y of min(p_T(k), p_S(k)) at tau = 1:
+
+- shared off-label mass     mean(o)
+- teacher off-label mass    mean(1 - a)                                (= d_T / 2)
+- shared-mass ratio         rho = mean(o) / mean(1 - a)
+- student lead              mean(max(0, b - a))
+
+and at tau = 1, exactly: G - delta = 2 * (student lead + eps * teacher off-label mass - shared mass).
+So with d_T < d_S the teacher is paused when rho < eps + lead / mean(1 - a): when the student is
+wrong in different ways from the teacher, not merely when it is behind.
 """
 from __future__ import annotations
 
@@ -27,6 +39,7 @@ __all__ = [
     "switch_stats",
     "SwitchDecision",
     "decide",
+    "offlabel_stats",
 ]
 
 
@@ -57,11 +70,23 @@ def adaptive_threshold(student_label_distance: Tensor, teacher_label_distance: T
     return student_label_distance - eps * teacher_label_distance
 
 
+def offlabel_stats(teacher_logits: Tensor, student_logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(shared off-label mass mean(o), teacher off-label mass mean(1 - a), student lead mean(max(0, b - a))), tau = 1."""
+    p_t = F.softmax(teacher_logits.detach().float(), dim=1)
+    p_s = F.softmax(student_logits.detach().float(), dim=1)
+    a = p_t.gather(1, targets[:, None]).squeeze(1)
+    b = p_s.gather(1, targets[:, None]).squeeze(1)
+    # min over the label column is min(a, b); take it out to leave the off-label classes.
+    shared = torch.minimum(p_t, p_s).sum(dim=1) - torch.minimum(a, b)
+    return shared.mean(), (1.0 - a).mean(), (b - a).clamp_min(0.0).mean()
+
+
 @dataclass(frozen=True)
 class SwitchStats:
     """The switch's statistics for one batch, all 0-d tensors on the logits' device.
 
-    ``expert`` is a bool tensor, so a caller can batch the host synchronisation.
+    ``expert`` is a bool tensor, so a caller can batch the host synchronisation. The last
+    four fields are the diagnostics that explain the decision (module docstring).
     """
 
     expert: Tensor
@@ -70,6 +95,14 @@ class SwitchStats:
     epsilon: Tensor
     teacher_label_distance: Tensor
     student_label_distance: Tensor
+    shared_mass: Tensor
+    teacher_offlabel_mass: Tensor
+    shared_ratio: Tensor
+    student_lead: Tensor
+
+    # The statistics logged each step, in this order.
+    LOGGED = ("gap", "threshold", "epsilon", "teacher_label_distance", "student_label_distance",
+              "shared_mass", "teacher_offlabel_mass", "shared_ratio", "student_lead")
 
 
 def switch_stats(
@@ -82,7 +115,9 @@ def switch_stats(
     eps = switch_weight(d_s, d_t)
     delta = d_s - eps * d_t
     expert = (gap > delta) & (d_t < d_s)
-    return SwitchStats(expert, gap, delta, eps, d_t, d_s)
+    shared, t_off, lead = offlabel_stats(teacher_logits, student_logits, targets)
+    ratio = shared / t_off.clamp_min(torch.finfo(torch.float32).tiny)
+    return SwitchStats(expert, gap, delta, eps, d_t, d_s, shared, t_off, ratio, lead)
 
 
 @dataclass(frozen=True)

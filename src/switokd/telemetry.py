@@ -51,6 +51,14 @@ class Meter:
         self.counts.clear()
         return {k: totals[k] / counts[k] for k in totals}
 
+    def state_dict(self) -> list[dict[str, Any]]:
+        """The running sums as plain data (for a checkpoint inside an epoch)."""
+        return [{"keys": list(k), "sum": self.sums[k].detach().cpu(), "count": self.counts[k]} for k in self.sums]
+
+    def load_state_dict(self, state: list[dict[str, Any]], device: torch.device | str = "cpu") -> None:
+        self.sums = {tuple(g["keys"]): g["sum"].to(device) for g in state}
+        self.counts = {tuple(g["keys"]): int(g["count"]) for g in state}
+
 
 def nest(flat: dict[str, float], sep: str = "/") -> dict[str, Any]:
     """{"loss/student/ce": 1.0} -> {"loss": {"student": {"ce": 1.0}}}."""
@@ -75,18 +83,41 @@ def _clean(obj: Any) -> Any:
 
 
 class JsonlWriter:
-    """Appends one JSON object per line; flushed each write so a killed run keeps its rows."""
+    """Appends one JSON object per line; flushed each write so a killed run keeps its rows.
 
-    def __init__(self, path: str | Path) -> None:
+    ``truncate_to`` (on resume) drops the rows written after the checkpoint being resumed,
+    whose size in bytes ``tell`` gave when it was saved: no row is then duplicated or lost.
+    """
+
+    def __init__(self, path: str | Path, truncate_to: int | None = None) -> None:
         self.path = Path(path)
+        if truncate_to is not None and self.path.is_file() and self.path.stat().st_size > truncate_to:
+            with open(self.path, "r+b") as f:
+                f.truncate(truncate_to)
         self.f = open(self.path, "a", encoding="utf-8")
 
     def write(self, row: dict[str, Any]) -> None:
         self.f.write(json.dumps(_clean(row)) + "\n")
         self.f.flush()
 
+    def tell(self) -> int:
+        return self.f.tell()
+
     def close(self) -> None:
         self.f.close()
+
+
+class NullWriter:
+    """A writer that drops every row (runs that write no files)."""
+
+    def write(self, row: dict[str, Any]) -> None:
+        pass
+
+    def tell(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

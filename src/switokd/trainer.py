@@ -1,13 +1,15 @@
-"""The training loop. Engineering (precision, checkpoints, telemetry) lives in ``engine``/``telemetry``.
+"""The training loop. The engineering under it lives in its own modules: precision and optimizers in
+``engine``, checkpoint files in ``checkpoint``, signals in ``signals``, progress in ``progress``, metrics in
+``telemetry``.
 
-Training state is explicit and in one place (``Trainer.state_dict``): every
-network and optimizer (the LR schedule is a function of the step), the grad scaler, the switching totals, RNG
-states, the epoch/step counters, the history and the config.
+Training state is explicit and in one place (``Trainer.state_dict``): every network and optimizer (the LR
+schedule is a function of the step), the grad scaler, the switching totals, RNG states, the epoch, step and
+position inside the epoch, the running metric sums, the history and the config. A checkpoint written in the
+middle of an epoch continues bit-exactly.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import sys
@@ -22,25 +24,20 @@ from torch import nn
 
 from . import config as C
 from .data import DataSplits, TensorLoader, load_dataset
-from .engine import (CheckpointError, Precision, all_finite, build_optimizer, set_lr,
-                     extract_state_dict, frozen_batchnorm_stats, load_checkpoint, resolve_device,
-                     rng_state, save_atomic, set_rng_state)
+from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, CheckpointSchedule, extract_state_dict,
+                         load_training_checkpoint, load_weights, resolve_resume_path, rng_state, save_atomic,
+                         set_rng_state)
+from .engine import Precision, all_finite, build_optimizer, frozen_batchnorm_stats, resolve_device, set_lr
 from .methods import Method, StepOutput, create_method
 from .models import create_model
-from .telemetry import JsonlWriter, Meter, nest
+from .progress import Progress
+from .signals import Interrupted, StopSignals
+from .telemetry import JsonlWriter, Meter, NullWriter, nest
 
-CHECKPOINT_FORMAT = "switokd-checkpoint-v1"
 # Keys a resumed run may change; anything else would make it a different run.
-RESUMABLE_OVERRIDES = ("train.epochs", "train.progress", "train.log_interval", "train.device",
-                       "train.threads", "train.eval_every", "data.dir")
-
-
-def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by ``Trainer.save_checkpoint``; anything else is a clear error."""
-    ckpt = load_checkpoint(path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a switokd training checkpoint")
-    return ckpt
+RESUMABLE_OVERRIDES = ("train.epochs", "train.progress", "train.progress_interval_s", "train.log_interval",
+                       "train.device", "train.threads", "train.eval_every", "train.checkpoint_every_s",
+                       "train.checkpoint_every", "data.dir")
 
 
 class TrainingDiverged(RuntimeError):
@@ -93,7 +90,7 @@ class Trainer:
         self.method = build_method(cfg)
         if data is None:
             d = cfg.data
-            data = load_dataset(d.name, d.dir, d.image_size, d.limit_train, d.limit_test)
+            data = load_dataset(d.name, d.dir, d.image_size, d.limit_train, d.limit_test, d.channels)
         self.data = data
         pad = (data.crop_padding if cfg.data.crop_padding is None else cfg.data.crop_padding) if cfg.data.augment else 0
         common = dict(mean=data.mean, std=data.std, device=self.device, channels_last=t.channels_last, seed=t.seed)
@@ -105,17 +102,27 @@ class Trainer:
         # --- training state (checkpointed) ---
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken (batches seen)
+        self.batch = 0  # batches done in the current epoch
+        self.epoch_time = 0.0  # training seconds of the current epoch so far (across resumes)
+        self.epoch_images = 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, dict[str, float]] = {}
+        self.best_score = -1.0  # the students' mean accuracy at best.pt
         self.switch_totals: Counter[str] = Counter()  # host-side counts: pairs in expert mode, teachers paused
-        # --- telemetry (not state) ---
+        # Running sums behind steps.jsonl (since the last row) and epochs.jsonl (this epoch).
         self.step_meter, self.epoch_meter = Meter(), Meter()
         self.step_counts: Counter[str] = Counter()
         self.epoch_counts: Counter[str] = Counter()
         self._last_expert: dict[str, bool] = {}
-        self._steps_log = self._epochs_log = None
+        self._log_offsets: dict[str, int] | None = None  # from a resumed checkpoint: where the logs end
+        # --- run files and controls (not state) ---
+        self._steps_log: JsonlWriter | NullWriter = NullWriter()
+        self._epochs_log: JsonlWriter | NullWriter = NullWriter()
         self.run_dir = Path(run_dir) if run_dir else None
         self.writable = writable
+        self.stop: StopSignals | None = None
+        self.progress = Progress(enabled=t.progress, epochs=t.epochs, steps_per_epoch=len(self.train_loader),
+                                 interval_s=t.progress_interval_s)
 
     # ------------------------------------------------------------------ building
 
@@ -126,10 +133,7 @@ class Trainer:
             raise C.ConfigError(f"config key 'networks.{n.name}.model': {e.args[0]}") from None
         if n.checkpoint:
             sd = extract_state_dict(n.checkpoint, n.checkpoint_network or n.name)
-            try:
-                model.load_state_dict(sd)
-            except RuntimeError as e:
-                raise CheckpointError(f"{n.checkpoint}: weights do not fit networks.{n.name} ({n.model}): {e}") from None
+            load_weights(model, sd, f"{n.checkpoint} for networks.{n.name} ({n.model})")
         elif n.name in self.method.frozen:
             raise C.ConfigError(
                 f"method {self.cfg.method.name!r} keeps networks.{n.name} frozen, so it needs trained weights: "
@@ -182,30 +186,39 @@ class Trainer:
     # ------------------------------------------------------------------ epochs
 
     def train_epoch(self) -> dict[str, Any]:
+        """Train from the current position to the end of the epoch; returns the epoch's training summary."""
         for net in self.networks.values():
             net.model.train(not net.frozen)
         self.train_loader.set_epoch(self.epoch)
-        bar = self._progress(len(self.train_loader), f"epoch {self.epoch + 1}/{self.cfg.train.epochs}")
-        t0, images = time.perf_counter(), 0
-        for x, y in self.train_loader:
+        self.progress.start_epoch(self.epoch, self.batch)
+        schedule = CheckpointSchedule(self.cfg.train.checkpoint_every, self.cfg.train.checkpoint_every_s)
+        t0 = time.perf_counter()
+        for x, y in self.train_loader.batches(start=self.batch):
             self._set_lrs()
             self._record(self.train_step(x, y))
             self.step += 1
-            images += len(y)
+            self.batch += 1
+            self.epoch_images += len(y)
             if self.step % self.cfg.train.log_interval == 0:
-                row = self._log_steps()
-                if bar is not None:
-                    bar.set_postfix_str(self._postfix(row), refresh=False)
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
-        train_time = time.perf_counter() - t0
+                self.progress.set_summary(self._postfix(self._log_steps()))
+            self.progress.step(len(y))
+            last = self.batch == len(self.train_loader)
+            if not last and (schedule.due(self.step) or self._stop_requested()):
+                self.epoch_time += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                self.save_checkpoint()
+                schedule.written()
+                self._raise_if_stopped()
+        self.progress.end_epoch()
+        self.epoch_time += time.perf_counter() - t0
         means, counts = self.epoch_meter.read(), dict(self.epoch_counts)
         self.epoch_counts.clear()
         self._check_finite(means)
-        return {"train_time_s": train_time, "images_per_s": images / train_time,
-                "train": nest(means), "switch": self._shares(counts)}
+        summary = {"steps": counts.get("steps", 0), "train_time_s": self.epoch_time,
+                   "images_per_s": self.epoch_images / max(self.epoch_time, 1e-9),
+                   "train": nest(means), "switch": self._shares(counts)}
+        self.batch, self.epoch_time, self.epoch_images = 0, 0.0, 0
+        return summary
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, dict[str, float]]:
@@ -227,38 +240,68 @@ class Trainer:
         return {n: {"acc": 100.0 * vals[i] / total, "loss": vals[len(names) + i] / total} for i, n in enumerate(names)}
 
     def fit(self) -> dict[str, Any]:
-        """Train to ``train.epochs``, evaluating, logging and checkpointing each epoch; write report.json."""
+        """Train to ``train.epochs``, evaluating, logging and checkpointing; write report.json.
+
+        SIGTERM/SIGINT finish the current step, write a checkpoint and raise ``Interrupted``.
+        """
         self._open_run()
+        if self.cfg.train.progress:
+            from .runinfo import run_header
+            print("\n".join(run_header(self)), file=sys.stderr, flush=True)
         try:
-            while self.epoch < self.cfg.train.epochs:
-                t0 = time.perf_counter()
-                summary = {"epoch": self.epoch + 1}
-                summary.update(self.train_epoch())
-                summary["lr_end"] = self._lrs()
-                self.epoch += 1
-                if self.epoch % self.cfg.train.eval_every == 0 or self.epoch == self.cfg.train.epochs:
-                    summary["test"] = self.evaluate()
-                    for n, r in summary["test"].items():
-                        if r["acc"] > self.best.get(n, {"acc": -1.0})["acc"]:
-                            self.best[n] = {"acc": r["acc"], "epoch": self.epoch}
-                summary["epoch_time_s"] = time.perf_counter() - t0
-                self.history.append(summary)
-                self._epochs_log.write(summary)
-                self._print_epoch(summary)
-                self.save_checkpoint()
+            with StopSignals() as self.stop:
+                while self.epoch < self.cfg.train.epochs:
+                    t0 = time.perf_counter()
+                    summary = {"epoch": self.epoch + 1, **self.train_epoch(), "lr_end": self._lrs()}
+                    self.epoch += 1
+                    improved = False
+                    if self.epoch % self.cfg.train.eval_every == 0 or self.epoch == self.cfg.train.epochs:
+                        t_eval = time.perf_counter()
+                        summary["test"] = self.evaluate()
+                        self.progress.eval_s = time.perf_counter() - t_eval
+                        improved = self._update_best(summary["test"])
+                    summary["epoch_time_s"] = time.perf_counter() - t0
+                    self.history.append(summary)
+                    self._epochs_log.write(summary)
+                    self._print_epoch(summary)
+                    self.save_checkpoint(best=improved)
+                    self._raise_if_stopped()
         finally:
+            self.stop = None
             self._close_run()
         report = self.report()
         if self.writable and self.run_dir is not None:
             (self.run_dir / "report.json").write_text(json.dumps(report, indent=2))
         return report
 
+    def _update_best(self, test: dict[str, dict[str, float]]) -> bool:
+        """Record each network's best epoch; true when the students' mean accuracy is a new best (best.pt)."""
+        for n, r in test.items():
+            if r["acc"] > self.best.get(n, {"acc": -1.0})["acc"]:
+                self.best[n] = {"acc": r["acc"], "epoch": self.epoch}
+        judged = self.method.students or list(test)
+        score = sum(test[n]["acc"] for n in judged) / len(judged)
+        if score > self.best_score:
+            self.best_score = score
+            return True
+        return False
+
+    def _stop_requested(self) -> bool:
+        return self.stop is not None and self.stop.signum is not None
+
+    def _raise_if_stopped(self) -> None:
+        if self._stop_requested():
+            assert self.stop is not None
+            where = self.run_dir if self.writable else None
+            raise Interrupted(self.stop.signum, f"stopped by {self.stop.name} at epoch {self.epoch + 1}, step {self.step}"
+                              + (f"; checkpoint written. Continue with: switokd train --resume {where}" if where else ""))
+
     # ------------------------------------------------------------------ telemetry
 
     def _record(self, out: StepOutput) -> None:
         values = {f"loss/{n}/{k}": v for n, terms in out.losses.items() for k, v in terms.items()}
         for p, s in out.switches.items():
-            for k in ("gap", "threshold", "epsilon", "teacher_label_distance", "student_label_distance"):
+            for k in s.LOGGED:
                 values[f"pair/{p}/{k}"] = getattr(s, k)
         self.step_meter.add(values)
         self.epoch_meter.add(values)
@@ -303,96 +346,128 @@ class Trainer:
         return {n: net.optimizer.param_groups[0]["lr"] for n, net in self.networks.items() if net.optimizer}
 
     def _postfix(self, row: dict[str, Any]) -> str:
-        parts = [f"{n}:{v['loss']:.3f}" for n, v in row.get("loss", {}).items() if "loss" in v]
-        parts += [f"expert {p} {v:.0%}" for p, v in row.get("expert_share", {}).items()]
-        return " ".join(parts)
-
-    def _progress(self, total: int, desc: str):
-        if not self.cfg.train.progress:
-            return None
-        from tqdm import tqdm
-
-        # disable=None: no bar when stderr is not a terminal (CI logs, pipes); epoch lines still print.
-        return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr, disable=None)
+        """Mean losses of the last log interval and each pair's expert share so far this epoch."""
+        parts = ["loss " + " ".join(f"{n} {v['loss']:.3f}" for n, v in row.get("loss", {}).items() if "loss" in v)]
+        steps = max(self.epoch_counts.get("steps", 0), 1)
+        parts += [f"expert {p} {self.epoch_counts.get(f'expert/{p}', 0) / steps:.1%}"
+                  for p in row.get("expert_share", {})]
+        return "  ".join(parts)
 
     def _print_epoch(self, s: dict[str, Any]) -> None:
         if not self.cfg.train.progress:
             return
         accs = " ".join(f"{n} {r['acc']:.2f}%" for n, r in s.get("test", {}).items())
         shares = " ".join(f"expert[{p}] {v:.1%}" for p, v in s["switch"].get("expert_share", {}).items())
+        pairs = " ".join(f"[{p}] G {v['gap']:.3f} delta {v['threshold']:.3f} rho {v['shared_ratio']:.2f} "
+                         f"eps {v['epsilon']:.2f}" for p, v in s["train"].get("pair", {}).items())
         print(f"epoch {s['epoch']:>3}/{self.cfg.train.epochs}  {accs}  {shares}  "
-              f"{s['images_per_s']:.0f} img/s  {s['epoch_time_s']:.0f}s", file=sys.stderr, flush=True)
+              f"{s['images_per_s']:.0f} img/s  {s['epoch_time_s']:.0f}s" + (f"\n           {pairs}" if pairs else ""),
+              file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------ run directory, checkpoints
 
     def _open_run(self) -> None:
-        self._steps_log = self._epochs_log = None
         if not self.writable:
-            self._steps_log = self._epochs_log = _NullWriter()
             return
         if self.run_dir is None:
             name = self.cfg.train.run_name or f"{self.cfg.method.name}-{self.cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
             self.run_dir = Path(self.cfg.train.out_dir) / name
-            if (self.run_dir / "last.pt").exists() and self.epoch == 0:
+            if (self.run_dir / "last.pt").exists() and self.step == 0:
                 raise CheckpointError(
                     f"run directory {self.run_dir} already holds a checkpoint; continue it with "
-                    f"`switokd train --resume {self.run_dir / 'last.pt'}` or choose another train.run_name")
+                    f"`switokd train --resume {self.run_dir}` or choose another train.run_name")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         C.dump_yaml(self.cfg, self.run_dir / "config.yaml")
-        self._steps_log = JsonlWriter(self.run_dir / "steps.jsonl")
-        self._epochs_log = JsonlWriter(self.run_dir / "epochs.jsonl")
+        offsets = self._log_offsets or {}
+        # On resume, rows written after the checkpoint (before a kill) are dropped: they will be written again.
+        self._steps_log = JsonlWriter(self.run_dir / "steps.jsonl", truncate_to=offsets.get("steps", 0) if self.step else None)
+        self._epochs_log = JsonlWriter(self.run_dir / "epochs.jsonl", truncate_to=offsets.get("epochs", 0) if self.step else None)
 
     def _close_run(self) -> None:
         for w in (self._steps_log, self._epochs_log):
-            if w is not None:
-                w.close()
+            w.close()
+        self._steps_log, self._epochs_log = NullWriter(), NullWriter()
 
     def state_dict(self) -> dict[str, Any]:
+        """The whole training state, as tensors and plain containers only (loadable with weights_only=True)."""
         return {
             "format": CHECKPOINT_FORMAT,
             "config": C.to_dict(self.cfg),
             "epoch": self.epoch,
             "step": self.step,
+            # Where in the epoch: the loader's order and augmentation are a function of (seed, epoch).
+            "loader": {"batch": self.batch, "train_time_s": self.epoch_time, "images": self.epoch_images},
             # No scheduler state: the learning rate is a function of ``step`` and the config.
             "networks": {n: {"model": net.model.state_dict(),
                              "optimizer": net.optimizer.state_dict() if net.optimizer else None}
                          for n, net in self.networks.items()},
             "scaler": self.precision.scaler.state_dict(),
             "switch_totals": dict(self.switch_totals),
+            "meters": {"step": self.step_meter.state_dict(), "epoch": self.epoch_meter.state_dict(),
+                       "step_counts": dict(self.step_counts), "epoch_counts": dict(self.epoch_counts),
+                       "last_expert": dict(self._last_expert)},
+            "logs": {"steps": self._steps_log.tell(), "epochs": self._epochs_log.tell()},
             "rng": rng_state(),
             "history": self.history,
             "best": self.best,
+            "best_score": self.best_score,
+            "data": {"name": self.data.name, "classes": list(self.data.class_names), "mean": list(self.data.mean),
+                     "std": list(self.data.std), "in_chans": self.data.in_chans, "image_size": self.data.image_size,
+                     "num_classes": self.data.num_classes},
         }
 
-    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+    def load_state_dict(self, ckpt: dict[str, Any], path: str | Path = "checkpoint") -> None:
+        """Restore a state from ``state_dict`` (or a v1 checkpoint, which continues at its epoch's end)."""
         if set(ckpt["networks"]) != set(self.networks):
-            raise CheckpointError(f"checkpoint networks {sorted(ckpt['networks'])} differ from the config's {sorted(self.networks)}")
-        for n, net in self.networks.items():
-            s = ckpt["networks"][n]
-            net.model.load_state_dict(s["model"])
-            if net.optimizer is not None:
-                net.optimizer.load_state_dict(s["optimizer"])
-        self.precision.scaler.load_state_dict(ckpt["scaler"])
-        self.switch_totals = Counter(ckpt["switch_totals"])
-        self.epoch, self.step = ckpt["epoch"], ckpt["step"]
-        self.history, self.best = list(ckpt["history"]), dict(ckpt["best"])
-        set_rng_state(ckpt["rng"])
+            raise CheckpointError(f"{path}: networks {sorted(ckpt['networks'])} differ from the config's {sorted(self.networks)}")
+        try:
+            for n, net in self.networks.items():
+                s = ckpt["networks"][n]
+                load_weights(net.model, s["model"], f"{path}, network {n!r}")
+                if net.optimizer is not None:
+                    net.optimizer.load_state_dict(s["optimizer"])
+            self.precision.scaler.load_state_dict(ckpt["scaler"])
+            self.switch_totals = Counter(ckpt["switch_totals"])
+            self.epoch, self.step = ckpt["epoch"], ckpt["step"]
+            loader = ckpt.get("loader", {})
+            self.batch, self.epoch_time, self.epoch_images = (loader.get("batch", 0), loader.get("train_time_s", 0.0),
+                                                             loader.get("images", 0))
+            meters = ckpt.get("meters", {})
+            self.step_meter.load_state_dict(meters.get("step", []), self.device)
+            self.epoch_meter.load_state_dict(meters.get("epoch", []), self.device)
+            self.step_counts, self.epoch_counts = Counter(meters.get("step_counts", {})), Counter(meters.get("epoch_counts", {}))
+            self._last_expert = dict(meters.get("last_expert", {}))
+            self._log_offsets = ckpt.get("logs")
+            self.history, self.best = list(ckpt["history"]), dict(ckpt["best"])
+            self.best_score = ckpt.get("best_score", -1.0)
+            set_rng_state(ckpt["rng"])
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            raise CheckpointError(f"{path}: malformed training state ({type(e).__name__}: {e})") from None
+        if not 0 <= self.batch < max(len(self.train_loader), 1):
+            raise CheckpointError(f"{path}: its position (batch {self.batch}) is outside this data set's "
+                                  f"{len(self.train_loader)} batches per epoch; data or batch size changed")
 
-    def save_checkpoint(self) -> Path | None:
-        """Write ``last.pt`` atomically, refusing to replace a good one with non-finite weights."""
+    def save_checkpoint(self, best: bool = False) -> Path | None:
+        """Write ``last.pt`` (and ``best.pt``) atomically, refusing to replace a good one with non-finite weights."""
         if not self.writable:
             return None
         bad = [n for n, net in self.networks.items() if not all_finite(net.model)]
         if bad:
-            raise TrainingDiverged(f"networks {bad} have non-finite parameters after epoch {self.epoch}; "
+            raise TrainingDiverged(f"networks {bad} have non-finite parameters at step {self.step}; "
                                    f"the last good checkpoint in {self.run_dir} is kept")
+        state = self.state_dict()
         path = self.run_dir / "last.pt"
-        save_atomic(self.state_dict(), path)
+        save_atomic(state, path)
+        if best:
+            save_atomic(state, self.run_dir / "best.pt")
         return path
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = (), data: DataSplits | None = None) -> "Trainer":
-        """Rebuild a run from its checkpoint to continue training (``--resume``)."""
+        """Rebuild a run from its checkpoint (a ``last.pt`` or its run directory) to continue training."""
+        path = resolve_resume_path(path)
         ckpt = load_training_checkpoint(path)
         tree = ckpt["config"]
         for o in overrides:
@@ -400,9 +475,12 @@ class Trainer:
             if key not in RESUMABLE_OVERRIDES:
                 raise C.ConfigError(f"override {key!r} cannot change on --resume (allowed: {', '.join(RESUMABLE_OVERRIDES)})")
             C.apply_override(tree, o)
-        cfg = C.from_dict(tree)
+        try:
+            cfg = C.from_dict(tree)
+        except C.ConfigError as e:
+            raise CheckpointError(f"{path}: its config is not valid here ({e})") from None
         trainer = cls(cfg, data=data, run_dir=Path(path).parent)
-        trainer.load_state_dict(ckpt)
+        trainer.load_state_dict(ckpt, path)
         return trainer
 
     def report(self) -> dict[str, Any]:
@@ -413,14 +491,21 @@ class Trainer:
                     "best_acc": self.best.get(n, {}).get("acc"), "best_epoch": self.best.get(n, {}).get("epoch")}
                 for n, net in self.networks.items()}
         train_time = sum(h["train_time_s"] for h in self.history)
+        wall_time = sum(h.get("epoch_time_s", h["train_time_s"]) for h in self.history)
         return {"method": self.cfg.method.name, "dataset": self.cfg.data.name, "epochs": self.epoch,
-                "networks": nets, **self._shares(dict(self.switch_totals)),
-                "train_time_s": train_time, "run_dir": str(self.run_dir) if self.run_dir else None}
+                "precision": self.precision.name, "networks": nets, **self._shares(dict(self.switch_totals)),
+                "switch_stats": self._run_switch_stats(), "train_time_s": train_time, "wall_time_s": wall_time,
+                "run_dir": str(self.run_dir) if self.run_dir else None}
 
-
-class _NullWriter:
-    def write(self, row: dict[str, Any]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+    def _run_switch_stats(self) -> dict[str, dict[str, float]]:
+        """Each pair's logged statistics averaged over the run's epochs (weighted by their steps)."""
+        sums: dict[str, dict[str, float]] = {}
+        weights: dict[str, float] = {}
+        for h in self.history:
+            w = h.get("steps", 1)
+            for p, stats in h.get("train", {}).get("pair", {}).items():
+                acc = sums.setdefault(p, {})
+                for k, v in stats.items():
+                    acc[k] = acc.get(k, 0.0) + w * v
+                weights[p] = weights.get(p, 0.0) + w
+        return {p: {k: v / weights[p] for k, v in acc.items()} for p, acc in sums.items()}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -27,6 +28,11 @@ class DataSplits:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     crop_padding: int  # the usual random-crop padding for this data set
+    classes: Sequence[str] | None = None  # class names, index = label (None: "0", "1", ...)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.classes) if self.classes is not None else [str(i) for i in range(self.num_classes)]
 
     @property
     def in_chans(self) -> int:
@@ -52,6 +58,9 @@ def channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 @DATASETS.register("fashion_mnist")
@@ -65,7 +74,7 @@ def fashion_mnist(root: str | None = None, image_size: int = 0) -> DataSplits:
     )
     tx, ty = readers.read_mnist_dir(d, "train")
     vx, vy = readers.read_mnist_dir(d, "test")
-    return DataSplits("fashion_mnist", tx, ty, vx, vy, 10, (0.2860,), (0.3530,), 2)
+    return DataSplits("fashion_mnist", tx, ty, vx, vy, 10, (0.2860,), (0.3530,), 2, FASHION_MNIST_CLASSES)
 
 
 @DATASETS.register("mnist")
@@ -74,7 +83,29 @@ def mnist(root: str | None = None, image_size: int = 0) -> DataSplits:
     d = _require_dir(root, "mnist", None, "Put the four MNIST IDX files in a directory and set data.dir=DIR.")
     tx, ty = readers.read_mnist_dir(d, "train")
     vx, vy = readers.read_mnist_dir(d, "test")
-    return DataSplits("mnist", tx, ty, vx, vy, 10, (0.1307,), (0.3081,), 2)
+    return DataSplits("mnist", tx, ty, vx, vy, 10, (0.1307,), (0.3081,), 2, tuple(map(str, range(10))))
+
+
+def _pairs(x: Tensor, y: Tensor, classes: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Example i paired with example perm(i): the two images as two channels, label classes * y_i + y_perm(i)."""
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    return torch.cat([x, x[perm]], dim=1), y * classes + y[perm]
+
+
+@DATASETS.register("fashion_mnist_pairs")
+def fashion_mnist_pairs(root: str | None = None, image_size: int = 0) -> DataSplits:
+    """Fashion-MNIST pairs: 100 classes (10 * first + second), 2x28x28, built from the real Fashion-MNIST.
+
+    Each image is paired with another of its split (a fixed permutation, the same for every run), the two
+    stacked as two channels so that the order stays visible to a network that ends in global pooling.
+    A 100-class task from real images: with many classes a lagging student's mistakes overlap less
+    with its teacher's, which is when SwitOKD pauses the teacher (METHOD.md).
+    """
+    base = fashion_mnist(root, image_size)
+    tx, ty = _pairs(base.train_x, base.train_y, 10, seed=1)
+    vx, vy = _pairs(base.test_x, base.test_y, 10, seed=2)
+    names = [f"{a} | {b}" for a in FASHION_MNIST_CLASSES for b in FASHION_MNIST_CLASSES]
+    return DataSplits("fashion_mnist_pairs", tx, ty, vx, vy, 100, base.mean * 2, base.std * 2, base.crop_padding, names)
 
 
 def _cifar(name: str, num_classes: int, root: str | None, mean, std, folder: str) -> DataSplits:
@@ -85,7 +116,8 @@ def _cifar(name: str, num_classes: int, root: str | None, mean, std, folder: str
     )
     tx, ty = readers.read_cifar_dir(d, "train", num_classes)
     vx, vy = readers.read_cifar_dir(d, "test", num_classes)
-    return DataSplits(name, tx, ty, vx, vy, num_classes, mean, std, 4)
+    names = readers.read_cifar_names(d, num_classes) or (CIFAR10_CLASSES if num_classes == 10 else None)
+    return DataSplits(name, tx, ty, vx, vy, num_classes, mean, std, 4, names)
 
 
 @DATASETS.register("cifar10")
@@ -109,33 +141,73 @@ def tiny_imagenet(root: str | None = None, image_size: int = 0) -> DataSplits:
     )
     tx, ty, wnids = readers.read_tiny_imagenet(d, "train")
     vx, vy, _ = readers.read_tiny_imagenet(d, "val")
-    return DataSplits("tiny_imagenet", tx, ty, vx, vy, len(wnids), (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262), 8)
+    return DataSplits("tiny_imagenet", tx, ty, vx, vy, len(wnids), (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262), 8,
+                      readers.read_wnid_words(d, wnids))
 
 
 @DATASETS.register("image_folder")
-def image_folder(root: str | None = None, image_size: int = 0) -> DataSplits:
-    """Any image folder: DIR/train/<class>/*.png|jpg and DIR/val/<class>/... (or DIR/test/...)."""
+def image_folder(root: str | None = None, image_size: int = 0, channels: int = 0) -> DataSplits:
+    """Any image folder: DIR/train/<class>/*.png|jpg and DIR/val/<class>/... (or DIR/test/...).
+
+    Grayscale or color is decided over the whole data set: color if any file is color
+    (``data.channels=1|3`` forces it); ``data.image_size=N`` resizes every image to N x N.
+    """
     d = _require_dir(root, "image_folder", None, "Set data.dir to a directory with train/ and val/ (or test/) class folders.")
     test_dir = next((d / s for s in ("val", "test") if (d / s).is_dir()), None)
     if not (d / "train").is_dir() or test_dir is None:
-        raise DatasetError(f"image_folder: {d} must contain train/ and val/ (or test/), one sub-folder per class")
+        raise DatasetError(f"image_folder: {d} must contain train/ and val/ (or test/), one sub-folder per class; "
+                           "set data.dir to that directory")
+    train_paths, train_labels, classes = readers.list_image_folder(d / "train", None)
+    test_paths, test_labels, _ = readers.list_image_folder(test_dir, classes)
+    mode = {1: "L", 3: "RGB"}.get(channels) or readers.common_mode(train_paths + test_paths)
     size = image_size or None
-    tx, ty, classes = readers.read_image_folder(d / "train", None, size)
-    vx, vy, _ = readers.read_image_folder(test_dir, classes, size)
+    tx, vx = readers.stack_images(train_paths, mode, size), readers.stack_images(test_paths, mode, size)
     if vx.shape[1:] != tx.shape[1:]:
-        raise DatasetError(f"image_folder: {test_dir} images are {tuple(vx.shape[1:])}, train images {tuple(tx.shape[1:])}; set data.image_size")
+        raise DatasetError(f"image_folder: {test_dir} images are {tuple(vx.shape[2:])} pixels, train images "
+                           f"{tuple(tx.shape[2:])}; set data.image_size=N to resize every image to N x N")
     mean, std = channel_stats(tx)
     pad = max(1, tx.shape[-1] // 8)
-    return DataSplits("image_folder", tx, ty, vx, vy, len(classes), mean, std, pad)
+    return DataSplits("image_folder", tx, torch.tensor(train_labels, dtype=torch.int64), vx,
+                      torch.tensor(test_labels, dtype=torch.int64), len(classes), mean, std, pad, classes)
 
 
-def load_dataset(name: str, root: str | None = None, image_size: int = 0, limit_train: int = 0, limit_test: int = 0) -> DataSplits:
-    """Read a registered data set; ``limit_*`` keep the first N examples (0 keeps all)."""
-    splits = DATASETS.get(name)(root=root, image_size=image_size)
+def convert_channels(x: Tensor, channels: int) -> Tensor:
+    """uint8 N x C x H x W to ``channels`` (1 or 3): gray repeated to RGB, or RGB to luma (ITU-R 601, as PIL's 'L')."""
+    if x.shape[1] == channels:
+        return x
+    if channels == 3 and x.shape[1] == 1:
+        return x.expand(-1, 3, -1, -1).contiguous()
+    if channels == 1 and x.shape[1] == 3:
+        w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        return (x.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    raise DatasetError(f"cannot convert {x.shape[1]}-channel images to data.channels={channels}")
+
+
+def load_dataset(name: str, root: str | None = None, image_size: int = 0, limit_train: int = 0, limit_test: int = 0,
+                 channels: int = 0) -> DataSplits:
+    """Read a registered data set; ``limit_*`` keep the first N examples (0 keeps all); ``channels`` (1 or 3,
+    0 keeps the data set's own) converts gray and color."""
+    if channels not in (0, 1, 3):
+        raise DatasetError(f"data.channels must be 1, 3 or 0 (the data set's own), got {channels}")
+    try:
+        factory = DATASETS.get(name)
+    except KeyError as e:
+        raise DatasetError(f"config key 'data.name': {e.args[0]}") from None
+    kwargs = {"channels": channels} if name == "image_folder" else {}
+    try:
+        splits = factory(root=root, image_size=image_size, **kwargs)
+    except DatasetError as e:
+        msg = str(e)
+        if "data." not in msg:  # every data error names the config key that fixes it
+            msg += f" (data.name={name}, data.dir={root or 'default'}: point data.dir at the data set's files)"
+        raise DatasetError(msg) from None
     if len(splits.train_x) == 0 or len(splits.test_x) == 0:
-        raise DatasetError(f"{name}: empty train or test split")
+        raise DatasetError(f"{name}: empty train or test split in data.dir={root}")
     if limit_train:
         splits.train_x, splits.train_y = splits.train_x[:limit_train], splits.train_y[:limit_train]
     if limit_test:
         splits.test_x, splits.test_y = splits.test_x[:limit_test], splits.test_y[:limit_test]
+    if channels and splits.in_chans != channels:
+        splits.train_x, splits.test_x = convert_channels(splits.train_x, channels), convert_channels(splits.test_x, channels)
+        splits.mean, splits.std = channel_stats(splits.train_x)
     return splits

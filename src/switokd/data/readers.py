@@ -148,7 +148,7 @@ def load_image(path: Path, mode: str, size: int | None) -> np.ndarray:
             if size and im.size != (size, size):
                 im = im.resize((size, size), Image.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DatasetError(f"cannot decode image {path}: {e}") from None
     return arr[:, :, None] if arr.ndim == 2 else arr
 
@@ -211,8 +211,8 @@ def read_tiny_imagenet(root: str | Path, split: str) -> tuple[Tensor, Tensor, li
     return stack_images(paths, "RGB", 64), torch.tensor(labels, dtype=torch.int64), wnids
 
 
-def read_image_folder(root: str | Path, classes: list[str] | None, size: int | None) -> tuple[Tensor, Tensor, list[str]]:
-    """One sub-folder per class holding PNG/JPEG files (torchvision's ImageFolder layout)."""
+def list_image_folder(root: str | Path, classes: list[str] | None) -> tuple[list[Path], list[int], list[str]]:
+    """The image files and labels of one split in torchvision's ImageFolder layout (one sub-folder per class)."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"missing image folder {root}")
@@ -221,20 +221,80 @@ def read_image_folder(root: str | Path, classes: list[str] | None, size: int | N
         classes = found
     unknown = set(found) - set(classes)
     if unknown:
-        raise DatasetError(f"{root}: class folders {sorted(unknown)} are not among the training classes {classes}")
+        raise DatasetError(f"{root}: class folders {sorted(unknown)} are not among the training classes {classes}; "
+                           "every class of data.dir's val/ (or test/) must also be in train/")
     if not classes:
-        raise DatasetError(f"{root}: no class sub-folders")
-    paths, labels = [], []
+        raise DatasetError(f"{root}: no class sub-folders; data.dir must hold train/<class>/ and val/<class>/ folders")
+    paths: list[Path] = []
+    labels: list[int] = []
     for i, c in enumerate(classes):
         if (root / c).is_dir():
             imgs = _images_in(root / c)
             paths += imgs
             labels += [i] * len(imgs)
     if not paths:
-        raise DatasetError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    from PIL import Image
+        raise DatasetError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in the class folders of data.dir")
+    return paths, labels, classes
 
-    # Grayscale folders stay 1-channel; anything else is decoded as RGB.
-    with Image.open(paths[0]) as im:
-        mode = "L" if im.mode in ("L", "1", "I;16") else "RGB"
-    return stack_images(paths, mode, size), torch.tensor(labels, dtype=torch.int64), classes
+
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def image_mode(path: Path) -> str:
+    """The file's PIL mode, read from its header (the pixels are not decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.mode == "P":  # a palette image is gray only if every palette entry is
+                pal = im.getpalette() or []
+                gray = all(pal[i] == pal[i + 1] == pal[i + 2] for i in range(0, len(pal) - 2, 3))
+                return "L" if gray else "RGB"
+            return im.mode
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DatasetError(f"cannot decode image {path}: {e}") from None
+
+
+def common_mode(paths: list[Path]) -> str:
+    """``L`` if every file is grayscale, else ``RGB``: one color file makes the whole data set color."""
+    return "L" if all(image_mode(p) in GRAY_MODES for p in paths) else "RGB"
+
+
+def read_image_folder(root: str | Path, classes: list[str] | None, size: int | None,
+                      mode: str | None = None) -> tuple[Tensor, Tensor, list[str]]:
+    """One split of an image folder, decoded (``mode`` None: gray if all its files are gray, else RGB)."""
+    paths, labels, classes = list_image_folder(root, classes)
+    return stack_images(paths, mode or common_mode(paths), size), torch.tensor(labels, dtype=torch.int64), classes
+
+
+def read_cifar_names(root: str | Path, num_classes: int) -> list[str] | None:
+    """Class names from CIFAR's ``batches.meta`` / ``meta`` pickle, if present and well formed."""
+    root = Path(root)
+    sub, meta, key = ((root / "cifar-10-batches-py", "batches.meta", "label_names") if num_classes == 10
+                      else (root / "cifar-100-python", "meta", "fine_label_names"))
+    path = (sub if sub.is_dir() else root) / meta
+    if not path.is_file():
+        return None
+    try:
+        with open(path, "rb") as f:
+            d = _NumpyOnlyUnpickler(f, encoding="bytes").load()
+        names = d.get(key.encode(), d.get(key)) if isinstance(d, dict) else None
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    except Exception:  # names are a nicety: a damaged meta file falls back to indices
+        return None
+    return names if len(names) == num_classes else None
+
+
+def read_wnid_words(root: str | Path, wnids: list[str]) -> list[str]:
+    """Tiny-ImageNet class names: the first synonym in ``words.txt`` for each wnid, else the wnid."""
+    root = Path(root)
+    if (root / "tiny-imagenet-200").is_dir():
+        root = root / "tiny-imagenet-200"
+    words: dict[str, str] = {}
+    try:
+        for line in (root / "words.txt").read_text(errors="replace").splitlines():
+            wnid, _, text = line.partition("\t")
+            words[wnid.strip()] = text.split(",")[0].strip()
+    except OSError:
+        pass
+    return [words.get(w) or w for w in wnids]

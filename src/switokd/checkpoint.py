@@ -1,0 +1,194 @@
+"""Checkpoint files: safe loading, atomic writing, and the checks that make a bad file a one-line error.
+
+A checkpoint holds only tensors and plain containers (dicts, lists, numbers, strings), so it is
+always read with ``torch.load(weights_only=True)``: a file that asks to build any other object is
+refused before anything in it runs.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+CHECKPOINT_FORMAT = "switokd-checkpoint-v2"
+# v1 (before mid-epoch checkpoints) holds the same plain data without the loader position:
+# it loads, and continues at the start of the epoch after the one it was written at.
+ACCEPTED_FORMATS = ("switokd-checkpoint-v1", CHECKPOINT_FORMAT)
+# Key -> type every training checkpoint must have.
+REQUIRED = {"format": str, "config": dict, "epoch": int, "step": int, "networks": dict, "scaler": dict,
+            "switch_totals": dict, "rng": dict, "history": list, "best": dict}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, unsafe or does not fit the run."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written; the previous one is intact."""
+
+
+def _why_unreadable(e: Exception) -> str:
+    text = str(e)
+    m = re.search(r"(Trying to load unsupported GLOBAL [^\n]*|Unsupported global: [^\n]*)", text)
+    if m:
+        return f"refused: it asks to load {m.group(1).split('GLOBAL')[-1].split('global:')[-1].strip()}, which a " \
+               "checkpoint never needs (only tensors and plain containers are allowed); nothing in it was run"
+    if isinstance(e, __import__("pickle").UnpicklingError):
+        return "refused: it is not a plain-tensor checkpoint (a pickle the safe loader cannot read); nothing in it was run"
+    if "zip archive" in text or "central directory" in text:
+        return "it is truncated or corrupt (not a complete PyTorch zip archive)"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"it is not a PyTorch checkpoint ({type(e).__name__}{': ' + first[:120] if first else ''})"
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with every failure turned into a ``CheckpointError``."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory; give its last.pt (or use --resume {path})")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch.load raises many types on foreign or damaged files
+        raise CheckpointError(f"checkpoint {path} cannot be read: {_why_unreadable(e)}") from None
+
+
+def check_training_checkpoint(ckpt: Any, path: str | Path) -> dict[str, Any]:
+    """The structure every training checkpoint has; anything else is a ``CheckpointError`` naming the fault."""
+    if not isinstance(ckpt, dict) or ckpt.get("format") not in ACCEPTED_FORMATS:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"{path} is not a switokd training checkpoint (format {found!r}; expected one of "
+                              f"{', '.join(ACCEPTED_FORMATS)})")
+    missing = [k for k in REQUIRED if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    wrong = [f"{k} is {type(ckpt[k]).__name__}, expected {t.__name__}" for k, t in REQUIRED.items()
+             if not isinstance(ckpt[k], t) or (t is int and isinstance(ckpt[k], bool))]
+    if wrong:
+        raise CheckpointError(f"{path}: malformed checkpoint ({'; '.join(wrong)})")
+    for name, net in ckpt["networks"].items():
+        if not isinstance(net, dict) or not isinstance(net.get("model"), dict) or \
+                not all(isinstance(v, torch.Tensor) for v in net["model"].values()):
+            raise CheckpointError(f"{path}: network {name!r} has no state_dict of tensors")
+        if net.get("optimizer") is not None and not isinstance(net["optimizer"], dict):
+            raise CheckpointError(f"{path}: network {name!r} has a malformed optimizer state")
+    return ckpt
+
+
+def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by the trainer (``last.pt``/``best.pt``), loaded safely and checked."""
+    return check_training_checkpoint(load_checkpoint(path), path)
+
+
+def resolve_resume_path(path: str | Path) -> Path:
+    """``--resume`` takes a run directory (its ``last.pt``) or a checkpoint file."""
+    p = Path(path)
+    if p.is_dir():
+        if not (p / "last.pt").is_file():
+            raise CheckpointError(f"run directory {p} has no last.pt to resume from")
+        return p / "last.pt"
+    return p
+
+
+def extract_state_dict(path: str | Path, network: str) -> dict[str, torch.Tensor]:
+    """A network's weights from a switokd checkpoint, or from a plain state_dict file."""
+    ckpt = load_checkpoint(path)
+    if isinstance(ckpt, dict) and "networks" in ckpt:
+        nets = check_training_checkpoint(ckpt, path)["networks"]
+        if network not in nets:
+            raise CheckpointError(f"checkpoint {path} has no network {network!r} (it has {sorted(nets)}); "
+                                  "set networks.NAME.checkpoint_network to choose one")
+        return nets[network]["model"]
+    if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        return ckpt
+    raise CheckpointError(f"{path} is neither a switokd checkpoint nor a state_dict of tensors")
+
+
+def load_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+    """``model.load_state_dict`` with a one-line error naming the first missing, unexpected or misshapen key."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or extra or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (first {missing[0]})")
+        if extra:
+            parts.append(f"{len(extra)} unexpected (first {extra[0]})")
+        if shapes:
+            parts.append(f"{len(shapes)} of another shape (first {shapes[0]}, checkpoint vs model)")
+        raise CheckpointError(f"{what}: the weights do not fit the model: {'; '.join(parts)}")
+    model.load_state_dict(state)
+
+
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """Write to a temporary file, flush it to disk, then rename over ``path``.
+
+    A crash or a failed write (full disk, I/O error, read-only directory) never leaves a
+    half-written file at ``path``: the previous checkpoint stays as it was.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise CheckpointWriteError(f"cannot write checkpoint {path}: {e.strerror or e}; "
+                                   f"the previous checkpoint there (if any) is intact") from None
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the run touches, as tensors and plain numbers."""
+    version, internal, gauss = random.getstate()
+    state: dict[str, Any] = {"torch": torch.get_rng_state(),
+                             "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64),
+                                        "gauss": gauss}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    py = state.get("python")
+    if isinstance(py, dict):
+        random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    elif py is not None:  # v1 checkpoints: the plain tuple
+        random.setstate(py)
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class CheckpointSchedule:
+    """When to write a checkpoint inside an epoch: every ``every_steps`` steps and/or every ``every_s`` seconds
+    (0 turns either off; epoch ends always write one)."""
+
+    def __init__(self, every_steps: int = 0, every_s: float = 0.0) -> None:
+        self.every_steps, self.every_s = every_steps, every_s
+        self.last = time.monotonic()
+
+    def due(self, step: int) -> bool:
+        if self.every_steps and step % self.every_steps == 0:
+            return True
+        return bool(self.every_s) and time.monotonic() - self.last >= self.every_s
+
+    def written(self) -> None:
+        self.last = time.monotonic()

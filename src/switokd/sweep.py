@@ -1,0 +1,189 @@
+"""A seeded grid of methods on one config: ``switokd sweep``.
+
+Every run is an ordinary training run in ``OUT/<method>-seed<k>/``. The grid is resumable:
+a run whose ``report.json`` says it finished is skipped, a run with a checkpoint continues
+from it, and the tables are rewritten after every run, so a stopped sweep keeps what finished.
+Offline KD needs a teacher trained alone: the sweep trains it once per seed, or reuses the
+seed's ``vanilla`` run (whose teacher learns from the labels alone).
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import config as C
+
+TEACHER_RUN = "teacher-alone"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of the grid: its directory name, method and seed, and the overrides that make it."""
+
+    name: str
+    method: str
+    seed: int
+    overrides: tuple[str, ...]
+
+
+def plan(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[int], overrides: Sequence[str],
+         out: Path) -> list[RunSpec]:
+    """The runs of the grid in the order they can run: each seed's teacher before its ``kd`` run."""
+    base = C.load_config(cfg_path, list(overrides))
+    teachers = [n.name for n in base.networks if n.role == "teacher"]
+    if "kd" in methods and not teachers:
+        raise C.ConfigError("sweep: method 'kd' needs a network with role teacher in the config")
+    unknown = [m for m in methods if m not in _method_names()]
+    if unknown:
+        raise C.ConfigError(f"sweep: unknown method(s) {unknown}; available: {', '.join(_method_names())}")
+    if len(set(methods)) != len(methods) or len(set(seeds)) != len(seeds):
+        raise C.ConfigError("sweep: --methods and --seeds must not repeat")
+    specs: list[RunSpec] = []
+    for seed in seeds:
+        common = (*overrides, f"train.seed={seed}", f"train.out_dir={out}")
+        ordered = sorted(methods, key=lambda m: m == "kd")  # kd last: it needs the teacher
+        for m in ordered:
+            extra: tuple[str, ...] = ()
+            if m == "kd":
+                if "vanilla" in methods:
+                    source = out / f"vanilla-seed{seed}" / "last.pt"
+                else:
+                    source = out / f"{TEACHER_RUN}-seed{seed}" / "last.pt"
+                    only = "[" + ", ".join(_net_yaml(base, t) for t in teachers) + "]"
+                    specs.append(RunSpec(f"{TEACHER_RUN}-seed{seed}", "vanilla", seed,
+                                         (*common, f"networks={only}", "method.name=vanilla",
+                                          f"train.run_name={TEACHER_RUN}-seed{seed}")))
+                extra = tuple(f"networks.{t}.checkpoint={source}" for t in teachers)
+            name = f"{m}-seed{seed}"
+            specs.append(RunSpec(name, m, seed, (*common, f"method.name={m}", f"train.run_name={name}", *extra)))
+    return specs
+
+
+def _method_names() -> list[str]:
+    from .methods import METHODS
+    return METHODS.names()
+
+
+def _net_yaml(cfg: C.Config, name: str) -> str:
+    return json.dumps(C.to_dict(cfg)["networks"][[n.name for n in cfg.networks].index(name)])
+
+
+def run_state(run_dir: Path, epochs: int) -> str:
+    """``done`` (report.json with all epochs), ``partial`` (a checkpoint to continue) or ``new``."""
+    report = run_dir / "report.json"
+    if report.is_file():
+        try:
+            if json.loads(report.read_text()).get("epochs") == epochs:
+                return "done"
+        except (OSError, ValueError):
+            pass
+    return "partial" if (run_dir / "last.pt").is_file() else "new"
+
+
+def run_one(cfg_path: str | Path | None, spec: RunSpec, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Run, continue or skip one run of the grid; returns its report."""
+    from .checkpoint import load_training_checkpoint
+    from .trainer import Trainer
+
+    cfg = C.load_config(cfg_path, list(spec.overrides))
+    run_dir = out / spec.name
+    state = run_state(run_dir, cfg.train.epochs)
+    if state == "done":
+        log(f"sweep: {spec.name}: finished earlier, skipped")
+        return json.loads((run_dir / "report.json").read_text())
+    if state == "partial":
+        saved = load_training_checkpoint(run_dir / "last.pt")["config"]
+        if C.from_dict(saved) != cfg:
+            raise C.ConfigError(f"sweep: {run_dir} holds a run with another config; move it away or use another --out")
+        log(f"sweep: {spec.name}: continuing from its checkpoint")
+        trainer = Trainer.from_checkpoint(run_dir / "last.pt")
+    else:
+        log(f"sweep: {spec.name}: starting")
+        trainer = Trainer(cfg)
+    return trainer.fit()
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    vals = [float(v) for v in values]
+    if not vals:
+        return math.nan, math.nan
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def fmt(values: Sequence[float], digits: int = 2, scale: float = 1.0) -> str:
+    m, s = mean_std([v * scale for v in values])
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def results_table(reports: Sequence[dict[str, Any]]) -> str:
+    """Markdown: per method and network, mean ± std over seeds of last/best accuracy, shares and time."""
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for r in reports:
+        by_method.setdefault(r["method"], []).append(r)
+    rows = ["| method | network | model | seeds | last-epoch acc (%) | best-epoch acc (%) | expert share (%) | "
+            "paused share (%) | wall time (s) |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for method, runs in by_method.items():
+        for net, info in runs[0]["networks"].items():
+            last = [r["networks"][net]["last_acc"] for r in runs]
+            best = [r["networks"][net]["best_acc"] for r in runs]
+            expert = _share(runs, "expert_share", lambda p: p.split("->")[info["role"] == "student"] == net)
+            paused = _share(runs, "paused_share", lambda t: t == net)
+            wall = [r.get("wall_time_s", r["train_time_s"]) for r in runs]
+            rows.append(f"| {method} | {net} | {info['model']} | {len(runs)} | {fmt(last)} | {fmt(best)} | "
+                        f"{expert} | {paused} | {fmt(wall, 0)} |")
+    return "\n".join(rows)
+
+
+def _share(runs: Sequence[dict[str, Any]], key: str, mine: Callable[[str], bool]) -> str:
+    """Mean ± std over seeds of the run-level share, averaged over this network's pairs; '-' if it has none."""
+    vals = []
+    for r in runs:
+        own = [v for k, v in r.get(key, {}).items() if mine(k)]
+        if own:
+            vals.append(statistics.fmean(own))
+    return fmt(vals, 1, 100.0) if vals else "-"
+
+
+def write_results(out: Path, reports: Sequence[dict[str, Any]], header: Sequence[str]) -> Path:
+    """``results.md`` (the table) and ``results.json`` (every run's report) in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(list(reports), indent=2))
+    text = "\n".join([*header, "", results_table(reports), ""])
+    path = out / "results.md"
+    path.write_text(text)
+    return path
+
+
+def sweep(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[int], out: str | Path,
+          overrides: Sequence[str] = (), *, command: str = "", report: bool = True,
+          log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run (or continue) the grid and write its results; returns the reports of the grid's runs."""
+    out = Path(out)
+    specs = plan(cfg_path, methods, seeds, overrides, out)
+    header = [f"# Sweep: {Path(cfg_path).name if cfg_path else 'defaults'}, methods {', '.join(methods)}, "
+              f"seeds {', '.join(map(str, seeds))}", ""]
+    if command:
+        header.append(f"- command: `{command}`")
+    from .runinfo import machine_summary
+    header += [f"- machine: {machine_summary()}", f"- date: {time.strftime('%Y-%m-%d')}",
+               "- accuracy: top-1 % on the test split; mean ± sample std over seeds. The best epoch is chosen on the "
+               "test split, so it is optimistic; the last epoch is the honest figure.",
+               "- expert share: steps with the pair in expert mode; paused share: steps a teacher took no step"]
+    reports: list[dict[str, Any]] = []
+    for spec in specs:
+        r = run_one(cfg_path, spec, out, log)
+        if spec.name.startswith(TEACHER_RUN):
+            continue
+        r = {**r, "seed": spec.seed, "run": spec.name}
+        reports.append(r)
+        write_results(out, reports, header)
+    if report and reports:
+        from .report import write_report
+        write_report([out / r["run"] for r in reports], out / "report")
+    return reports
