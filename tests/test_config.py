@@ -56,6 +56,17 @@ def test_file_errors(tmp_path):
         C.load_config(bad)
 
 
+def test_exponent_floats(tmp_path):
+    """YAML 1.1 reads 1e-3 (no dot) as a string; a float key takes it as the number it is."""
+    cfg = C.load_config(None, ["networks.student.lr=1e-3", "networks.teacher.weight_decay=5E-4"])
+    assert cfg.network("student").lr == 0.001 and cfg.network("teacher").weight_decay == 0.0005
+    p = tmp_path / "c.yaml"
+    p.write_text("networks:\n  - {name: s, lr: 2e-2}\n")
+    assert C.load_config(p).network("s").lr == 0.02
+    with pytest.raises(C.ConfigError, match="expected float, got '1e'"):
+        C.load_config(None, ["networks.student.lr=1e"])
+
+
 def test_roundtrip(tmp_path):
     cfg = C.load_config(None, ["train.epochs=5", "method.tau=2"])
     C.dump_yaml(cfg, tmp_path / "c.yaml")

@@ -101,6 +101,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    out = Path(args.out) if args.out else (Path(args.runs[0]) / "report" if len(args.runs) == 1 else Path("report"))
+    page = write_report(args.runs, out)
+    print(f"wrote {page} and its figures ({', '.join(sorted(p.name for p in out.glob('*.png')))})")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "models":
         from .models import MODELS, count_parameters, create_model
@@ -167,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
     sw.set_defaults(fn=cmd_sweep)
 
+    rp = sub.add_parser("report", help="figures and an HTML page from one or more run directories",
+                        description="Draw test accuracy per epoch (runs overlaid), G and delta over the steps with "
+                                    "expert-mode stretches shaded, the expert share per epoch, rho against eps, and "
+                                    "a summary table, from the runs' own logs. Writes index.html and PNG files.")
+    rp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (each holds epochs.jsonl)")
+    rp.add_argument("--out", help="output directory (default: RUN_DIR/report for one run, ./report for several)")
+    rp.set_defaults(fn=cmd_report)
+
     ls = sub.add_parser("list", help="list registered models, methods or datasets")
     ls.add_argument("what", choices=["models", "methods", "datasets"])
     ls.add_argument("--params", action="store_true", help="models: count parameters (builds each model)")
@@ -188,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError, CheckpointWriteError
     from .config import ConfigError
     from .data import DatasetError
+    from .report import ReportError
     from .signals import Interrupted
     from .trainer import TrainingDiverged
 
@@ -199,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointWriteError as e:
         print(f"switokd {args.command}: error: {e}", file=sys.stderr)
         return 4
-    except (ConfigError, DatasetError, CheckpointError, UsageError) as e:
+    except (ConfigError, DatasetError, CheckpointError, ReportError, UsageError) as e:
         print(f"switokd {args.command}: error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:

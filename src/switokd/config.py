@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -123,6 +124,8 @@ SCHEDULES = ("multistep", "cosine", "constant")
 
 # ----------------------------------------------------------------------------- type checking
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
 
 def _check_type(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
@@ -146,6 +149,8 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
         return [_check_type(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
     if tp is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if tp in (int, float) and isinstance(value, bool):

@@ -184,6 +184,9 @@ def sweep(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[i
         reports.append(r)
         write_results(out, reports, header)
     if report and reports:
-        from .report import write_report
-        write_report([out / r["run"] for r in reports], out / "report")
+        from .report import ReportError, write_report
+        try:
+            write_report([out / r["run"] for r in reports], out / "report")
+        except ReportError as e:  # matplotlib missing: the tables are written all the same
+            log(f"sweep: no report: {e}")
     return reports

@@ -1,0 +1,255 @@
+"""``switokd report RUN_DIR... [--out DIR]``: figures and an HTML page drawn from the runs' own logs.
+
+Everything is read from the files a run writes (``epochs.jsonl``, ``steps.jsonl``, ``report.json``,
+``config.yaml``); nothing is recomputed. The page is self-contained (no scripts, no styles from elsewhere)
+and refers to its PNG figures beside it.
+"""
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from .telemetry import read_jsonl
+
+
+class ReportError(ValueError):
+    """A run directory cannot be reported on (missing or unreadable logs)."""
+
+
+@dataclass
+class RunLogs:
+    """One run's logs, as written by the trainer."""
+
+    name: str
+    path: Path
+    epochs: list[dict[str, Any]]
+    steps: list[dict[str, Any]]
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pairs(self) -> list[str]:
+        return sorted({p for row in self.steps for p in row.get("pair", {})})
+
+    @property
+    def networks(self) -> list[str]:
+        nets = list(self.report.get("networks", {}))
+        for e in self.epochs:
+            nets += [n for n in e.get("test", {}) if n not in nets]
+        return nets
+
+
+def read_run(path: str | Path) -> RunLogs:
+    """A run directory's logs; ``ReportError`` if it has none."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ReportError(f"{path} is not a run directory")
+    if not (path / "epochs.jsonl").is_file():
+        raise ReportError(f"{path} has no epochs.jsonl: not a switokd run directory, or no epoch finished yet")
+    try:
+        epochs = read_jsonl(path / "epochs.jsonl")
+        steps = read_jsonl(path / "steps.jsonl") if (path / "steps.jsonl").is_file() else []
+        report = json.loads((path / "report.json").read_text()) if (path / "report.json").is_file() else {}
+    except (OSError, ValueError) as e:
+        raise ReportError(f"{path}: unreadable log ({e})") from None
+    return RunLogs(path.name, path, epochs, steps, report)
+
+
+def _plt():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ReportError("the report needs matplotlib: pip install 'switokd[report]' (or pip install matplotlib)") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _labels(runs: Sequence[RunLogs]) -> list[str]:
+    """Short unique labels: the run directory names (with the parent's name where names repeat)."""
+    names = [r.name for r in runs]
+    return [f"{r.path.parent.name}/{r.name}" if names.count(r.name) > 1 else r.name for r in runs]
+
+
+def plot_accuracy(runs: Sequence[RunLogs], out: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    styles = {"teacher": "-", "student": "--"}
+    for i, (run, label) in enumerate(zip(runs, _labels(runs))):
+        roles = {n: v.get("role", "student") for n, v in run.report.get("networks", {}).items()}
+        for j, net in enumerate(run.networks):
+            pts = [(e["epoch"], e["test"][net]["acc"]) for e in run.epochs if net in e.get("test", {})]
+            if pts:
+                x, y = zip(*pts)
+                ax.plot(x, y, styles.get(roles.get(net, "student"), ":"), marker="o", ms=3, color=f"C{i % 10}",
+                        alpha=1.0 - 0.25 * min(j, 2), label=f"{label}: {net}")
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy per epoch (solid: teachers, dashed: students)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if sum(len(r.networks) for r in runs) > 8 else 1)
+    return _save(fig, out / "accuracy.png")
+
+
+def plot_gap(runs: Sequence[RunLogs], out: Path, max_panels: int = 6) -> Path | None:
+    """G and delta per logged interval for every pair; shaded where the interval had expert steps."""
+    panels = [(label, run, p) for run, label in zip(runs, _labels(runs)) for p in run.pairs][:max_panels]
+    if not panels:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.4 * len(panels)), sharex=False, squeeze=False)
+    for ax, (label, run, pair) in zip(axes[:, 0], panels):
+        rows = [r for r in run.steps if pair in r.get("pair", {})]
+        steps = [r["step"] for r in rows]
+        ax.plot(steps, [r["pair"][pair]["gap"] for r in rows], color="C0", lw=1, label="G (distillation gap)")
+        ax.plot(steps, [r["pair"][pair]["threshold"] for r in rows], color="C3", lw=1, label="δ (threshold)")
+        prev = 0
+        for r, s in zip(rows, steps):
+            share = r.get("expert_share", {}).get(pair, 0.0)
+            if share > 0:  # the row covers steps (prev, s]; darker for a larger share of expert steps
+                ax.axvspan(prev, s, color="C2", alpha=0.15 + 0.5 * share, lw=0)
+            prev = s
+        ax.set_title(f"{label}: {pair}  (green: expert-mode steps)", fontsize=9)
+        ax.set_ylabel("G, δ")
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("training step")
+    axes[0, 0].legend(fontsize=8, loc="upper right")
+    return _save(fig, out / "gap.png")
+
+
+def plot_expert_share(runs: Sequence[RunLogs], out: Path) -> Path | None:
+    series = []
+    for run, label in zip(runs, _labels(runs)):
+        for p in run.pairs:
+            pts = [(e["epoch"], 100 * e["switch"]["expert_share"][p]) for e in run.epochs
+                   if p in e.get("switch", {}).get("expert_share", {})]
+            if pts:
+                series.append((f"{label}: {p}", pts))
+    if not series:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for i, (label, pts) in enumerate(series):
+        x, y = zip(*pts)
+        ax.plot(x, y, marker="o", ms=3, color=f"C{i % 10}", label=label)
+    ax.set(xlabel="epoch", ylabel="expert-mode share of steps (%)", title="Expert share per epoch")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, out / "expert_share.png")
+
+
+def plot_rho_eps(runs: Sequence[RunLogs], out: Path) -> Path | None:
+    """rho (shared off-label mass / teacher's off-label mass) against eps, one point per logged interval."""
+    pts = [(r["pair"][p]["epsilon"], r["pair"][p]["shared_ratio"], r.get("expert_share", {}).get(p, 0.0))
+           for run in runs for p in run.pairs for r in run.steps
+           if "shared_ratio" in r.get("pair", {}).get(p, {})]
+    if not pts:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    eps, rho, share = zip(*pts)
+    sc = ax.scatter(eps, rho, c=[100 * s for s in share], cmap="viridis", s=10, vmin=0, vmax=100)
+    fig.colorbar(sc, ax=ax, label="expert share in the interval (%)")
+    lo, hi = min(min(eps), min(rho)), max(max(eps), max(rho))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="ρ = ε")
+    ax.set(xlabel="ε (switch weight)", ylabel="ρ = shared / teacher off-label mass",
+           title="Below the line (ρ < ε, with d_T < d_S) the teacher pauses")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out / "rho_eps.png")
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return path
+
+
+def summary_rows(runs: Sequence[RunLogs]) -> list[dict[str, Any]]:
+    """Per run and network: last and best accuracy, expert/paused shares, wall time."""
+    rows = []
+    for run, label in zip(runs, _labels(runs)):
+        rep = run.report
+        last = next((e["test"] for e in reversed(run.epochs) if "test" in e), {})
+        wall = rep.get("wall_time_s", sum(e.get("epoch_time_s", 0.0) for e in run.epochs))
+        for net in run.networks:
+            info = rep.get("networks", {}).get(net, {})
+            best = max((e["test"][net]["acc"] for e in run.epochs if net in e.get("test", {})), default=None)
+            expert = [v for p, v in rep.get("expert_share", {}).items() if net in p.split("->")]
+            rows.append({"run": label, "method": rep.get("method", "?"), "network": net,
+                         "model": info.get("model", "?"), "role": info.get("role", "?"),
+                         "last_acc": last.get(net, {}).get("acc"), "best_acc": best,
+                         "expert_share": sum(expert) / len(expert) if expert else None,
+                         "paused_share": rep.get("paused_share", {}).get(net), "wall_time_s": wall,
+                         "epochs": len(run.epochs)})
+    return rows
+
+
+def _cell(v: Any, pct: bool = False, digits: int = 2) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{100 * v:.1f}%" if pct else f"{v:.{digits}f}"
+    return html.escape(str(v))
+
+
+def write_html(runs: Sequence[RunLogs], figures: Sequence[Path], out: Path) -> Path:
+    rows = summary_rows(runs)
+    head = ("<tr><th>run</th><th>method</th><th>network</th><th>model</th><th>role</th><th>epochs</th>"
+            "<th>last-epoch acc (%)</th><th>best-epoch acc (%)</th><th>expert share</th><th>paused share</th>"
+            "<th>wall time (s)</th></tr>")
+    body = "\n".join(
+        f"<tr><td>{_cell(r['run'])}</td><td>{_cell(r['method'])}</td><td>{_cell(r['network'])}</td>"
+        f"<td>{_cell(r['model'])}</td><td>{_cell(r['role'])}</td><td>{r['epochs']}</td>"
+        f"<td>{_cell(r['last_acc'])}</td><td>{_cell(r['best_acc'])}</td><td>{_cell(r['expert_share'], True)}</td>"
+        f"<td>{_cell(r['paused_share'], True)}</td><td>{_cell(r['wall_time_s'], digits=0)}</td></tr>" for r in rows)
+    captions = {
+        "accuracy.png": "Test accuracy of every network after each epoch.",
+        "gap.png": "Distillation gap G and threshold δ per logged interval; shaded where the teacher was paused "
+                   "(expert mode), darker for a larger share of the interval's steps.",
+        "expert_share.png": "Share of each epoch's steps in expert mode, per teacher→student pair.",
+        "rho_eps.png": "ρ, the teacher's off-label mass that the student shares, against ε. At τ = 1, "
+                       "G − δ = 2·(lead + ε·mean(1 − a) − mean(o)): with d_T < d_S the switch fires below the "
+                       "line ρ = ε, shifted up by the student's lead.",
+    }
+    figs = "\n".join(f'<figure><img src="{f.name}" alt="{f.stem}"><figcaption>{html.escape(captions.get(f.name, ""))}'
+                     f"</figcaption></figure>" for f in figures)
+    sources = "".join(f"<li><code>{html.escape(str(r.path))}</code></li>" for r in runs)
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>switokd report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1000px; color: #222; }}
+table {{ border-collapse: collapse; font-size: 0.85em; }} th, td {{ border: 1px solid #ccc; padding: 3px 8px; }}
+td {{ text-align: right; }} td:nth-child(-n+5) {{ text-align: left; }} th {{ background: #f0f0f0; }}
+figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; border: 1px solid #eee; }} figcaption {{ font-size: 0.9em; color: #555; }}
+</style></head><body>
+<h1>switokd report</h1>
+<p>{len(runs)} run(s). Accuracy is top-1 on the test split; the best epoch is chosen on the test split (optimistic),
+the last epoch is the honest figure.</p>
+<h2>Summary</h2>
+<table>{head}
+{body}
+</table>
+<h2>Figures</h2>
+{figs}
+<h2>Sources</h2><ul>{sources}</ul>
+</body></html>
+"""
+    path = out / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def write_report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
+    """Figures (PNG) and ``index.html`` for the given run directories; returns the page's path."""
+    runs = [read_run(d) for d in run_dirs]
+    if not runs:
+        raise ReportError("no run directories given")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = [f for f in (plot_accuracy(runs, out), plot_gap(runs, out), plot_expert_share(runs, out),
+                           plot_rho_eps(runs, out)) if f is not None]
+    return write_html(runs, figures, out)
