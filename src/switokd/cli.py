@@ -12,6 +12,13 @@ from . import __version__
 class UsageError(ValueError):
     """A command-line argument is wrong (exit code 2, one line)."""
 
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a wrong argument is one line on stderr (and exit code 2), not the usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 EPILOG_TRAIN = """\
 examples:
   switokd train --config configs/fashion_mnist.yaml
@@ -110,6 +117,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .deploy import export
+
+    r = export(args.checkpoint, args.network, args.format, args.out)
+    print(f"wrote {r['out']} and {r['sidecar']}")
+    print(f"checked on {r['checked_on']}: max abs logit difference against PyTorch {r['max_abs_diff']:.2e}, "
+          f"top-1 agreement {100 * r['top1_agreement']:.1f}%")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .deploy import image_files, predict
+
+    files = image_files(args.paths)
+    results = predict(files, checkpoint=args.checkpoint, network=args.network, onnx=args.onnx, topk=args.topk)
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    for r in results:
+        top = "  ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"])
+        print(f"{r['file']}: {top}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "models":
         from .models import MODELS, count_parameters, create_model
@@ -135,7 +166,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="switokd",
         description="Online knowledge distillation: SwitOKD (switchable teacher/student training) and the "
                     "vanilla, KD, DML and KDCL baselines.",
@@ -143,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Start with: switokd train --config configs/fashion_mnist.yaml   (see `switokd train --help`)\n\n" + EXIT_CODES,
     )
     p.add_argument("--version", action="version", version=f"switokd {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     t = sub.add_parser("train", help="train a teacher and student(s) together",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_TRAIN,
@@ -184,6 +215,28 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", help="output directory (default: RUN_DIR/report for one run, ./report for several)")
     rp.set_defaults(fn=cmd_report)
 
+    ex = sub.add_parser("export", help="export a trained network to ONNX or TorchScript, with a JSON sidecar",
+                        description="Export one network of a checkpoint with a dynamic batch dimension. ONNX exports are "
+                                    "run with onnxruntime on a batch of the run's test images before the command returns "
+                                    "and must match PyTorch's logits to 1e-4. FILE.json describes the input (channels, "
+                                    "size, mean/std) and the class names.")
+    ex.add_argument("--checkpoint", required=True, help="a run's last.pt or best.pt")
+    ex.add_argument("--network", default="student", help="which network (default: student)")
+    ex.add_argument("--format", default="onnx", help="onnx (default) or torchscript")
+    ex.add_argument("--out", required=True, help="output file, e.g. student.onnx")
+    ex.set_defaults(fn=cmd_export)
+
+    pr = sub.add_parser("predict", help="classify image files with a checkpoint's network or an exported ONNX model",
+                        description="Read PNG/JPEG files (or folders of them), preprocess them as in evaluation and "
+                                    "print the top-k class names with their probabilities.")
+    pr.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    pr.add_argument("--checkpoint", help="a run's last.pt or best.pt")
+    pr.add_argument("--network", default="student", help="which network of the checkpoint (default: student)")
+    pr.add_argument("--onnx", help="an exported ONNX model (its FILE.json sidecar is read too)")
+    pr.add_argument("--topk", type=int, default=3, help="classes to show per image (default 3)")
+    pr.add_argument("--json", action="store_true", help="print JSON")
+    pr.set_defaults(fn=cmd_predict)
+
     ls = sub.add_parser("list", help="list registered models, methods or datasets")
     ls.add_argument("what", choices=["models", "methods", "datasets"])
     ls.add_argument("--params", action="store_true", help="models: count parameters (builds each model)")
@@ -205,19 +258,23 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError, CheckpointWriteError
     from .config import ConfigError
     from .data import DatasetError
+    from .deploy import ExportError
     from .report import ReportError
     from .signals import Interrupted
     from .trainer import TrainingDiverged
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a one-line usage error (exit 2)
+        return e.code if isinstance(e.code, int) else 2
     args.argv = argv[1:]
     try:
         return args.fn(args)
     except CheckpointWriteError as e:
         print(f"switokd {args.command}: error: {e}", file=sys.stderr)
         return 4
-    except (ConfigError, DatasetError, CheckpointError, ReportError, UsageError) as e:
+    except (ConfigError, DatasetError, CheckpointError, ReportError, ExportError, UsageError) as e:
         print(f"switokd {args.command}: error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:

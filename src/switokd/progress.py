@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 
 def fmt_duration(seconds: float) -> str:
@@ -49,7 +49,8 @@ class Progress:
             self.bar = tqdm(total=self.steps_per_epoch, initial=start_step, desc=f"epoch {epoch + 1}/{self.epochs}",
                             leave=False, dynamic_ncols=True, file=self.stream)
 
-    def step(self, images: int) -> None:
+    def step(self, images: int, summary: Callable[[], str] | None = None) -> None:
+        """Count one step; when a report is due, ``summary()`` gives its losses and shares (it may sync)."""
         self.steps_done += 1
         self.step_in_epoch += 1
         self.images_epoch += images
@@ -58,16 +59,14 @@ class Progress:
         now = time.perf_counter()
         if self.bar is not None:
             self.bar.update(1)
-            if now - self.t_last >= 1.0:
-                self.bar.set_postfix_str(f"run ETA {fmt_duration(self.eta_run(now))} {self.summary}", refresh=False)
+            if now - self.t_last >= 2.0:
                 self.t_last = now
+                self.summary = summary() if summary else ""
+                self.bar.set_postfix_str(f"run ETA {fmt_duration(self.eta_run(now))} {self.summary}", refresh=False)
         elif now - self.t_last >= self.interval_s:
             self.t_last = now
+            self.summary = summary() if summary else ""
             print(self.line(now), file=self.stream, flush=True)
-
-    def set_summary(self, summary: str) -> None:
-        """The latest logged means (losses, expert share), shown with the next report."""
-        self.summary = summary
 
     def end_epoch(self) -> None:
         if self.bar is not None:

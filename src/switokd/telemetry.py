@@ -35,6 +35,13 @@ class Meter:
 
     def read(self) -> dict[str, float]:
         """Means per key over the steps that logged it (one host synchronisation), then reset."""
+        means = self.peek()
+        self.sums.clear()
+        self.counts.clear()
+        return means
+
+    def peek(self) -> dict[str, float]:
+        """Means per key so far, without resetting (one host synchronisation)."""
         if not self.sums:
             return {}
         groups = list(self.sums)
@@ -47,8 +54,6 @@ class Meter:
                 totals[k] = totals.get(k, 0.0) + flat[i]
                 counts[k] = counts.get(k, 0) + self.counts[keys]
                 i += 1
-        self.sums.clear()
-        self.counts.clear()
         return {k: totals[k] / counts[k] for k in totals}
 
     def state_dict(self) -> list[dict[str, Any]]:

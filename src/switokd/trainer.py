@@ -200,8 +200,8 @@ class Trainer:
             self.batch += 1
             self.epoch_images += len(y)
             if self.step % self.cfg.train.log_interval == 0:
-                self.progress.set_summary(self._postfix(self._log_steps()))
-            self.progress.step(len(y))
+                self._log_steps()
+            self.progress.step(len(y), self._progress_summary)
             last = self.batch == len(self.train_loader)
             if not last and (schedule.due(self.step) or self._stop_requested()):
                 self.epoch_time += time.perf_counter() - t0
@@ -345,12 +345,13 @@ class Trainer:
     def _lrs(self) -> dict[str, float]:
         return {n: net.optimizer.param_groups[0]["lr"] for n, net in self.networks.items() if net.optimizer}
 
-    def _postfix(self, row: dict[str, Any]) -> str:
-        """Mean losses of the last log interval and each pair's expert share so far this epoch."""
-        parts = ["loss " + " ".join(f"{n} {v['loss']:.3f}" for n, v in row.get("loss", {}).items() if "loss" in v)]
+    def _progress_summary(self) -> str:
+        """Each network's mean loss and each pair's expert share so far this epoch (one host read)."""
+        losses = nest(self.epoch_meter.peek()).get("loss", {})
+        parts = ["loss " + " ".join(f"{n} {losses[n]['loss']:.3f}" for n in self.networks if "loss" in losses.get(n, {}))]
         steps = max(self.epoch_counts.get("steps", 0), 1)
-        parts += [f"expert {p} {self.epoch_counts.get(f'expert/{p}', 0) / steps:.1%}"
-                  for p in row.get("expert_share", {})]
+        parts += [f"expert {k.split('/', 1)[1]} {v / steps:.1%}" for k, v in self.epoch_counts.items()
+                  if k.startswith("expert/")]
         return "  ".join(parts)
 
     def _print_epoch(self, s: dict[str, Any]) -> None:

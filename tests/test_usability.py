@@ -1,0 +1,238 @@
+"""A new user's first hour: native precision on any CPU, a run header, progress without a terminal,
+their own images (gray and color mixed) and their own model."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from switokd import config as C
+from switokd import engine
+from switokd.data import DatasetError, load_dataset
+from switokd.engine import Precision, resolve_precision
+from switokd.models import MODELS, create_model, register_model
+from switokd.progress import Progress
+from switokd.trainer import Trainer
+
+from conftest import tiny_config
+from test_data import make_mnist_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+
+
+def fake_caps(monkeypatch, **caps):
+    base = {"avx2": True, "avx512_f": False, "avx512_bf16": False, "amx_bf16": False}
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {**base, **caps})
+
+
+def test_auto_is_bf16_only_with_native_bf16(monkeypatch):
+    fake_caps(monkeypatch)  # AVX2 only: bf16 would be emulated
+    assert resolve_precision("auto", CPU)[0] == "fp32"
+    assert "no native bf16 (avx2)" in resolve_precision("auto", CPU)[1]
+    fake_caps(monkeypatch, avx512_f=True, avx512_bf16=True)
+    assert resolve_precision("auto", CPU) == ("bf16", "auto: the CPU has native bf16 (avx512_bf16)")
+    fake_caps(monkeypatch, amx_bf16=True)
+    assert resolve_precision("auto", CPU)[0] == "bf16"
+    assert resolve_precision("fp16", CPU) == ("fp16", "set by train.precision")
+
+
+def test_explicit_bf16_on_emulating_cpu_warns_but_runs(monkeypatch):
+    fake_caps(monkeypatch)
+    with pytest.warns(RuntimeWarning, match="emulated"):
+        p = Precision("bf16", CPU)
+    assert p.name == "bf16" and p.dtype == torch.bfloat16
+    fake_caps(monkeypatch, avx512_bf16=True)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Precision("bf16", CPU).name == "bf16"
+
+
+def test_cpu_flags_fallback(monkeypatch, tmp_path):
+    """Without torch's capability query, the kernel's CPU flags decide."""
+    def missing():
+        raise AttributeError("no get_capabilities in this torch")
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", missing)
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    real_path = engine.Path
+    monkeypatch.setattr(engine, "Path", lambda p: info if p == "/proc/cpuinfo" else real_path(p))
+    assert engine.cpu_native_bf16() == (True, "avx512_bf16")
+    info.write_text("flags\t\t: fpu sse2 avx2\n")
+    assert engine.cpu_native_bf16() == (False, "avx2")
+
+
+@pytest.mark.parametrize("cuda_bf16,expect", [(True, "bf16"), (False, "fp32")])
+def test_auto_on_cuda(monkeypatch, cuda_bf16, expect):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
+    name, why = resolve_precision("auto", torch.device("cuda"))
+    assert name == expect and "Fake GPU" in why
+
+
+def test_shipped_configs_use_auto():
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        assert C.load_config(path).train.precision == "auto", path.name
+
+
+def test_run_header_and_progress_lines_without_a_terminal(tmp_path):
+    """A subprocess whose stderr is a pipe (as under nohup or CI) prints the header and plain progress lines."""
+    (tmp_path / "data").mkdir()
+    data = make_mnist_dir(tmp_path / "data", n_train=96, n_test=20)
+    r = subprocess.run([sys.executable, "-m", "switokd", "train", "--config", str(ROOT / "configs" / "fashion_mnist.yaml"),
+                        "data.name=mnist", f"data.dir={data}", "train.epochs=2", "train.batch_size=16",
+                        "train.threads=1", "train.progress_interval_s=0", "networks.teacher.model=resnet20",
+                        f"train.out_dir={tmp_path}", "train.run_name=r"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert r.returncode == 0, r.stderr
+    err = r.stderr
+    for start in ("device     cpu (", "precision  ", "network    teacher: teacher resnet20, 0.27M params",
+                  "network    student: student wrn16_1, 0.17M params", "data       mnist: 96 train / 20 test images, 1x28x28",
+                  "method     switokd; 2 epochs of 6 steps"):
+        assert start in err, start
+    assert "torch threads" in err and "native bf16" in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("epoch ") and " step " in ln]
+    assert len(lines) == 12  # one per step with progress_interval_s=0
+    assert lines[0].startswith("epoch 1/2 step 1/6 (17%)") and "img/s" in lines[0] and "ETA epoch" in lines[0]
+    assert ", run " in lines[0] and lines[-1].startswith("epoch 2/2 step 6/6 (100%)")
+    assert any("loss teacher" in ln and "expert teacher->student" in ln for ln in lines)
+    assert "\r" not in err  # no tqdm bar without a terminal
+
+
+def test_progress_line_fields():
+    import io
+    buf = io.StringIO()
+    p = Progress(enabled=True, epochs=3, steps_per_epoch=10, interval_s=0, stream=buf, tty=False)
+    p.start_epoch(1, 4)  # a resumed epoch: starts at batch 4
+    p.step(32, lambda: "loss student 0.5")
+    line = buf.getvalue().strip()
+    assert line.startswith("epoch 2/3 step 5/10 (50%)") and line.endswith("loss student 0.5")
+
+
+def _img(path, mode, size=12, value=100):
+    shape = (size, size, 3) if mode == "RGB" else (size, size)
+    Image.fromarray(np.full(shape, value, np.uint8), mode).save(path)
+
+
+def mixed_folder(root):
+    for split, n in (("train", 4), ("val", 2)):
+        for c in ("ant", "bee"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                _img(root / split / c / f"{i}.png", "L", value=30 if c == "ant" else 220)
+    _img(root / "val" / "bee" / "color.jpg", "RGB", value=200)  # one color file in val only
+    return root
+
+
+def test_mixed_gray_and_color_folder_trains(tmp_path):
+    root = mixed_folder(tmp_path / "imgs")
+    s = load_dataset("image_folder", str(root))
+    assert s.in_chans == 3 and s.train_x.shape == (8, 3, 12, 12) and s.test_x.shape == (5, 3, 12, 12)
+    assert torch.equal(s.train_x[0, 0], s.train_x[0, 2])  # gray files become R = G = B
+    assert s.class_names == ["ant", "bee"]
+    gray = load_dataset("image_folder", str(root), channels=1)
+    assert gray.in_chans == 1 and gray.test_x.shape == (5, 1, 12, 12)
+    assert load_dataset("image_folder", str(root), channels=3).in_chans == 3
+    cfg = tiny_config(tmp_path, method="dml", overrides=["data.name=image_folder", f"data.dir={root}",
+                                                         "train.batch_size=4", "networks.teacher.model=resnet20"])
+    tr = Trainer(cfg)
+    tr.fit()
+    from switokd.checkpoint import load_training_checkpoint
+    ck = load_training_checkpoint(tr.run_dir / "last.pt")
+    assert ck["data"]["classes"] == ["ant", "bee"] and ck["data"]["in_chans"] == 3
+
+
+def test_data_errors_name_the_key(tmp_path):
+    root = mixed_folder(tmp_path / "imgs")
+    _img(root / "train" / "ant" / "big.png", "L", size=20)
+    with pytest.raises(DatasetError, match="data.image_size"):
+        load_dataset("image_folder", str(root))
+    with pytest.raises(DatasetError, match="data.channels"):
+        load_dataset("image_folder", str(root), channels=2)
+    (root / "val" / "cat").mkdir()
+    _img(root / "val" / "cat" / "x.png", "L")
+    with pytest.raises(DatasetError, match="data.dir"):
+        load_dataset("image_folder", str(root), image_size=12)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "train-images-idx3-ubyte").write_bytes(b"\x12\x34\x56\x78")
+    with pytest.raises(DatasetError, match="data.dir"):
+        load_dataset("mnist", str(bad))
+    with pytest.raises(DatasetError, match="data.name"):
+        load_dataset("imagenet21k", str(bad))
+
+
+MODEL_FILE = '''
+import torch
+from torch import nn
+
+def tiny_cnn(num_classes, in_chans, image_size):
+    return nn.Sequential(nn.Conv2d(in_chans, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+
+def not_a_model(num_classes, in_chans, image_size):
+    return "hello"
+
+def wrong_signature(classes):
+    return None
+'''
+
+
+def test_user_model_from_a_file_outside_the_package(tmp_path, monkeypatch, splits):
+    (tmp_path / "usermodels").mkdir()
+    (tmp_path / "usermodels" / "__init__.py").write_text("")
+    (tmp_path / "usermodels" / "nets.py").write_text(MODEL_FILE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    m = create_model("usermodels.nets:tiny_cnn", num_classes=4, in_chans=1, image_size=8)
+    assert m(torch.randn(2, 1, 8, 8)).shape == (2, 4)
+    cfg = tiny_config(tmp_path, overrides=["networks.student.model=usermodels.nets:tiny_cnn"])
+    tr = Trainer(cfg, data=splits)
+    report = tr.fit()
+    assert report["networks"]["student"]["model"] == "usermodels.nets:tiny_cnn"
+    again = Trainer.from_checkpoint(tr.run_dir, ["train.epochs=2"], data=splits)  # the config names it again
+    assert again.fit()["epochs"] == 2
+    for spec, msg in (("usermodels.nets:not_a_model", "not a torch.nn.Module"), ("usermodels.nets:missing", "no attribute"),
+                      ("usermodels.nope:tiny_cnn", "cannot import"), ("usermodels.nets:wrong_signature", "must accept"),
+                      ("usermodels.nets", "unknown model")):
+        with pytest.raises(C.ConfigError, match=f"networks.student.model.*{msg}"):
+            Trainer(tiny_config(tmp_path / "x", overrides=[f"networks.student.model={spec}"]), data=splits)
+
+
+def test_register_model_decorator():
+    @register_model
+    def my_test_net(num_classes=10, in_chans=3, image_size=32):
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(in_chans * image_size ** 2, num_classes))
+
+    try:
+        assert "my_test_net" in MODELS
+        assert create_model("my_test_net", 5, 1, 4)(torch.zeros(1, 1, 4, 4)).shape == (1, 5)
+        with pytest.raises(ValueError, match="already registered"):
+            register_model(my_test_net)
+        register_model("my_test_net_b")(my_test_net)
+        assert "my_test_net_b" in MODELS
+    finally:
+        MODELS._entries.pop("my_test_net", None)
+        MODELS._entries.pop("my_test_net_b", None)
+
+
+def test_cli_model_from_working_directory(tmp_path):
+    """The console script finds package.module:factory in the directory it runs from, as `python -m` would."""
+    (tmp_path / "mynets.py").write_text(MODEL_FILE)
+    (tmp_path / "data").mkdir()
+    data = make_mnist_dir(tmp_path / "data", n_train=32, n_test=16)
+    exe = Path(sys.executable).parent / "switokd"
+    if not exe.exists():
+        pytest.skip("console script not installed")
+    r = subprocess.run([str(exe), "train", "--config", str(ROOT / "configs" / "fashion_mnist.yaml"), "data.name=mnist",
+                        f"data.dir={data}", "train.epochs=1", "train.batch_size=16", "train.progress=false",
+                        "networks.student.model=mynets:tiny_cnn", "networks.teacher.model=mynets:tiny_cnn",
+                        f"train.out_dir={tmp_path}", "train.run_name=r"], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "mynets:tiny_cnn" in r.stdout
