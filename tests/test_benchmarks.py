@@ -34,17 +34,3 @@ def test_throughput_script_writes_every_variant(tmp_path):
                     "bare-expert-nograd", "loader"):
         assert f"| {variant} |" in text
     assert "python " in text and "machine:" in text
-
-
-def test_compare_methods_tabulates_every_network(tmp_path):
-    cm = load("compare_methods")
-    out = tmp_path / "c.md"
-    assert cm.main(["--config", str(ROOT / "configs" / "fashion_mnist.yaml"), "--methods", "vanilla", "switokd",
-                    "--out-dir", str(tmp_path / "runs"), "--out", str(out), "train.epochs=1", "data.limit_train=256",
-                    "data.limit_test=128", "train.progress=false", "train.precision=fp32", "train.channels_last=false",
-                    "networks.teacher.model=resnet20", "networks.student.model=wrn16_1"]) == 0
-    text = out.read_text()
-    for method, net in (("vanilla", "teacher"), ("vanilla", "student"), ("switokd", "teacher"), ("switokd", "student")):
-        assert f"| {method} | {net} |" in text
-    assert "teacher->student" in text
-    assert len(list((tmp_path / "runs").glob("*/report.json"))) == 2
