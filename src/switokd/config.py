@@ -293,11 +293,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             rest.append(o)
     preset = tree.get("preset") or ""
     if preset:
-        if preset not in PRESETS:
+        if not isinstance(preset, str) or preset not in PRESETS:
             raise ConfigError(f"config key 'preset': {preset!r} is not one of {', '.join(PRESETS)}")
         if not user_networks:
             tree["networks"] = [dataclasses.asdict(n) for n in PRESETS[preset]]
-    tree["networks"] = [_merge(dataclasses.asdict(NetworkConfig()), n) if isinstance(n, dict) else n for n in tree["networks"]]
+    nets = tree.get("networks")
+    if not isinstance(nets, list):
+        raise ConfigError(f"config key 'networks': expected a list of mappings, got {nets!r}")
+    tree["networks"] = [_merge(dataclasses.asdict(NetworkConfig()), n) if isinstance(n, dict) else n for n in nets]
     for o in rest:
         apply_override(tree, o)
     return from_dict(tree)
