@@ -65,7 +65,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
         trainer = Trainer(cfg)
     report = trainer.fit()
-    print("\n".join(_report_lines(report)))
+    if trainer.dist.is_main:
+        print("\n".join(_report_lines(report)))
+    trainer.dist.close()
     return 0
 
 

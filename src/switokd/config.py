@@ -49,6 +49,7 @@ class NetworkConfig:
     gamma: float = 0.1
     checkpoint: str | None = None  # initial weights: a switokd checkpoint or a state_dict file
     checkpoint_network: str | None = None  # which network of that checkpoint (default: this name)
+    sync_bn: bool = False  # several CUDA processes: SyncBatchNorm (batch statistics over the global batch)
 
 
 @dataclass
@@ -82,6 +83,8 @@ class TrainConfig:
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
     checkpoint_every_s: float = 300.0  # also write last.pt inside an epoch this often (0: at epoch ends only)
     checkpoint_every: int = 0  # also write last.pt every N steps (0: off)
+    sync_bn: bool = False  # every network's BatchNorm as SyncBatchNorm under several CUDA processes
+    scale_lr: bool = False  # several processes: lr x number of processes (the linear scaling rule)
 
 
 def default_networks() -> list[NetworkConfig]:

@@ -13,12 +13,22 @@ from torch import nn
 from .config import NetworkConfig
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """``train.device``: auto (CUDA if present, else CPU), cpu, cuda or cuda:N. Under torchrun
+    (``local_rank`` given) auto and cuda mean this process's own GPU, cuda:LOCAL_RANK."""
+    from .config import ConfigError
+
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r} but CUDA is not available; use train.device=cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"config key 'train.device': {name!r} is not a device (auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"config key 'train.device': {name!r} but CUDA is not available; use train.device=cpu")
+        if local_rank is not None and dev.index is None:
+            dev = torch.device("cuda", local_rank % torch.cuda.device_count())
     return dev
 
 
@@ -118,11 +128,13 @@ def lr_factor(cfg: NetworkConfig, step: int, steps_per_epoch: int, epochs: int) 
     return 1.0
 
 
-def set_lr(opt: torch.optim.Optimizer, cfg: NetworkConfig, step: int, steps_per_epoch: int, epochs: int) -> float:
+def set_lr(opt: torch.optim.Optimizer, cfg: NetworkConfig, step: int, steps_per_epoch: int, epochs: int,
+           scale: float = 1.0) -> float:
     """Set the learning rate for batch ``step``. The schedule is a pure function of the
     step count (checkpointed), so it needs no state of its own, and every network's
-    schedule advances with the step, a paused teacher's too."""
-    lr = cfg.lr * lr_factor(cfg, step, steps_per_epoch, epochs)
+    schedule advances with the step, a paused teacher's too. ``scale`` multiplies the
+    base rate (``train.scale_lr`` under several processes)."""
+    lr = cfg.lr * scale * lr_factor(cfg, step, steps_per_epoch, epochs)
     for g in opt.param_groups:
         g["lr"] = lr
     return lr

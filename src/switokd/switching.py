@@ -40,6 +40,9 @@ __all__ = [
     "SwitchDecision",
     "decide",
     "offlabel_stats",
+    "pair_sums",
+    "stats_from_sums",
+    "SUMS",
 ]
 
 
@@ -72,13 +75,8 @@ def adaptive_threshold(student_label_distance: Tensor, teacher_label_distance: T
 
 def offlabel_stats(teacher_logits: Tensor, student_logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(shared off-label mass mean(o), teacher off-label mass mean(1 - a), student lead mean(max(0, b - a))), tau = 1."""
-    p_t = F.softmax(teacher_logits.detach().float(), dim=1)
-    p_s = F.softmax(student_logits.detach().float(), dim=1)
-    a = p_t.gather(1, targets[:, None]).squeeze(1)
-    b = p_s.gather(1, targets[:, None]).squeeze(1)
-    # min over the label column is min(a, b); take it out to leave the off-label classes.
-    shared = torch.minimum(p_t, p_s).sum(dim=1) - torch.minimum(a, b)
-    return shared.mean(), (1.0 - a).mean(), (b - a).clamp_min(0.0).mean()
+    s = pair_sums(teacher_logits, student_logits, targets)
+    return s[3] / s[6], s[4] / s[6], s[5] / s[6]
 
 
 @dataclass(frozen=True)
@@ -105,19 +103,54 @@ class SwitchStats:
               "shared_mass", "teacher_offlabel_mass", "shared_ratio", "student_lead")
 
 
+# The per-batch sums behind a pair's statistics, in this order (the last is the example count).
+SUMS = ("gap", "teacher_label_distance", "student_label_distance", "shared_mass", "teacher_offlabel_mass",
+        "student_lead", "count")
+
+
+def pair_sums(teacher_logits: Tensor, student_logits: Tensor, targets: Tensor, tau: float = 1.0) -> Tensor:
+    """Sums over the batch of each example's gap, d_T, d_S, o, 1 - a and max(0, b - a), and the count.
+
+    A vector of ``len(SUMS)`` float32 values: sums add up across processes (all-reduce), so a
+    distributed run decides on its global batch exactly as one process would on the whole batch.
+    """
+    zt, zs = teacher_logits.detach().float(), student_logits.detach().float()
+    p_t, p_s = F.softmax(zt, dim=1), F.softmax(zs, dim=1)
+    if tau == 1.0:
+        q_t, q_s = p_t, p_s
+    else:
+        q_t, q_s = F.softmax(zt / tau, dim=1), F.softmax(zs / tau, dim=1)
+    a = p_t.gather(1, targets[:, None]).squeeze(1)
+    b = p_s.gather(1, targets[:, None]).squeeze(1)
+    y = F.one_hot(targets, num_classes=p_t.shape[1]).to(p_t.dtype)
+    shared = torch.minimum(p_t, p_s).sum(dim=1) - torch.minimum(a, b)  # min over the label column is min(a, b)
+    per_example = torch.stack([
+        (q_t - q_s).abs().sum(dim=1),
+        (p_t - y).abs().sum(dim=1),
+        (p_s - y).abs().sum(dim=1),
+        shared,
+        1.0 - a,
+        (b - a).clamp_min(0.0),
+        torch.ones_like(a),
+    ])
+    return per_example.sum(dim=1)
+
+
+def stats_from_sums(sums: Tensor) -> SwitchStats:
+    """A pair's statistics and mode from its (possibly all-reduced) ``pair_sums``."""
+    gap, d_t, d_s, shared, t_off, lead = sums[:6] / sums[6]
+    eps = switch_weight(d_s, d_t)
+    delta = d_s - eps * d_t
+    expert = (gap > delta) & (d_t < d_s)
+    ratio = shared / t_off.clamp_min(torch.finfo(torch.float32).tiny)
+    return SwitchStats(expert, gap, delta, eps, d_t, d_s, shared, t_off, ratio, lead)
+
+
 def switch_stats(
     teacher_logits: Tensor, student_logits: Tensor, targets: Tensor, tau: float = 1.0
 ) -> SwitchStats:
     """All switching statistics for one teacher-student pair, without a host sync."""
-    gap = distillation_gap(teacher_logits, student_logits, tau)
-    d_t = label_distance(teacher_logits, targets)
-    d_s = label_distance(student_logits, targets)
-    eps = switch_weight(d_s, d_t)
-    delta = d_s - eps * d_t
-    expert = (gap > delta) & (d_t < d_s)
-    shared, t_off, lead = offlabel_stats(teacher_logits, student_logits, targets)
-    ratio = shared / t_off.clamp_min(torch.finfo(torch.float32).tiny)
-    return SwitchStats(expert, gap, delta, eps, d_t, d_s, shared, t_off, ratio, lead)
+    return stats_from_sums(pair_sums(teacher_logits, student_logits, targets, tau))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -33,19 +33,22 @@ class Meter:
             self.sums[keys] = v
             self.counts[keys] = 1
 
-    def read(self) -> dict[str, float]:
-        """Means per key over the steps that logged it (one host synchronisation), then reset."""
-        means = self.peek()
+    def read(self, reduce: Callable[[Tensor], Tensor] | None = None) -> dict[str, float]:
+        """Means per key over the steps that logged it (one host synchronisation), then reset.
+
+        ``reduce`` (e.g. a mean over processes) is applied to the sums before they are read."""
+        means = self.peek(reduce)
         self.sums.clear()
         self.counts.clear()
         return means
 
-    def peek(self) -> dict[str, float]:
+    def peek(self, reduce: Callable[[Tensor], Tensor] | None = None) -> dict[str, float]:
         """Means per key so far, without resetting (one host synchronisation)."""
         if not self.sums:
             return {}
         groups = list(self.sums)
-        flat = torch.cat([self.sums[k] for k in groups]).tolist()
+        flat = torch.cat([self.sums[k] for k in groups])
+        flat = (reduce(flat) if reduce else flat).tolist()
         totals: dict[str, float] = {}
         counts: dict[str, int] = {}
         i = 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import signal
 import sys
 import time
 from collections import Counter
@@ -27,6 +28,7 @@ from .data import DataSplits, TensorLoader, load_dataset
 from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, CheckpointSchedule, extract_state_dict,
                          load_training_checkpoint, load_weights, resolve_resume_path, rng_state, save_atomic,
                          set_rng_state)
+from .distributed import Distributed
 from .engine import Precision, all_finite, build_optimizer, frozen_batchnorm_stats, resolve_device, set_lr
 from .methods import Method, StepOutput, create_method
 from .models import create_model
@@ -85,20 +87,25 @@ class Trainer:
         t = cfg.train
         if t.threads > 0:
             torch.set_num_threads(t.threads)
-        self.device = resolve_device(t.device)
+        self.dist = Distributed.from_env()
+        self.device = resolve_device(t.device, self.dist.local_rank if self.dist.enabled else None)
+        self.dist.init(self.device)
         self.precision = Precision(t.precision, self.device)
         self.method = build_method(cfg)
+        self.method.reduce = self.dist.sum  # decisions on the global batch: every rank takes the same mode
         if data is None:
             d = cfg.data
             data = load_dataset(d.name, d.dir, d.image_size, d.limit_train, d.limit_test, d.channels)
         self.data = data
         pad = (data.crop_padding if cfg.data.crop_padding is None else cfg.data.crop_padding) if cfg.data.augment else 0
-        common = dict(mean=data.mean, std=data.std, device=self.device, channels_last=t.channels_last, seed=t.seed)
+        common = dict(mean=data.mean, std=data.std, device=self.device, channels_last=t.channels_last, seed=t.seed,
+                      rank=self.dist.rank, world_size=self.dist.world_size)
         self.train_loader = TensorLoader(data.train_x, data.train_y, t.batch_size, train=True, crop_padding=pad,
                                          hflip=cfg.data.augment and cfg.data.hflip, drop_last=t.drop_last, **common)
         self.test_loader = TensorLoader(data.test_x, data.test_y, t.eval_batch_size, train=False, **common)
         torch.manual_seed(t.seed)
         self.networks: dict[str, Network] = {n.name: self._build_network(n) for n in cfg.networks}
+        self.lr_scale = float(self.dist.world_size) if t.scale_lr else 1.0
         # --- training state (checkpointed) ---
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken (batches seen)
@@ -119,10 +126,10 @@ class Trainer:
         self._steps_log: JsonlWriter | NullWriter = NullWriter()
         self._epochs_log: JsonlWriter | NullWriter = NullWriter()
         self.run_dir = Path(run_dir) if run_dir else None
-        self.writable = writable
+        self.writable = writable and self.dist.is_main  # logs, reports and checkpoints come from rank 0
         self.stop: StopSignals | None = None
-        self.progress = Progress(enabled=t.progress, epochs=t.epochs, steps_per_epoch=len(self.train_loader),
-                                 interval_s=t.progress_interval_s)
+        self.progress = Progress(enabled=t.progress and self.dist.is_main, epochs=t.epochs,
+                                 steps_per_epoch=len(self.train_loader), interval_s=t.progress_interval_s)
 
     # ------------------------------------------------------------------ building
 
@@ -138,9 +145,15 @@ class Trainer:
             raise C.ConfigError(
                 f"method {self.cfg.method.name!r} keeps networks.{n.name} frozen, so it needs trained weights: "
                 f"set networks.{n.name}.checkpoint=PATH (for example a vanilla run's last.pt)")
+        if self.dist.enabled and (n.sync_bn or self.cfg.train.sync_bn):
+            if self.device.type != "cuda":
+                raise C.ConfigError(f"config key 'networks.{n.name}.sync_bn' (or train.sync_bn): PyTorch's "
+                                    "SyncBatchNorm runs on GPUs only; turn it off for CPU (gloo) training")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model.to(self.device)
         if self.cfg.train.channels_last:
             model.to(memory_format=torch.channels_last)
+        self.dist.broadcast_module(model)  # every rank starts from rank 0's weights
         if n.name in self.method.frozen:
             model.eval().requires_grad_(False)
             return Network(n, model, None)
@@ -151,7 +164,7 @@ class Trainer:
     def _set_lrs(self) -> None:
         for net in self.networks.values():
             if net.optimizer is not None:
-                set_lr(net.optimizer, net.cfg, self.step, len(self.train_loader), self.cfg.train.epochs)
+                set_lr(net.optimizer, net.cfg, self.step, len(self.train_loader), self.cfg.train.epochs, self.lr_scale)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = {}
@@ -178,6 +191,8 @@ class Trainer:
         loss = sum(out.losses[n.name]["loss"] for n in stepping)
         if stepping:
             self.precision.backward(loss)
+            # Under several processes: mean gradients over the global batch, for the stepping networks only.
+            self.dist.reduce_grads((p for n in stepping for p in n.model.parameters()), len(y))
             self.precision.step([n.optimizer for n in stepping])
             for n in stepping:
                 n.optimizer.zero_grad(set_to_none=True)
@@ -202,8 +217,7 @@ class Trainer:
             if self.step % self.cfg.train.log_interval == 0:
                 self._log_steps()
             self.progress.step(len(y), self._progress_summary)
-            last = self.batch == len(self.train_loader)
-            if not last and (schedule.due(self.step) or self._stop_requested()):
+            if self.batch < len(self.train_loader) and self._checkpoint_now(schedule):
                 self.epoch_time += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 self.save_checkpoint()
@@ -211,7 +225,7 @@ class Trainer:
                 self._raise_if_stopped()
         self.progress.end_epoch()
         self.epoch_time += time.perf_counter() - t0
-        means, counts = self.epoch_meter.read(), dict(self.epoch_counts)
+        means, counts = self.epoch_meter.read(self.dist.mean), dict(self.epoch_counts)
         self.epoch_counts.clear()
         self._check_finite(means)
         summary = {"steps": counts.get("steps", 0), "train_time_s": self.epoch_time,
@@ -228,7 +242,7 @@ class Trainer:
         correct = {n: torch.zeros((), device=self.device) for n in self.networks}
         loss = {n: torch.zeros((), device=self.device) for n in self.networks}
         total = 0
-        for x, y in self.test_loader:
+        for x, y in self.test_loader:  # this rank's shard of the test split
             with self.precision.autocast():
                 logits = self.forward(x)
             for n, z in logits.items():
@@ -236,7 +250,10 @@ class Trainer:
                 loss[n] += nn.functional.cross_entropy(z.float(), y, reduction="sum")
             total += len(y)
         names = list(self.networks)
-        vals = torch.stack([correct[n] for n in names] + [loss[n] for n in names]).tolist()
+        sums = torch.stack([correct[n] for n in names] + [loss[n] for n in names]
+                           + [torch.tensor(float(total), device=self.device)]).float()
+        vals = self.dist.sum(sums).tolist()
+        total = vals[-1]
         return {n: {"acc": 100.0 * vals[i] / total, "loss": vals[len(names) + i] / total} for i, n in enumerate(names)}
 
     def fit(self) -> dict[str, Any]:
@@ -245,7 +262,7 @@ class Trainer:
         SIGTERM/SIGINT finish the current step, write a checkpoint and raise ``Interrupted``.
         """
         self._open_run()
-        if self.cfg.train.progress:
+        if self.cfg.train.progress and self.dist.is_main:
             from .runinfo import run_header
             print("\n".join(run_header(self)), file=sys.stderr, flush=True)
         try:
@@ -254,6 +271,7 @@ class Trainer:
                     t0 = time.perf_counter()
                     summary = {"epoch": self.epoch + 1, **self.train_epoch(), "lr_end": self._lrs()}
                     self.epoch += 1
+                    self._sync_ranks()
                     improved = False
                     if self.epoch % self.cfg.train.eval_every == 0 or self.epoch == self.cfg.train.epochs:
                         t_eval = time.perf_counter()
@@ -264,7 +282,8 @@ class Trainer:
                     self.history.append(summary)
                     self._epochs_log.write(summary)
                     self._print_epoch(summary)
-                    self.save_checkpoint(best=improved)
+                    self.save_checkpoint(best=improved, synced=True)
+                    self._agree_on_stop()
                     self._raise_if_stopped()
         finally:
             self.stop = None
@@ -288,6 +307,33 @@ class Trainer:
 
     def _stop_requested(self) -> bool:
         return self.stop is not None and self.stop.signum is not None
+
+    CONTROL_EVERY = 10  # steps between the ranks' agreement on checkpoints and stops (several processes)
+
+    def _checkpoint_now(self, schedule: CheckpointSchedule) -> bool:
+        """Whether to write a checkpoint inside the epoch now: it is due, or a signal asks to stop.
+
+        Under several processes the ranks agree every ``CONTROL_EVERY`` steps (one small collective), so
+        that they all stop, or all write, at the same step; a signal one rank received stops them all.
+        """
+        due, stop = schedule.due(self.step), self._stop_requested()
+        if not self.dist.enabled:
+            return due or stop
+        if self.step % self.CONTROL_EVERY:
+            return False
+        due, stop = self.dist.any([due, stop])
+        if stop:
+            self._agree_on_stop(True)
+        return due or stop
+
+    def _agree_on_stop(self, stop: bool | None = None) -> None:
+        """Several processes: a signal any rank received stops every rank (at an epoch's end, one collective)."""
+        if stop is None:
+            if not self.dist.enabled:
+                return
+            (stop,) = self.dist.any([self._stop_requested()])
+        if stop and self.stop is not None and self.stop.signum is None:
+            self.stop.signum = signal.SIGTERM  # another rank was signalled
 
     def _raise_if_stopped(self) -> None:
         if self._stop_requested():
@@ -327,7 +373,7 @@ class Trainer:
         return out
 
     def _log_steps(self) -> dict[str, Any]:
-        means, counts = self.step_meter.read(), dict(self.step_counts)
+        means, counts = self.step_meter.read(self.dist.mean), dict(self.step_counts)
         self.step_counts.clear()
         self._check_finite(means)
         row = {"epoch": self.epoch + 1, "step": self.step, **nest(means), **self._shares(counts),
@@ -355,7 +401,7 @@ class Trainer:
         return "  ".join(parts)
 
     def _print_epoch(self, s: dict[str, Any]) -> None:
-        if not self.cfg.train.progress:
+        if not (self.cfg.train.progress and self.dist.is_main):
             return
         accs = " ".join(f"{n} {r['acc']:.2f}%" for n, r in s.get("test", {}).items())
         shares = " ".join(f"expert[{p}] {v:.1%}" for p, v in s["switch"].get("expert_share", {}).items())
@@ -408,6 +454,7 @@ class Trainer:
                        "step_counts": dict(self.step_counts), "epoch_counts": dict(self.epoch_counts),
                        "last_expert": dict(self._last_expert)},
             "logs": {"steps": self._steps_log.tell(), "epochs": self._epochs_log.tell()},
+            "world_size": self.dist.world_size,
             "rng": rng_state(),
             "history": self.history,
             "best": self.best,
@@ -446,12 +493,35 @@ class Trainer:
             raise
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
             raise CheckpointError(f"{path}: malformed training state ({type(e).__name__}: {e})") from None
+        saved_world = ckpt.get("world_size", 1)
+        if saved_world != self.dist.world_size:
+            if self.batch:
+                raise CheckpointError(
+                    f"{path} was written by {saved_world} process(es) in the middle of epoch {self.epoch + 1}; "
+                    f"resume it with {saved_world}, or resume from a checkpoint written at an epoch's end with any number")
+            # At an epoch's end the global batch may change: the step count follows the new batches per epoch.
+            self.step = self.epoch * len(self.train_loader)
         if not 0 <= self.batch < max(len(self.train_loader), 1):
             raise CheckpointError(f"{path}: its position (batch {self.batch}) is outside this data set's "
                                   f"{len(self.train_loader)} batches per epoch; data or batch size changed")
 
-    def save_checkpoint(self, best: bool = False) -> Path | None:
-        """Write ``last.pt`` (and ``best.pt``) atomically, refusing to replace a good one with non-finite weights."""
+    def _sync_ranks(self) -> None:
+        """Several processes: average BatchNorm statistics and the running metric sums over ranks, so that every
+        rank holds the state rank 0 saves (both are linear in what follows, so training is unchanged)."""
+        if not self.dist.enabled:
+            return
+        for net in self.networks.values():
+            self.dist.average_buffers(net.model)
+        for meter in (self.step_meter, self.epoch_meter):
+            for keys in meter.sums:
+                self.dist.mean(meter.sums[keys])
+
+    def save_checkpoint(self, best: bool = False, synced: bool = False) -> Path | None:
+        """Write ``last.pt`` (and ``best.pt``) atomically, refusing to replace a good one with non-finite weights.
+
+        Every rank calls it (at the same step); rank 0 writes."""
+        if not synced:
+            self._sync_ranks()
         if not self.writable:
             return None
         bad = [n for n, net in self.networks.items() if not all_finite(net.model)]

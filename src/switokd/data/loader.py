@@ -6,6 +6,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
+from ..distributed import rank_slice, shard_bounds
 from .transforms import Normalize, crop_at, flip_where
 
 
@@ -15,6 +16,10 @@ class TensorLoader:
     Randomness comes from a generator seeded by ``(seed, epoch)``, so an epoch's
     order and augmentation are reproducible without saving any loader state:
     call ``set_epoch`` before iterating, as with a DistributedSampler.
+
+    With ``world_size`` processes each global batch holds ``batch_size * world_size``
+    examples of the epoch's order and ``rank`` takes its contiguous part: the ranks'
+    batches put together are the batch one process would draw with the global size.
     """
 
     def __init__(
@@ -32,6 +37,8 @@ class TensorLoader:
         seed: int = 0,
         device: torch.device | str = "cpu",
         channels_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -47,14 +54,15 @@ class TensorLoader:
         self.seed = seed
         self.epoch = 0
         self.channels_last = channels_last
+        self.rank, self.world_size = rank, world_size
         self.normalize = Normalize(mean, std, self.device)
+        self.bounds = shard_bounds(len(self.labels), batch_size, world_size, drop_last)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        n = len(self.labels)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return len(self.bounds)
 
     def epoch_randomness(self) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         """This epoch's order, crop offsets and flips, drawn on the CPU from (seed, epoch).
@@ -75,7 +83,7 @@ class TensorLoader:
         """Yield batches from batch index ``start`` (to continue an interrupted epoch)."""
         order, offsets, flips = self.epoch_randomness()
         for b in range(start, len(self)):
-            sel = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            sel = rank_slice(*self.bounds[b], self.rank, self.world_size)
             if order is not None:
                 idx = order[sel]
                 x, y = self.images[idx], self.labels[idx]

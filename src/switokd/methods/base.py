@@ -10,7 +10,7 @@ pass and no step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Mapping, Sequence
+from typing import Callable, ClassVar, Mapping, Sequence
 
 from torch import Tensor
 
@@ -61,6 +61,10 @@ def distill_loss(logits: Tensor, targets: Tensor, soft_targets: Sequence[Tensor]
     return out
 
 
+def _identity(t: Tensor) -> Tensor:
+    return t
+
+
 class Method:
     """Base class: holds the roles and the loss weights; subclasses implement ``step``."""
 
@@ -85,6 +89,8 @@ class Method:
             raise ValueError(f"method {self.name!r} needs at least {self.min_networks} networks, got {len(self.names)}")
         if options:
             raise TypeError(f"method {self.name!r} got unknown options {sorted(options)}")
+        # Sums statistics across processes before a decision; the identity in one process (set by the trainer).
+        self.reduce: Callable[[Tensor], Tensor] = _identity
 
     @property
     def frozen(self) -> frozenset[str]:

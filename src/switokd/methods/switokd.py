@@ -7,7 +7,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from ..switching import switch_stats
+from ..switching import pair_sums, stats_from_sums
 from .base import METHODS, Method, StepOutput, distill_loss
 
 
@@ -48,7 +48,7 @@ class SwitOKDPair(Method):
 
     def step(self, logits: Mapping[str, Tensor], targets: Tensor) -> StepOutput:
         z_t, z_s = logits[self.teacher], logits[self.student]
-        stats = switch_stats(z_t, z_s, targets, self.weights.tau)
+        stats = stats_from_sums(self.reduce(pair_sums(z_t, z_s, targets, self.weights.tau)))
         # The step's one host synchronisation; a held mode pays it too, so that it costs what a real step costs.
         expert = bool(stats.expert)
         if self.force_mode is not None:
@@ -84,8 +84,9 @@ class SwitOKDCohort(Method):
 
     def step(self, logits: Mapping[str, Tensor], targets: Tensor) -> StepOutput:
         tau = self.weights.tau
-        stats = {pair_name(t, s): switch_stats(logits[t], logits[s], targets, tau) for t, s in self.pairs}
-        # One host synchronisation for all pairs.
+        # One reduction across processes and one host synchronisation for all pairs.
+        sums = self.reduce(torch.stack([pair_sums(logits[t], logits[s], targets, tau) for t, s in self.pairs]))
+        stats = {pair_name(t, s): stats_from_sums(row) for (t, s), row in zip(self.pairs, sums)}
         flags = torch.stack([st.expert for st in stats.values()]).tolist()
         if self.force_mode is not None:
             flags = [self.force_mode == "expert"] * len(stats)

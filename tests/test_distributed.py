@@ -1,0 +1,244 @@
+"""Several processes (gloo on the CPU): shards, one decision on every rank, paused teachers, resume.
+
+Workers are spawned with torch.multiprocessing and run the real Trainer; a torchrun test runs the CLI.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from switokd.checkpoint import CheckpointError, load_training_checkpoint
+from switokd.data import TensorLoader
+from switokd.distributed import rank_slice, shard_bounds
+from switokd.switching import decide
+from switokd.telemetry import read_jsonl
+
+from conftest import synthetic_splits, tiny_config
+from test_data import make_mnist_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(rank, world, port):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+
+
+def _state(tr):
+    return {n: {k: v.clone() for k, v in net.model.state_dict().items()} for n, net in tr.networks.items()}
+
+
+def _params(tr):
+    """Parameters only: BatchNorm statistics move per rank between the syncs at checkpoints and epoch ends."""
+    return {n: {k: v.detach().clone() for k, v in net.model.named_parameters()} for n, net in tr.networks.items()}
+
+
+def _worker(rank, world, port, out, cfg_overrides, splits, resume):
+    """One rank: train, recording every step's mode and local logits, and the weights after every epoch."""
+    _env(rank, world, port)
+    from switokd.trainer import Trainer
+    if resume:
+        tr = Trainer.from_checkpoint(Path(out) / "run" / "run", ["train.epochs=3"], data=splits)
+    else:
+        tr = Trainer(tiny_config(Path(out) / "run", overrides=cfg_overrides), data=splits)
+    record = {"steps": [], "epochs": []}
+    real_step, real_eval = tr.method.step, tr.evaluate
+
+    def step(logits, y):
+        res = real_step(logits, y)
+        record["steps"].append({"step": tr.step, "expert": dict(res.expert), "y": y.clone(),
+                                "logits": {n: z.detach().float().clone() for n, z in logits.items()},
+                                "gap": {p: float(s.gap) for p, s in res.switches.items()}})
+        return res
+
+    def evaluate():
+        record["epochs"].append(_state(tr))  # after the epoch's last step and the buffer sync
+        return real_eval()
+
+    tr.method.step, tr.evaluate = step, evaluate
+    report = tr.fit()
+    tr.method.step = real_step
+    # A step with the teacher paused, then a learning step: no hang, and the teacher untouched by the first.
+    tr.train_loader.set_epoch(0)
+    batches = iter(tr.train_loader)
+    for net in tr.networks.values():
+        net.model.train()
+    before = {k: v.clone() for k, v in tr.networks["teacher"].model.state_dict().items()}
+    tr.method.force_mode = "expert"
+    assert tr.train_step(*next(batches)).stepping == ("student",)
+    record["paused_same"] = all(torch.equal(before[k], v) for k, v in tr.networks["teacher"].model.named_parameters())
+    record["after_paused"] = _params(tr)
+    tr.method.force_mode = "learning"
+    assert tr.train_step(*next(batches)).stepping == ("teacher", "student")
+    record["after_learning"] = _params(tr)
+    record["report"] = report
+    torch.save(record, Path(out) / f"rank{rank}.pt")
+    tr.dist.close()
+
+
+def spawn(world, out, overrides, splits, resume=False):
+    mp.spawn(_worker, args=(world, free_port(), str(out), overrides, splits, resume), nprocs=world, join=True)
+    return [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(world)]
+
+
+def same_state(a, b):
+    return all(torch.equal(a[n][k], b[n][k]) for n in a for k in a[n])
+
+
+TWO_PROC = ["train.epochs=2", "train.batch_size=8", "train.log_interval=2"]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    splits = synthetic_splits(n_train=70, n_test=30)  # 70 = 4 global batches of 16 + 6: an uneven last batch
+    return out, splits, spawn(2, out, TWO_PROC, splits)
+
+
+def test_ranks_agree_and_decide_on_the_global_batch(two_ranks):
+    out, splits, (r0, r1) = two_ranks
+    assert len(r0["steps"]) == len(r1["steps"]) == 2 * 5
+    for a, b in zip(r0["steps"], r1["steps"]):
+        assert a["expert"] == b["expert"] and a["gap"] == b["gap"]
+        # One process deciding on the concatenated batch takes the same mode.
+        y = torch.cat([a["y"], b["y"]])
+        whole = decide(torch.cat([a["logits"]["teacher"], b["logits"]["teacher"]]),
+                       torch.cat([a["logits"]["student"], b["logits"]["student"]]), y)
+        assert whole.expert == a["expert"]["teacher->student"]
+        assert whole.gap.item() == pytest.approx(a["gap"]["teacher->student"], abs=1e-6)
+    assert {len(s["y"]) for s in r0["steps"]} == {8, 3} and {len(s["y"]) for s in r1["steps"]} == {8, 3}
+    for ea, eb in zip(r0["epochs"], r1["epochs"]):  # identical weights and buffers after every epoch
+        assert same_state(ea, eb)
+    assert r0["report"]["networks"] == r1["report"]["networks"]
+
+
+def test_paused_teacher_under_two_processes(two_ranks):
+    _, _, (r0, r1) = two_ranks
+    assert r0["paused_same"] and r1["paused_same"]
+    assert same_state(r0["after_paused"], r1["after_paused"])
+    assert same_state(r0["after_learning"], r1["after_learning"])
+    assert not torch.equal(r0["after_paused"]["teacher"]["fc.weight"], r0["after_learning"]["teacher"]["fc.weight"])
+
+
+def test_rank0_writes_logs_and_resume_from_two_process_checkpoint(two_ranks, tmp_path):
+    out, splits, (r0, _) = two_ranks
+    run = out / "run" / "run"
+    steps = read_jsonl(run / "steps.jsonl")
+    assert [s["step"] for s in steps] == [2, 4, 6, 8, 10] and len(read_jsonl(run / "epochs.jsonl")) == 2
+    ck = load_training_checkpoint(run / "last.pt")
+    assert ck["world_size"] == 2 and ck["step"] == 10
+    resumed = spawn(2, out, TWO_PROC, splits, resume=True)
+    assert len(read_jsonl(run / "epochs.jsonl")) == 3 and resumed[0]["report"]["epochs"] == 3
+    assert same_state(resumed[0]["epochs"][-1], resumed[1]["epochs"][-1])
+    # Another process count: fine from an epoch's end (the step count follows the new batches per epoch) ...
+    from switokd.trainer import Trainer
+    one = Trainer.from_checkpoint(run / "last.pt", ["train.epochs=4"], data=splits)
+    assert one.epoch == 3 and len(one.train_loader) == 9 and one.step == 3 * 9
+    # ... refused in the middle of an epoch.
+    mid = torch.load(run / "last.pt", weights_only=True)
+    mid["loader"]["batch"] = 2
+    torch.save(mid, tmp_path / "mid.pt")
+    with pytest.raises(CheckpointError, match="written by 2 process"):
+        Trainer.from_checkpoint(tmp_path / "mid.pt", data=splits)
+
+
+def _signal_worker(rank, world, port, out, splits, signal_at, resume):
+    """Rank 1 alone gets SIGTERM after ``signal_at`` steps; every rank must stop at the same step."""
+    import signal as sig
+    _env(rank, world, port)
+    from switokd.signals import Interrupted
+    from switokd.trainer import Trainer
+    over = ["train.epochs=2", "train.batch_size=8", "train.log_interval=1"]
+    if resume:
+        tr = Trainer.from_checkpoint(Path(out) / "cut" / "run", data=splits)
+    else:
+        tr = Trainer(tiny_config(Path(out) / ("cut" if signal_at else "ref"), overrides=over), data=splits)
+    real = tr.train_step
+    count = {"n": 0}
+
+    def step(x, y):
+        res = real(x, y)
+        count["n"] += 1
+        if rank == 1 and count["n"] == signal_at:
+            os.kill(os.getpid(), sig.SIGTERM)
+        return res
+
+    tr.train_step = step
+    code = 0
+    try:
+        tr.fit()
+    except Interrupted as e:
+        code = e.exit_code
+    torch.save({"code": code, "step": tr.step, "params": _params(tr)}, Path(out) / f"sig{rank}.pt")
+    tr.dist.close()
+
+
+def _run_signal(out, splits, signal_at, resume=False):
+    mp.spawn(_signal_worker, args=(2, free_port(), str(out), splits, signal_at, resume), nprocs=2, join=True)
+    return [torch.load(Path(out) / f"sig{r}.pt", weights_only=False) for r in range(2)]
+
+
+def test_a_signal_to_one_rank_stops_all_at_the_same_step_and_resumes(tmp_path):
+    splits = synthetic_splits(n_train=224, n_test=30)  # 14 steps per epoch with 2 x 8
+    ref = _run_signal(tmp_path, splits, 0)
+    cut = _run_signal(tmp_path, splits, 3)
+    assert [c["code"] for c in cut] == [143, 143] and cut[0]["step"] == cut[1]["step"] == 10  # agreed at step 10
+    ck = load_training_checkpoint(tmp_path / "cut" / "run" / "last.pt")
+    assert (ck["step"], ck["loader"]["batch"], ck["world_size"]) == (10, 10, 2)
+    done = _run_signal(tmp_path, splits, 0, resume=True)
+    assert done[0]["step"] == done[1]["step"] == ref[0]["step"] == 28
+    assert same_state(done[0]["params"], ref[0]["params"]) and same_state(done[1]["params"], ref[1]["params"])
+
+
+@pytest.mark.parametrize("n,world", [(70, 2), (64, 2), (33, 3), (5, 2), (17, 4)])
+def test_shards_cover_every_example_once(n, world):
+    bounds = shard_bounds(n, 8, world, drop_last=False)
+    seen = []
+    for s, e in bounds:
+        parts = [rank_slice(s, e, r, world) for r in range(world)]
+        assert all(p.stop - p.start >= 1 for p in parts)
+        seen += [i for p in parts for i in range(p.start, p.stop)]
+    assert seen == list(range(n))
+
+
+def test_loader_shards_are_the_single_process_batch(splits):
+    kw = dict(mean=splits.mean, std=splits.std, train=True, crop_padding=1, hflip=True, seed=5)
+    one = TensorLoader(splits.train_x, splits.train_y, 16, **kw)
+    ranks = [TensorLoader(splits.train_x, splits.train_y, 8, rank=r, world_size=2, **kw) for r in range(2)]
+    for loader in (one, *ranks):
+        loader.set_epoch(3)
+    assert len(one) == len(ranks[0]) == len(ranks[1]) == 4
+    for (x, y), (x0, y0), (x1, y1) in zip(one, *ranks):
+        assert torch.equal(torch.cat([y0, y1]), y) and torch.equal(torch.cat([x0, x1]), x)
+
+
+@pytest.mark.slow
+def test_torchrun_cli(tmp_path):
+    """The user's command: torchrun --nproc_per_node=2 -m switokd train ..."""
+    (tmp_path / "data").mkdir()
+    data = make_mnist_dir(tmp_path / "data", n_train=64, n_test=30)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
+                        str(free_port()), "-m", "switokd", "train", "--config", str(ROOT / "configs" / "fashion_mnist.yaml"),
+                        "data.name=mnist", f"data.dir={data}", "train.epochs=1", "train.batch_size=8",
+                        "networks.teacher.model=resnet20", f"train.out_dir={tmp_path}", "train.run_name=r",
+                        "train.progress_interval_s=0"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["epochs"] == 1 and load_training_checkpoint(tmp_path / "r" / "last.pt")["world_size"] == 2
+    assert r.stderr.count("device     ") == 1  # the header comes from rank 0 only
+    assert "processes  2 (gloo)" in r.stderr and "global batch 16 (8 per process)" in r.stderr
+    assert r.stdout.count("last-epoch acc") == 2  # the final report once (two networks), from rank 0
