@@ -31,6 +31,8 @@ class DataConfig:
     hflip: bool = True
     image_size: int = 0  # image_folder only: resize every image to this size (0 keeps it)
     channels: int = 0  # 1 (gray) or 3 (color) forces it; 0: the data set's own (image_folder: color if any file is)
+    in_memory: bool = True  # false: image_folder is decoded from disk while training (imagenet always is)
+    workers: int = 4  # streamed data sets: DataLoader worker processes that decode images
     limit_train: int = 0  # keep the first N training examples (0 keeps all)
     limit_test: int = 0
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import config as C
-from .data import DataSplits, TensorLoader, load_dataset
+from .data import DataSplits, load_dataset, make_loaders
 from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, CheckpointSchedule, extract_state_dict,
                          load_training_checkpoint, load_weights, resolve_resume_path, rng_state, save_atomic,
                          set_rng_state)
@@ -95,14 +95,14 @@ class Trainer:
         self.method.reduce = self.dist.sum  # decisions on the global batch: every rank takes the same mode
         if data is None:
             d = cfg.data
-            data = load_dataset(d.name, d.dir, d.image_size, d.limit_train, d.limit_test, d.channels)
+            data = load_dataset(d.name, d.dir, d.image_size, d.limit_train, d.limit_test, d.channels, d.in_memory)
         self.data = data
         pad = (data.crop_padding if cfg.data.crop_padding is None else cfg.data.crop_padding) if cfg.data.augment else 0
-        common = dict(mean=data.mean, std=data.std, device=self.device, channels_last=t.channels_last, seed=t.seed,
-                      rank=self.dist.rank, world_size=self.dist.world_size)
-        self.train_loader = TensorLoader(data.train_x, data.train_y, t.batch_size, train=True, crop_padding=pad,
-                                         hflip=cfg.data.augment and cfg.data.hflip, drop_last=t.drop_last, **common)
-        self.test_loader = TensorLoader(data.test_x, data.test_y, t.eval_batch_size, train=False, **common)
+        self.train_loader, self.test_loader = make_loaders(
+            data, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size, crop_padding=pad,
+            hflip=cfg.data.augment and cfg.data.hflip, drop_last=t.drop_last, workers=cfg.data.workers,
+            mean=data.mean, std=data.std, device=self.device, channels_last=t.channels_last, seed=t.seed,
+            rank=self.dist.rank, world_size=self.dist.world_size)
         torch.manual_seed(t.seed)
         self.networks: dict[str, Network] = {n.name: self._build_network(n) for n in cfg.networks}
         self.lr_scale = float(self.dist.world_size) if t.scale_lr else 1.0

@@ -1,5 +1,7 @@
-from .datasets import DATASETS, DataSplits, load_dataset
+from .datasets import DATASETS, DataSplits, load_dataset, make_loaders
 from .loader import TensorLoader
 from .readers import DatasetError
+from .stream import StreamingLoader, StreamSplits
 
-__all__ = ["DATASETS", "DataSplits", "load_dataset", "TensorLoader", "DatasetError"]
+__all__ = ["DATASETS", "DataSplits", "StreamSplits", "load_dataset", "make_loaders", "TensorLoader",
+           "StreamingLoader", "DatasetError"]

@@ -183,18 +183,93 @@ def convert_channels(x: Tensor, channels: int) -> Tensor:
     raise DatasetError(f"cannot convert {x.shape[1]}-channel images to data.channels={channels}")
 
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _subset(files: list[Path], labels: list[int], n: int) -> tuple[list[Path], list[int]]:
+    """``n`` examples spread evenly over a class-sorted file list (the first ``n`` would be a few classes)."""
+    if not n or n >= len(files):
+        return files, labels
+    idx = [i * len(files) // n for i in range(n)]
+    return [files[i] for i in idx], [labels[i] for i in idx]
+
+
+def stream_folder(root: Path, name: str, image_size: int, channels: int, limit_train: int, limit_test: int,
+                  default_size: int | None = None, mean=None, std=None, classes: list[str] | None = None):
+    """An image folder read from disk while training (``data.in_memory=false``, and always for ImageNet)."""
+    from .stream import ImageFiles, StreamSplits
+
+    test_dir = next((root / s for s in ("val", "test") if (root / s).is_dir()), None)
+    if not (root / "train").is_dir() or test_dir is None:
+        raise DatasetError(f"{name}: {root} must contain train/ and val/ (or test/), one sub-folder per class; "
+                           "set data.dir to that directory")
+    train, train_y, wnids = readers.list_image_folder(root / "train", None)
+    test, test_y, _ = readers.list_image_folder(test_dir, wnids)
+    train, train_y = _subset(train, train_y, limit_train)
+    test, test_y = _subset(test, test_y, limit_test)
+    size = image_size or default_size
+    if not size:
+        from PIL import Image
+        with Image.open(train[0]) as im:
+            size = min(im.size)
+    in_chans = channels or 3  # streamed sets are decoded as RGB unless data.channels=1
+    pad = max(1, size // 8) if size <= 64 else 0
+    if mean is None:  # per-channel statistics from an evenly spaced sample of the training files
+        sample = ImageFiles(_subset(train, train_y, 256)[0], torch.zeros(256, dtype=torch.int64), size,
+                            "L" if in_chans == 1 else "RGB", train=False, seed=0, padding=0)
+        mean, std = channel_stats(torch.stack([sample[(0, i)][0] for i in range(len(sample))]))
+    return StreamSplits(name, train, torch.tensor(train_y, dtype=torch.int64), test, torch.tensor(test_y, dtype=torch.int64),
+                        len(wnids), tuple(mean), tuple(std), pad, classes or wnids, in_chans, size)
+
+
+def imagenet_names(root: Path, wnids: list[str]) -> list[str]:
+    """Class names from LOC_synset_mapping.txt (``n01440764 tench, Tinca tinca``) if present, else the wnids."""
+    names: dict[str, str] = {}
+    try:
+        for line in (root / "LOC_synset_mapping.txt").read_text().splitlines():
+            wnid, _, text = line.partition(" ")
+            names[wnid] = text.split(",")[0].strip()
+    except OSError:
+        pass
+    return [names.get(w) or w for w in wnids]
+
+
+@DATASETS.register("imagenet")
+def imagenet(root: str | None = None, image_size: int = 0, channels: int = 0, limit_train: int = 0,
+             limit_test: int = 0):
+    """ImageNet (ILSVRC-2012) in the usual folder layout, DIR/train/<wnid>/*.JPEG and DIR/val/<wnid>/*.JPEG,
+    streamed from disk (224 px unless data.image_size is set)."""
+    d = _require_dir(root, "imagenet", None,
+                     "Put ImageNet in the usual layout (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG, the val images sorted "
+                     "into class folders) and set data.dir to it.")
+    wnids = sorted(p.name for p in (d / "train").iterdir() if p.is_dir()) if (d / "train").is_dir() else []
+    return stream_folder(d, "imagenet", image_size, channels, limit_train, limit_test, default_size=224,
+                         mean=IMAGENET_MEAN, std=IMAGENET_STD, classes=imagenet_names(d, wnids) if wnids else None)
+
+
+STREAMING = ("image_folder", "imagenet")  # the data sets that can be read from disk while training
+
+
 def load_dataset(name: str, root: str | None = None, image_size: int = 0, limit_train: int = 0, limit_test: int = 0,
-                 channels: int = 0) -> DataSplits:
+                 channels: int = 0, in_memory: bool = True):
     """Read a registered data set; ``limit_*`` keep the first N examples (0 keeps all); ``channels`` (1 or 3,
-    0 keeps the data set's own) converts gray and color."""
+    0 keeps the data set's own) converts gray and color. ``in_memory=False`` (image folders) and ImageNet
+    give a ``StreamSplits`` of file paths, decoded while training."""
     if channels not in (0, 1, 3):
         raise DatasetError(f"data.channels must be 1, 3 or 0 (the data set's own), got {channels}")
     try:
         factory = DATASETS.get(name)
     except KeyError as e:
         raise DatasetError(f"config key 'data.name': {e.args[0]}") from None
-    kwargs = {"channels": channels} if name == "image_folder" else {}
+    if not in_memory and name not in STREAMING:
+        raise DatasetError(f"data.in_memory=false streams {', '.join(STREAMING)} only; {name} is read into memory")
     try:
+        if name == "imagenet" or (name == "image_folder" and not in_memory):
+            d = _require_dir(root, name, None, "Set data.dir to a directory with train/ and val/ class folders.")
+            if name == "imagenet":
+                return imagenet(root, image_size, channels, limit_train, limit_test)
+            return stream_folder(d, name, image_size, channels, limit_train, limit_test)
+        kwargs = {"channels": channels} if name == "image_folder" else {}
         splits = factory(root=root, image_size=image_size, **kwargs)
     except DatasetError as e:
         msg = str(e)
@@ -211,3 +286,19 @@ def load_dataset(name: str, root: str | None = None, image_size: int = 0, limit_
         splits.train_x, splits.test_x = convert_channels(splits.train_x, channels), convert_channels(splits.test_x, channels)
         splits.mean, splits.std = channel_stats(splits.train_x)
     return splits
+
+
+def make_loaders(data, *, batch_size: int, eval_batch_size: int, crop_padding: int, hflip: bool, drop_last: bool,
+                 workers: int, **common):
+    """The train and test loaders for in-memory ``DataSplits`` or streamed ``StreamSplits``."""
+    from .loader import TensorLoader
+    from .stream import StreamingLoader
+
+    if getattr(data, "streaming", False):
+        kw = dict(image_size=data.image_size, in_chans=data.in_chans, workers=workers, **common)
+        return (StreamingLoader(data.train_files, data.train_y, batch_size, train=True, crop_padding=crop_padding,
+                                drop_last=drop_last, **kw),
+                StreamingLoader(data.test_files, data.test_y, eval_batch_size, train=False, **kw))
+    return (TensorLoader(data.train_x, data.train_y, batch_size, train=True, crop_padding=crop_padding, hflip=hflip,
+                         drop_last=drop_last, **common),
+            TensorLoader(data.test_x, data.test_y, eval_batch_size, train=False, **common))
