@@ -34,3 +34,21 @@ def test_throughput_script_writes_every_variant(tmp_path):
                     "bare-expert-nograd", "loader"):
         assert f"| {variant} |" in text
     assert "python " in text and "machine:" in text
+
+
+def test_loader_throughput_script(tmp_path):
+    lt = load("loader_throughput")
+    out = tmp_path / "l.md"
+    assert lt.main(["--images", "16", "--batch", "4", "--workers", "1", "--train-steps", "1", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "ImageNet-like" in text and "img/s" in text and "python benchmarks/loader_throughput.py" in text
+
+
+@pytest.mark.slow
+def test_ddp_throughput_script(tmp_path):
+    dt = load("ddp_throughput")
+    out = tmp_path / "d.md"
+    assert dt.main(["--steps", "1", "--warmup", "1", "--images", "600", "--batch", "8", "--out", str(out)]) == 0
+    text = out.read_text()
+    for variant in ("1 process, 1 thread, switokd", "2 processes x 1 thread, switokd", "vanilla in torch DDP"):
+        assert f"| {variant} |" in text

@@ -1,0 +1,130 @@
+"""Training throughput with one process against several (torchrun, gloo on the CPU or NCCL on GPUs).
+
+  python benchmarks/ddp_throughput.py --out benchmarks/results/ddp-cpu.md
+
+Times ``--steps`` training steps (after ``--warmup``) of the default pair on Fashion-MNIST images for:
+- 1 process with 1 thread, and 1 process with ``--procs`` threads, at the per-process batch;
+- ``--procs`` processes with 1 thread each (torchrun), each at the per-process batch (so the global
+  batch is ``--procs`` times larger): switokd (our bucketed all-reduce of the stepping networks) and
+  vanilla; and the same vanilla step inside torch's DistributedDataParallel, whose all-reduce overlaps
+  the backward, to measure what our design (no DDP wrapper, so that a paused teacher needs no backward)
+  gives up.
+Images/s count every process's images.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def child(args) -> None:
+    """One process of a variant: time steps, print one JSON line from rank 0."""
+    from switokd.config import load_config
+    from switokd.trainer import Trainer
+
+    torch.set_num_threads(args.threads)
+    cfg = load_config(ROOT / "configs" / "fashion_mnist.yaml", [
+        f"method.name={args.method}", f"train.batch_size={args.batch}", f"train.threads={args.threads}",
+        "train.progress=false", "data.limit_test=100", f"data.limit_train={args.images}"])
+    tr = Trainer(cfg, writable=False)
+    for net in tr.networks.values():
+        net.model.train()
+    if args.ddp_wrapper:  # the alternative design: torch's DDP around each network (vanilla only)
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        for net in tr.networks.values():
+            net.model = DDP(net.model)
+        tr.dist.world_size_saved, tr.dist.world_size = tr.dist.world_size, 1  # DDP reduces; ours must not
+    tr.train_loader.set_epoch(0)
+    batches = list(tr.train_loader.batches())[: args.warmup + args.steps]
+    images = 0
+    for i, (x, y) in enumerate(batches):
+        if i == args.warmup:
+            tr.dist.barrier() if tr.dist.world_size > 1 else None
+            t0 = time.perf_counter()
+        tr.train_step(x, y)
+        if i >= args.warmup:
+            images += len(y)
+    dt = time.perf_counter() - t0
+    world = getattr(tr.dist, "world_size_saved", tr.dist.world_size)
+    if tr.dist.is_main:
+        print(json.dumps({"img_s": images * world / dt, "step_s": dt / args.steps}), flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(variant: str, procs: int, threads: int, method: str, args, ddp_wrapper: bool = False) -> dict:
+    cmd = [__file__, "--child", "--threads", str(threads), "--method", method, "--batch", str(args.batch),
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--images", str(args.images)]
+    if ddp_wrapper:
+        cmd.append("--ddp-wrapper")
+    if procs > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}", "--master_port",
+               str(free_port()), *cmd]
+    else:
+        cmd = [sys.executable, *cmd]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    if r.returncode != 0:
+        raise SystemExit(f"{variant} failed:\n{r.stderr[-3000:]}")
+    res = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("{")][-1])
+    res.update(variant=variant, procs=procs, threads=threads, method=method)
+    print(f"{variant}: {res['img_s']:.0f} img/s", file=sys.stderr, flush=True)
+    return res
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--procs", type=int, default=2)
+    p.add_argument("--batch", type=int, default=128, help="per-process batch")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--images", type=int, default=12000, help="training images loaded (enough for the steps)")
+    p.add_argument("--out")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--ddp-wrapper", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--method", default="switokd", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        child(args)
+        return 0
+    n = args.procs
+    rows = [run("1 process, 1 thread, switokd", 1, 1, "switokd", args),
+            run(f"1 process, {n} threads, switokd", 1, n, "switokd", args),
+            run(f"{n} processes x 1 thread, switokd", n, 1, "switokd", args),
+            run("1 process, 1 thread, vanilla", 1, 1, "vanilla", args),
+            run(f"{n} processes x 1 thread, vanilla", n, 1, "vanilla", args),
+            run(f"{n} processes x 1 thread, vanilla in torch DDP", n, 1, "vanilla", args, ddp_wrapper=True)]
+    from switokd.runinfo import machine_summary
+    cmd = "python benchmarks/ddp_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    lines = ["# Training throughput: one process against several", "", f"- command: `{cmd}`",
+             f"- machine: {machine_summary(torch.device('cpu'))}", f"- date: {time.strftime('%Y-%m-%d')}",
+             f"- default pair (WRN-16-2 teacher, WRN-16-1 student), Fashion-MNIST 1x28x28, batch {args.batch} per process, "
+             f"{args.steps} timed steps after {args.warmup} warm-up steps; images/s over all processes", "",
+             "| variant | images/s | s per step | vs 1 process, 1 thread |", "|---|---:|---:|---:|"]
+    base = {r["method"]: r["img_s"] for r in rows if r["procs"] == 1 and r["threads"] == 1}
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['img_s']:.0f} | {r['step_s']:.3f} | {r['img_s'] / base[r['method']]:.2f}x |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
