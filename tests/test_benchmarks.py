@@ -50,5 +50,6 @@ def test_ddp_throughput_script(tmp_path):
     out = tmp_path / "d.md"
     assert dt.main(["--steps", "1", "--warmup", "1", "--images", "600", "--batch", "8", "--out", str(out)]) == 0
     text = out.read_text()
-    for variant in ("1 process, 1 thread, switokd", "2 processes x 1 thread, switokd", "vanilla in torch DDP"):
+    for variant in ("1 process, 1 thread, switokd", "2 processes x 1 thread, switokd",
+                    "2 processes x 1 thread, vanilla in torch DDP"):
         assert f"| {variant} |" in text
