@@ -31,6 +31,16 @@ def test_layering(tmp_path):
     ("networks.student.role=mentor", "'networks.student.role': 'mentor' is not one of"),
     ("train.precision=fp8", "'train.precision'"),
     ("method.force_mode=sometimes", "'method.force_mode'"),
+    ("method.tau=0", "'method.tau': must be > 0"),
+    ("method.tau=-1", "'method.tau': must be > 0"),
+    ("networks.student.milestones=[150,100]", "'networks.student.milestones': must be increasing"),
+    ("networks.student.lr=-0.1", "'networks.student.lr': must be >= 0"),
+    ("networks.student.schedule=linear", "'networks.student.schedule'"),
+    ("method.kdcl_ensemble=median", "'method.kdcl_ensemble'"),
+    ("train.batch_size=0", "'train.batch_size': must be >= 1"),
+    ("train.checkpoint_every_s=-1", "'train.checkpoint_every_s': must be >= 0"),
+    ("preset=3T3S", "'preset'"),
+    ("networks.1.name=bad name", "must be letters"),
     ("epochs", "not of the form key=value"),
 ])
 def test_override_errors(override, match):
@@ -79,3 +89,12 @@ def test_shipped_configs_are_valid(path):
     assert cfg.method.name in METHODS and cfg.data.name in DATASETS
     for n in cfg.networks:
         assert n.model in MODELS, n.model
+
+
+def test_force_mode_is_for_switokd_only(tmp_path):
+    from switokd.trainer import build_method
+    assert build_method(C.load_config(None, ["method.force_mode=expert"])).force_mode == "expert"
+    with pytest.raises(C.ConfigError, match="'method.force_mode' applies to switokd only, not 'dml'"):
+        build_method(C.load_config(None, ["method.name=dml", "method.force_mode=expert"]))
+    with pytest.raises(C.ConfigError, match="'method.name'"):
+        build_method(C.load_config(None, ["method.name=dmll"]))

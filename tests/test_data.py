@@ -192,10 +192,39 @@ def test_loader_reproducible_and_resumable(splits):
     full = list(a)
     assert len(full) == len(a) == 7 and sum(len(y) for _, y in full) == 64
     tail = list(b.batches(start=4))
+    assert len(tail) == 3 and [len(y) for _, y in tail] == [10, 10, 4]
     assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(full[4:], tail))
+    assert list(b.batches(start=7)) == []
     b.set_epoch(3)
     assert not torch.equal(next(iter(b))[1], full[0][1])
     # Normalised with the given mean/std.
     ev = TensorLoader(splits.test_x, splits.test_y, 32, mean=(0.5,), std=(0.25,), train=False)
     x, _ = next(iter(ev))
     assert torch.allclose(x, (splits.test_x.float() / 255 - 0.5) / 0.25, atol=1e-5)
+
+
+def test_training_batches_are_augmented_exactly_as_drawn_from_the_seed(splits):
+    """Each example's crop offset and flip come from (seed, epoch), in the epoch's order, and are really applied."""
+    seed, epoch, pad = 3, 2, 2
+    ld = TensorLoader(splits.train_x, splits.train_y, 16, mean=(0.0,), std=(1 / 255,), train=True, crop_padding=pad,
+                      hflip=True, seed=seed)
+    ld.set_epoch(epoch)
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(64, generator=g)
+    offsets = torch.randint(0, 2 * pad + 1, (64, 2), generator=g)
+    flips = torch.rand(64, generator=g) < 0.5
+    got = torch.cat([x for x, _ in ld]).round().to(torch.uint8)
+    changed = 0
+    for i in range(64):
+        img = splits.train_x[order[i]]
+        r, c = offsets[i].tolist()
+        want = torch.nn.functional.pad(img, (pad,) * 4)[:, r:r + 8, c:c + 8]
+        if flips[i]:
+            want = want.flip(2)
+        assert torch.equal(got[i], want), i
+        changed += not torch.equal(want, img)
+    assert changed > 32 and 10 < int(flips.sum()) < 54 and len(set(map(tuple, offsets.tolist()))) > 10
+    # Evaluation batches are not augmented.
+    ev = TensorLoader(splits.train_x, splits.train_y, 64, mean=(0.0,), std=(1 / 255,), train=False, crop_padding=pad,
+                      hflip=True)
+    assert torch.equal(next(iter(ev))[0].round().to(torch.uint8), splits.train_x)

@@ -143,3 +143,30 @@ def test_custom_loop_example_runs(capsys):
     from pathlib import Path
     runpy.run_path(str(Path(__file__).parent.parent / "examples" / "custom_loop.py"), run_name="__main__")
     assert capsys.readouterr().out.count("mode=") == 5
+
+
+def test_kd_averages_over_several_teachers():
+    g = torch.Generator().manual_seed(3)
+    z = {n: torch.randn(6, 5, generator=g) for n in ("t1", "t2", "s")}
+    y = torch.randint(0, 5, (6,), generator=g)
+    from switokd.losses import cross_entropy, kl_div
+    m = create_method("kd", {"t1": "teacher", "t2": "teacher", "s": "student"})
+    out = m.step(z, y)
+    kl1, kl2 = kl_div(z["t1"], z["s"], 4.0, True), kl_div(z["t2"], z["s"], 4.0, True)
+    assert out.losses["s"]["kl"].item() == pytest.approx(((kl1 + kl2) / 2).item(), rel=1e-6)
+    assert out.losses["s"]["loss"].item() == pytest.approx((cross_entropy(z["s"], y) + (kl1 + kl2) / 2).item(), rel=1e-6)
+    assert out.stepping == ("s",)
+
+
+def test_kdcl_mean_ensemble_is_the_mean_of_logits():
+    z = {"teacher": torch.tensor([[2.0, 0.0, -2.0]]), "student": torch.tensor([[0.0, 2.0, 0.0]])}
+    y = torch.tensor([0])
+    from switokd.losses import kl_div
+    target = torch.tensor([[1.0, 1.0, -1.0]])  # the mean of the two rows
+    naive = create_method("kdcl", ROLES, ensemble="mean").step(z, y)
+    for n in z:
+        assert naive.losses[n]["kl"].item() == pytest.approx(kl_div(target, z[n], 1.0, True).item(), abs=1e-6)
+    minlogit = create_method("kdcl", ROLES).step(z, y)  # a different target: the default is not the mean
+    assert minlogit.losses["student"]["kl"].item() != pytest.approx(naive.losses["student"]["kl"].item(), abs=1e-3)
+    with pytest.raises(ValueError, match="minlogit"):
+        create_method("kdcl", ROLES, ensemble="median")
