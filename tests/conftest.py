@@ -8,6 +8,8 @@ from switokd import config as C
 from switokd.data import DataSplits
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = str(ROOT / "configs" / "fashion_mnist.yaml")
 
 
 def synthetic_splits(n_train=64, n_test=32, classes=4, chans=1, size=8, seed=0) -> DataSplits:

@@ -14,7 +14,7 @@ from switokd.signals import Interrupted
 from switokd.telemetry import read_jsonl
 from switokd.trainer import Trainer
 
-from conftest import tiny_config
+from conftest import tiny_config, DEFAULT_CONFIG
 from test_data import make_mnist_dir
 
 TIMING = ("train_time_s", "images_per_s", "epoch_time_s")
@@ -66,9 +66,9 @@ def test_malicious_checkpoint_never_runs(tmp_path, mnist_dir, capsys, good_run):
         ["eval", "--checkpoint", str(evil)],
         ["train", "--resume", str(evil)],
         ["train", "--resume", str(evil_dir)],
-        ["train", "--config", "configs/fashion_mnist.yaml", *cli_small(tmp_path, mnist_dir, "kd"), "method.name=kd",
+        ["train", "--config", DEFAULT_CONFIG, *cli_small(tmp_path, mnist_dir, "kd"), "method.name=kd",
          f"networks.teacher.checkpoint={evil}"],
-        ["train", "--config", "configs/fashion_mnist.yaml", *cli_small(tmp_path, mnist_dir, "init"),
+        ["train", "--config", DEFAULT_CONFIG, *cli_small(tmp_path, mnist_dir, "init"),
          f"networks.student.checkpoint={evil_dir / 'last.pt'}"],
     ]
     for argv in attempts:
@@ -237,17 +237,17 @@ def test_write_failure_exit_code(tmp_path, mnist_dir, monkeypatch, capsys):
                                    "the previous checkpoint there (if any) is intact")
 
     monkeypatch.setattr("switokd.trainer.save_atomic", failing)
-    assert main(["train", "--config", "configs/fashion_mnist.yaml", *cli_small(tmp_path, mnist_dir)]) == 4
+    assert main(["train", "--config", DEFAULT_CONFIG, *cli_small(tmp_path, mnist_dir)]) == 4
     assert "No space left" in capsys.readouterr().err
 
 
 def test_diverged_exit_code_keeps_checkpoint(tmp_path, mnist_dir, capsys):
-    args = ["train", "--config", "configs/fashion_mnist.yaml", *cli_small(tmp_path, mnist_dir)]
+    args = ["train", "--config", DEFAULT_CONFIG, *cli_small(tmp_path, mnist_dir)]
     assert main(args) == 0
     good = (tmp_path / "run" / "last.pt").read_bytes()
     assert main(["train", "--resume", str(tmp_path / "run"), "train.epochs=2"]) == 0
     # A learning rate that blows up: a new run diverges and exits 3.
-    assert main(["train", "--config", "configs/fashion_mnist.yaml", *cli_small(tmp_path, mnist_dir, "nan"),
+    assert main(["train", "--config", DEFAULT_CONFIG, *cli_small(tmp_path, mnist_dir, "nan"),
                  "networks.student.lr=1e30", "train.log_interval=1"]) == 3
     assert "non-finite" in capsys.readouterr().err
     assert good != (tmp_path / "run" / "last.pt").read_bytes()  # the resumed run moved on normally

@@ -6,7 +6,7 @@ import pytest
 
 from switokd.cli import main
 
-from conftest import FASHION_DIR
+from conftest import FASHION_DIR, DEFAULT_CONFIG
 
 # Only the tests that train on the real files need them; list, --help and errors run everywhere.
 needs_fashion_mnist = pytest.mark.skipif(not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists(),
@@ -19,7 +19,7 @@ SMALL = ["data.limit_train=512", "data.limit_test=256", "train.epochs=2", "train
 
 @needs_fashion_mnist
 def test_train_eval_resume(tmp_path, capsys):
-    args = ["train", "--config", "configs/fashion_mnist.yaml", *SMALL, f"train.out_dir={tmp_path}", "train.run_name=cli"]
+    args = ["train", "--config", DEFAULT_CONFIG, *SMALL, f"train.out_dir={tmp_path}", "train.run_name=cli"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "teacher" in out and "last-epoch acc" in out and "expert-mode share teacher->student" in out
@@ -41,12 +41,12 @@ def test_train_eval_resume(tmp_path, capsys):
 
 @needs_fashion_mnist
 def test_errors_are_clear(tmp_path, capsys):
-    assert main(["train", "--config", "configs/fashion_mnist.yaml", "train.epocs=1"]) == 2
+    assert main(["train", "--config", DEFAULT_CONFIG, "train.epocs=1"]) == 2
     assert "unknown config key 'train.epocs'" in capsys.readouterr().err
-    assert main(["train", "--config", "configs/fashion_mnist.yaml", "networks.student.model=resnet21",
+    assert main(["train", "--config", DEFAULT_CONFIG, "networks.student.model=resnet21",
                  f"train.out_dir={tmp_path}", *SMALL[:2]]) == 2
     assert "unknown model 'resnet21'" in capsys.readouterr().err
-    assert main(["train", "--config", "configs/fashion_mnist.yaml", f"data.dir={tmp_path}/none"]) == 2
+    assert main(["train", "--config", DEFAULT_CONFIG, f"data.dir={tmp_path}/none"]) == 2
     assert "not found" in capsys.readouterr().err
     assert main(["train"]) == 2
     assert "give --config FILE" in capsys.readouterr().err
