@@ -57,8 +57,8 @@ def test_sweep_skips_finished_and_continues_interrupted(tmp_path, monkeypatch):
     overrides = [*SMALL, f"data.dir={data}"]
     real_save = Trainer.save_checkpoint
 
-    def save_then_die(self, best=False):
-        path = real_save(self, best)
+    def save_then_die(self, *args, **kwargs):
+        path = real_save(self, *args, **kwargs)
         if self.cfg.train.run_name == "switokd-seed1" and self.epoch == 1:
             raise KeyboardInterrupt  # killed after its first epoch's checkpoint
         return path
