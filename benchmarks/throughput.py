@@ -122,7 +122,7 @@ def bench_pair(teacher: str, student: str, chans: int, size: int, args, device) 
         for net in tr.networks.values():
             net.model.train()
         label = f"{name}-{force}" if force else name
-        variants[label] = (lambda tr=tr: (lambda x, y: tr._record(tr.train_step(x, y))))()
+        variants[label] = (lambda tr=tr: (lambda x, y: tr.meters.record(tr.train_step(x, y))))()
         logic[label] = method_logic_time(tr, args.batch_size, data.num_classes, device)
     bare = Bare(teacher, student, data, device, args.precision, args.channels_last)
     variants["bare"] = bare.both
@@ -207,7 +207,7 @@ def method_logic_time(tr: Trainer, batch_size: int, num_classes: int, device: to
         loss = sum(out.losses[n]["loss"] for n in out.stepping)
         if out.stepping:
             loss.backward()
-        tr._record(out)
+        tr.meters.record(out)
         sync(device)
         if i >= 10:
             ts.append(time.perf_counter() - t0)

@@ -48,11 +48,11 @@ def steps(tr: Trainer, n: int):
 def test_host_reads_per_step(tmp_path, splits, monkeypatch, method, networks, reads, precision):
     tr = Trainer(tiny_config(tmp_path, method, [f"train.precision={precision}"], networks), data=splits, writable=False)
     batches = steps(tr, 3)
-    tr._record(tr.train_step(*batches[0]))  # the first step may set things up lazily
+    tr.meters.record(tr.train_step(*batches[0]))  # the first step may set things up lazily
     calls = count_reads(monkeypatch)
     for x, y in batches[1:]:
         tr._set_lrs()
-        tr._record(tr.train_step(x, y))
+        tr.meters.record(tr.train_step(x, y))
         tr.step += 1
     assert len(calls) == reads * 2, calls
 
@@ -60,10 +60,10 @@ def test_host_reads_per_step(tmp_path, splits, monkeypatch, method, networks, re
 def test_logged_statistics_are_read_once_per_log_interval(tmp_path, splits, monkeypatch):
     tr = Trainer(tiny_config(tmp_path, "switokd"), data=splits, writable=False)
     batches = steps(tr, 4)
-    tr._record(tr.train_step(*batches[0]))
+    tr.meters.record(tr.train_step(*batches[0]))
     calls = count_reads(monkeypatch)
     for x, y in batches[1:]:
-        tr._record(tr.train_step(x, y))
+        tr.meters.record(tr.train_step(x, y))
     tr._log_steps()
     # One decision per step, then one read of all the interval's sums.
     assert len(calls) == 3 + 1 and calls[-1] == "tolist", calls
@@ -75,14 +75,14 @@ def test_cuda_synchronisations_per_step(tmp_path, splits, method, reads):
     tr = Trainer(tiny_config(tmp_path, method, ["train.device=cuda", "train.precision=bf16"]), data=splits,
                  writable=False)
     batches = steps(tr, 3)
-    tr._record(tr.train_step(*batches[0]))
+    tr.meters.record(tr.train_step(*batches[0]))
     torch.cuda.synchronize()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
             for x, y in batches[1:]:
-                tr._record(tr.train_step(x, y))
+                tr.meters.record(tr.train_step(x, y))
         finally:
             torch.cuda.set_sync_debug_mode("default")
     syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]

@@ -1,13 +1,18 @@
-"""Structured metrics: device-side accumulators read at the log interval, JSONL writers."""
+"""Structured metrics: device-side accumulators read at the log interval, the run's switching counts and
+summaries, JSONL writers."""
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from .methods import StepOutput
 
 
 class Meter:
@@ -66,6 +71,106 @@ class Meter:
     def load_state_dict(self, state: list[dict[str, Any]], device: torch.device | str = "cpu") -> None:
         self.sums = {tuple(g["keys"]): g["sum"].to(device) for g in state}
         self.counts = {tuple(g["keys"]): int(g["count"]) for g in state}
+
+
+def shares(counts: dict[str, int]) -> dict[str, dict[str, float]]:
+    """Expert-mode share per pair and paused share per teacher over the counted steps."""
+    steps = max(counts.get("steps", 0), 1)
+    out: dict[str, dict[str, float]] = {}
+    for k, v in counts.items():
+        if k != "steps":
+            kind, name = k.split("/", 1)
+            out.setdefault(f"{kind}_share", {})[name] = v / steps
+    return out
+
+
+class RunMeters:
+    """What a run logs of its steps: device-side sums of every loss and switching statistic (since the last
+    ``steps.jsonl`` row, and this epoch), host-side counts of expert and paused steps, and the run's totals.
+
+    Recording a step reads nothing on the host; the sums are read at the log interval (one sync).
+    """
+
+    def __init__(self, pausable: Iterable[str]) -> None:
+        self.pausable = tuple(pausable)
+        self.step, self.epoch = Meter(), Meter()
+        self.step_counts: Counter[str] = Counter()
+        self.epoch_counts: Counter[str] = Counter()
+        self.totals: Counter[str] = Counter()  # the whole run's: checkpointed
+        self.last_expert: dict[str, bool] = {}
+
+    def record(self, out: "StepOutput") -> None:
+        values = {f"loss/{n}/{k}": v for n, terms in out.losses.items() for k, v in terms.items()}
+        for p, s in out.switches.items():
+            for k in s.LOGGED:
+                values[f"pair/{p}/{k}"] = getattr(s, k)
+        self.step.add(values)
+        self.epoch.add(values)
+        self.last_expert = out.expert
+        counts = Counter({"steps": 1})
+        for p, e in out.expert.items():
+            counts[f"expert/{p}"] += int(e)
+        for t in self.pausable:
+            counts[f"paused/{t}"] += int(t not in out.stepping)
+        for c in (self.step_counts, self.epoch_counts, self.totals):
+            c.update(counts)
+
+    def read_interval(self, reduce: Callable[[Tensor], Tensor] | None = None) -> tuple[dict[str, float], dict[str, Any]]:
+        """The means and shares since the last row, and the last step's modes; resets the interval."""
+        means, counts = self.step.read(reduce), dict(self.step_counts)
+        self.step_counts.clear()
+        return means, {**shares(counts), "mode": {p: ("expert" if e else "learning") for p, e in self.last_expert.items()}}
+
+    def read_epoch(self, reduce: Callable[[Tensor], Tensor] | None = None) -> tuple[dict[str, float], dict[str, int]]:
+        """The epoch's means and counts; resets the epoch."""
+        means, counts = self.epoch.read(reduce), dict(self.epoch_counts)
+        self.epoch_counts.clear()
+        return means, counts
+
+    def progress(self, order: Iterable[str]) -> str:
+        """Each network's mean loss and each pair's expert share so far this epoch (one host read)."""
+        losses = nest(self.epoch.peek()).get("loss", {})
+        parts = ["loss " + " ".join(f"{n} {losses[n]['loss']:.3f}" for n in order if "loss" in losses.get(n, {}))]
+        steps = max(self.epoch_counts.get("steps", 0), 1)
+        parts += [f"expert {k.split('/', 1)[1]} {v / steps:.1%}" for k, v in self.epoch_counts.items()
+                  if k.startswith("expert/")]
+        return "  ".join(parts)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step.state_dict(), "epoch": self.epoch.state_dict(), "step_counts": dict(self.step_counts),
+                "epoch_counts": dict(self.epoch_counts), "last_expert": dict(self.last_expert)}
+
+    def load_state_dict(self, state: dict[str, Any], totals: dict[str, int], device: torch.device | str = "cpu") -> None:
+        """Restore a checkpoint's sums and counts (v1 checkpoints have only the run totals)."""
+        self.totals = Counter(totals)
+        self.step.load_state_dict(state.get("step", []), device)
+        self.epoch.load_state_dict(state.get("epoch", []), device)
+        self.step_counts, self.epoch_counts = Counter(state.get("step_counts", {})), Counter(state.get("epoch_counts", {}))
+        self.last_expert = dict(state.get("last_expert", {}))
+
+
+def run_switch_stats(history: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each pair's logged statistics averaged over a run's epochs (weighted by their steps)."""
+    sums: dict[str, dict[str, float]] = {}
+    weights: dict[str, float] = {}
+    for h in history:
+        w = h.get("steps", 1)
+        for p, stats in h.get("train", {}).get("pair", {}).items():
+            acc = sums.setdefault(p, {})
+            for k, v in stats.items():
+                acc[k] = acc.get(k, 0.0) + w * v
+            weights[p] = weights.get(p, 0.0) + w
+    return {p: {k: v / weights[p] for k, v in acc.items()} for p, acc in sums.items()}
+
+
+def epoch_line(s: dict[str, Any], epochs: int) -> str:
+    """The line (two with switches) printed after each epoch."""
+    accs = " ".join(f"{n} {r['acc']:.2f}%" for n, r in s.get("test", {}).items())
+    expert = " ".join(f"expert[{p}] {v:.1%}" for p, v in s["switch"].get("expert_share", {}).items())
+    pairs = " ".join(f"[{p}] G {v['gap']:.3f} delta {v['threshold']:.3f} rho {v['shared_ratio']:.2f} "
+                     f"eps {v['epsilon']:.2f}" for p, v in s["train"].get("pair", {}).items())
+    return (f"epoch {s['epoch']:>3}/{epochs}  {accs}  {expert}  {s['images_per_s']:.0f} img/s  {s['epoch_time_s']:.0f}s"
+            + (f"\n           {pairs}" if pairs else ""))
 
 
 def nest(flat: dict[str, float], sep: str = "/") -> dict[str, Any]:

@@ -15,7 +15,6 @@ import math
 import signal
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from .methods import Method, StepOutput, create_method
 from .models import create_model
 from .progress import Progress
 from .signals import Interrupted, StopSignals
-from .telemetry import JsonlWriter, Meter, NullWriter, nest
+from .telemetry import JsonlWriter, NullWriter, RunMeters, epoch_line, nest, run_switch_stats, shares
 
 # Keys a resumed run may change; anything else would make it a different run.
 RESUMABLE_OVERRIDES = ("train.epochs", "train.progress", "train.progress_interval_s", "train.log_interval",
@@ -115,12 +114,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, dict[str, float]] = {}
         self.best_score = -1.0  # the students' mean accuracy at best.pt
-        self.switch_totals: Counter[str] = Counter()  # host-side counts: pairs in expert mode, teachers paused
-        # Running sums behind steps.jsonl (since the last row) and epochs.jsonl (this epoch).
-        self.step_meter, self.epoch_meter = Meter(), Meter()
-        self.step_counts: Counter[str] = Counter()
-        self.epoch_counts: Counter[str] = Counter()
-        self._last_expert: dict[str, bool] = {}
+        # Sums behind steps.jsonl and epochs.jsonl, expert/paused counts and the run's switching totals.
+        self.meters = RunMeters(self.method.pausable)
         self._log_offsets: dict[str, int] | None = None  # from a resumed checkpoint: where the logs end
         # --- run files and controls (not state) ---
         self._steps_log: JsonlWriter | NullWriter = NullWriter()
@@ -210,13 +205,13 @@ class Trainer:
         t0 = time.perf_counter()
         for x, y in self.train_loader.batches(start=self.batch):
             self._set_lrs()
-            self._record(self.train_step(x, y))
+            self.meters.record(self.train_step(x, y))
             self.step += 1
             self.batch += 1
             self.epoch_images += len(y)
             if self.step % self.cfg.train.log_interval == 0:
                 self._log_steps()
-            self.progress.step(len(y), self._progress_summary)
+            self.progress.step(len(y), lambda: self.meters.progress(self.networks))
             if self.batch < len(self.train_loader) and self._checkpoint_now(schedule):
                 self.epoch_time += time.perf_counter() - t0
                 t0 = time.perf_counter()
@@ -225,12 +220,11 @@ class Trainer:
                 self._raise_if_stopped()
         self.progress.end_epoch()
         self.epoch_time += time.perf_counter() - t0
-        means, counts = self.epoch_meter.read(self.dist.mean), dict(self.epoch_counts)
-        self.epoch_counts.clear()
+        means, counts = self.meters.read_epoch(self.dist.mean)
         self._check_finite(means)
         summary = {"steps": counts.get("steps", 0), "train_time_s": self.epoch_time,
                    "images_per_s": self.epoch_images / max(self.epoch_time, 1e-9),
-                   "train": nest(means), "switch": self._shares(counts)}
+                   "train": nest(means), "switch": shares(counts)}
         self.batch, self.epoch_time, self.epoch_images = 0, 0.0, 0
         return summary
 
@@ -344,42 +338,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ telemetry
 
-    def _record(self, out: StepOutput) -> None:
-        values = {f"loss/{n}/{k}": v for n, terms in out.losses.items() for k, v in terms.items()}
-        for p, s in out.switches.items():
-            for k in s.LOGGED:
-                values[f"pair/{p}/{k}"] = getattr(s, k)
-        self.step_meter.add(values)
-        self.epoch_meter.add(values)
-        self._last_expert = out.expert
-        counts = Counter({"steps": 1})
-        for p, e in out.expert.items():
-            counts[f"expert/{p}"] += int(e)
-        for t in self.method.pausable:
-            counts[f"paused/{t}"] += int(t not in out.stepping)
-        self.step_counts.update(counts)
-        self.epoch_counts.update(counts)
-        self.switch_totals.update(counts)
-
-    @staticmethod
-    def _shares(counts: dict[str, int]) -> dict[str, dict[str, float]]:
-        """Expert-mode share per pair and paused share per teacher over the counted steps."""
-        steps = max(counts.get("steps", 0), 1)
-        out: dict[str, dict[str, float]] = {}
-        for k, v in counts.items():
-            if k != "steps":
-                kind, name = k.split("/", 1)
-                out.setdefault(f"{kind}_share", {})[name] = v / steps
-        return out
-
     def _log_steps(self) -> dict[str, Any]:
-        means, counts = self.step_meter.read(self.dist.mean), dict(self.step_counts)
-        self.step_counts.clear()
+        means, rest = self.meters.read_interval(self.dist.mean)
         self._check_finite(means)
-        row = {"epoch": self.epoch + 1, "step": self.step, **nest(means), **self._shares(counts),
-               "mode": {p: ("expert" if e else "learning") for p, e in self._last_expert.items()}}
-        if self._steps_log is not None:
-            self._steps_log.write(row)
+        row = {"epoch": self.epoch + 1, "step": self.step, **nest(means), **rest}
+        self._steps_log.write(row)
         return row
 
     def _check_finite(self, means: dict[str, float]) -> None:
@@ -391,25 +354,9 @@ class Trainer:
     def _lrs(self) -> dict[str, float]:
         return {n: net.optimizer.param_groups[0]["lr"] for n, net in self.networks.items() if net.optimizer}
 
-    def _progress_summary(self) -> str:
-        """Each network's mean loss and each pair's expert share so far this epoch (one host read)."""
-        losses = nest(self.epoch_meter.peek()).get("loss", {})
-        parts = ["loss " + " ".join(f"{n} {losses[n]['loss']:.3f}" for n in self.networks if "loss" in losses.get(n, {}))]
-        steps = max(self.epoch_counts.get("steps", 0), 1)
-        parts += [f"expert {k.split('/', 1)[1]} {v / steps:.1%}" for k, v in self.epoch_counts.items()
-                  if k.startswith("expert/")]
-        return "  ".join(parts)
-
     def _print_epoch(self, s: dict[str, Any]) -> None:
-        if not (self.cfg.train.progress and self.dist.is_main):
-            return
-        accs = " ".join(f"{n} {r['acc']:.2f}%" for n, r in s.get("test", {}).items())
-        shares = " ".join(f"expert[{p}] {v:.1%}" for p, v in s["switch"].get("expert_share", {}).items())
-        pairs = " ".join(f"[{p}] G {v['gap']:.3f} delta {v['threshold']:.3f} rho {v['shared_ratio']:.2f} "
-                         f"eps {v['epsilon']:.2f}" for p, v in s["train"].get("pair", {}).items())
-        print(f"epoch {s['epoch']:>3}/{self.cfg.train.epochs}  {accs}  {shares}  "
-              f"{s['images_per_s']:.0f} img/s  {s['epoch_time_s']:.0f}s" + (f"\n           {pairs}" if pairs else ""),
-              file=sys.stderr, flush=True)
+        if self.cfg.train.progress and self.dist.is_main:
+            print(epoch_line(s, self.cfg.train.epochs), file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------ run directory, checkpoints
 
@@ -449,10 +396,8 @@ class Trainer:
                              "optimizer": net.optimizer.state_dict() if net.optimizer else None}
                          for n, net in self.networks.items()},
             "scaler": self.precision.scaler.state_dict(),
-            "switch_totals": dict(self.switch_totals),
-            "meters": {"step": self.step_meter.state_dict(), "epoch": self.epoch_meter.state_dict(),
-                       "step_counts": dict(self.step_counts), "epoch_counts": dict(self.epoch_counts),
-                       "last_expert": dict(self._last_expert)},
+            "switch_totals": dict(self.meters.totals),
+            "meters": self.meters.state_dict(),
             "logs": {"steps": self._steps_log.tell(), "epochs": self._epochs_log.tell()},
             "world_size": self.dist.world_size,
             "rng": rng_state(),
@@ -475,16 +420,11 @@ class Trainer:
                 if net.optimizer is not None:
                     net.optimizer.load_state_dict(s["optimizer"])
             self.precision.scaler.load_state_dict(ckpt["scaler"])
-            self.switch_totals = Counter(ckpt["switch_totals"])
             self.epoch, self.step = ckpt["epoch"], ckpt["step"]
             loader = ckpt.get("loader", {})
             self.batch, self.epoch_time, self.epoch_images = (loader.get("batch", 0), loader.get("train_time_s", 0.0),
                                                              loader.get("images", 0))
-            meters = ckpt.get("meters", {})
-            self.step_meter.load_state_dict(meters.get("step", []), self.device)
-            self.epoch_meter.load_state_dict(meters.get("epoch", []), self.device)
-            self.step_counts, self.epoch_counts = Counter(meters.get("step_counts", {})), Counter(meters.get("epoch_counts", {}))
-            self._last_expert = dict(meters.get("last_expert", {}))
+            self.meters.load_state_dict(ckpt.get("meters", {}), ckpt["switch_totals"], self.device)
             self._log_offsets = ckpt.get("logs")
             self.history, self.best = list(ckpt["history"]), dict(ckpt["best"])
             self.best_score = ckpt.get("best_score", -1.0)
@@ -512,7 +452,7 @@ class Trainer:
             return
         for net in self.networks.values():
             self.dist.average_buffers(net.model)
-        for meter in (self.step_meter, self.epoch_meter):
+        for meter in (self.meters.step, self.meters.epoch):
             for keys in meter.sums:
                 self.dist.mean(meter.sums[keys])
 
@@ -564,19 +504,6 @@ class Trainer:
         train_time = sum(h["train_time_s"] for h in self.history)
         wall_time = sum(h.get("epoch_time_s", h["train_time_s"]) for h in self.history)
         return {"method": self.cfg.method.name, "dataset": self.cfg.data.name, "epochs": self.epoch,
-                "precision": self.precision.name, "networks": nets, **self._shares(dict(self.switch_totals)),
-                "switch_stats": self._run_switch_stats(), "train_time_s": train_time, "wall_time_s": wall_time,
+                "precision": self.precision.name, "networks": nets, **shares(dict(self.meters.totals)),
+                "switch_stats": run_switch_stats(self.history), "train_time_s": train_time, "wall_time_s": wall_time,
                 "run_dir": str(self.run_dir) if self.run_dir else None}
-
-    def _run_switch_stats(self) -> dict[str, dict[str, float]]:
-        """Each pair's logged statistics averaged over the run's epochs (weighted by their steps)."""
-        sums: dict[str, dict[str, float]] = {}
-        weights: dict[str, float] = {}
-        for h in self.history:
-            w = h.get("steps", 1)
-            for p, stats in h.get("train", {}).get("pair", {}).items():
-                acc = sums.setdefault(p, {})
-                for k, v in stats.items():
-                    acc[k] = acc.get(k, 0.0) + w * v
-                weights[p] = weights.get(p, 0.0) + w
-        return {p: {k: v / weights[p] for k, v in acc.items()} for p, acc in sums.items()}
