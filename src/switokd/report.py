@@ -86,6 +86,7 @@ def plot_accuracy(runs: Sequence[RunLogs], out: Path) -> Path:
                 ax.plot(x, y, styles.get(roles.get(net, "student"), ":"), marker="o", ms=3, color=f"C{i % 10}",
                         alpha=1.0 - 0.25 * min(j, 2), label=f"{label}: {net}")
     ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy per epoch (solid: teachers, dashed: students)")
+    _integer_ticks(ax)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2 if sum(len(r.networks) for r in runs) > 8 else 1)
     return _save(fig, out / "accuracy.png")
@@ -133,6 +134,7 @@ def plot_expert_share(runs: Sequence[RunLogs], out: Path) -> Path | None:
         x, y = zip(*pts)
         ax.plot(x, y, marker="o", ms=3, color=f"C{i % 10}", label=label)
     ax.set(xlabel="epoch", ylabel="expert-mode share of steps (%)", title="Expert share per epoch")
+    _integer_ticks(ax)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -158,6 +160,11 @@ def plot_rho_eps(runs: Sequence[RunLogs], out: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, out / "rho_eps.png")
+
+
+def _integer_ticks(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _save(fig, path: Path) -> Path:
