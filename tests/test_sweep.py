@@ -48,6 +48,15 @@ def test_mean_std_and_table_on_known_inputs():
     assert rows["teacher"][4:9] == ["92.00 ± 2.00", "93.00 ± 2.00", "20.0 ± 10.0", "20.0 ± 10.0", "13 ± 1"]
     assert rows["student"][4:6] == ["82.00 ± 2.00", "82.00 ± 2.00"] and rows["student"][7] == "-"
     assert rows["student"][3] == "3"
+    from switokd.sweep import comparison_table
+    other = [{**r, "method": "dml", "networks": {**r["networks"], "student": {**r["networks"]["student"],
+                                                                            "last_acc": r["networks"]["student"]["last_acc"] + d}}}
+             for r, d in zip([rep(0, 90.0, 80.0, 0.1), rep(1, 92.0, 84.0, 0.3), rep(2, 94.0, 82.0, 0.2)], (1.0, 1.5, 0.5))]
+    cmp = comparison_table([rep(0, 90.0, 80.0, 0.1), rep(1, 92.0, 84.0, 0.3), rep(2, 94.0, 82.0, 0.2), *other])
+    assert "| student | 82.00 ± 2.00 | dml | 83.00 ± 2.29 | -1.00 | tie |" in cmp
+    far = [{**o, "method": "vanilla", "networks": {**o["networks"], "student": {**o["networks"]["student"], "last_acc": 70.0}}}
+           for o in other]
+    assert "| vanilla | 70.00 ± 0.00 | +12.00 | SwitOKD ahead |" in comparison_table([rep(0, 90.0, 80.0, 0.1), rep(1, 92.0, 84.0, 0.3), rep(2, 94.0, 82.0, 0.2), *far])
 
 
 def test_sweep_skips_finished_and_continues_interrupted(tmp_path, monkeypatch):

@@ -140,6 +140,30 @@ def results_table(reports: Sequence[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def comparison_table(reports: Sequence[dict[str, Any]]) -> str:
+    """SwitOKD's students against each other method's: difference of the mean last-epoch accuracy, and a verdict.
+
+    A difference within one standard deviation (the larger of the two methods') is a tie."""
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for r in reports:
+        by_method.setdefault(r["method"], []).append(r)
+    if "switokd" not in by_method:
+        return ""
+    ours = by_method["switokd"]
+    students = [n for n, i in ours[0]["networks"].items() if i["role"] == "student"]
+    rows = ["| student | SwitOKD (%) | against | theirs (%) | difference | verdict |", "|---|---:|---|---:|---:|---|"]
+    for net in students:
+        m1, s1 = mean_std([r["networks"][net]["last_acc"] for r in ours])
+        for method, runs in by_method.items():
+            if method == "switokd" or net not in runs[0]["networks"]:
+                continue
+            m2, s2 = mean_std([r["networks"][net]["last_acc"] for r in runs])
+            d, spread = m1 - m2, max(s1, s2)
+            verdict = "tie" if abs(d) <= spread else ("SwitOKD ahead" if d > 0 else "SwitOKD behind")
+            rows.append(f"| {net} | {m1:.2f} ± {s1:.2f} | {method} | {m2:.2f} ± {s2:.2f} | {d:+.2f} | {verdict} |")
+    return "\n".join(rows)
+
+
 def _share(runs: Sequence[dict[str, Any]], key: str, mine: Callable[[str], bool]) -> str:
     """Mean ± std over seeds of the run-level share, averaged over this network's pairs; '-' if it has none."""
     vals = []
@@ -154,7 +178,13 @@ def write_results(out: Path, reports: Sequence[dict[str, Any]], header: Sequence
     """``results.md`` (the table) and ``results.json`` (every run's report) in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(list(reports), indent=2))
-    text = "\n".join([*header, "", results_table(reports), ""])
+    precisions = sorted({r.get("precision", "?") for r in reports})
+    parts = [*header, f"- precision: {', '.join(precisions)}", "", results_table(reports), ""]
+    cmp = comparison_table(reports)
+    if cmp:
+        parts += ["SwitOKD's students against the other methods' (last epoch; within one standard deviation = tie):", "",
+                  cmp, ""]
+    text = "\n".join(parts)
     path = out / "results.md"
     path.write_text(text)
     return path
