@@ -242,3 +242,18 @@ def test_torchrun_cli(tmp_path):
     assert r.stderr.count("device     ") == 1  # the header comes from rank 0 only
     assert "processes  2 (gloo)" in r.stderr and "global batch 16 (8 per process)" in r.stderr
     assert r.stdout.count("last-epoch acc") == 2  # the final report once (two networks), from rank 0
+
+
+@pytest.mark.slow
+def test_torchrun_multinode_form(tmp_path):
+    """The multi-node command line (--nnodes, c10d rendezvous at --rdzv-endpoint), here as one node of one."""
+    (tmp_path / "data").mkdir()
+    data = make_mnist_dir(tmp_path / "data", n_train=32, n_test=16)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+                        "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}", "--rdzv-id=switokd-test",
+                        "-m", "switokd", "train", "--config", str(ROOT / "configs" / "fashion_mnist.yaml"),
+                        "data.name=mnist", f"data.dir={data}", "train.epochs=1", "train.batch_size=8",
+                        "networks.teacher.model=resnet20", f"train.out_dir={tmp_path}", "train.run_name=r",
+                        "train.progress=false"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert load_training_checkpoint(tmp_path / "r" / "last.pt")["world_size"] == 2

@@ -115,6 +115,22 @@ def test_progress_line_fields():
     assert line.startswith("epoch 2/3 step 5/10 (50%)") and line.endswith("loss student 0.5")
 
 
+def test_progress_bar_on_a_terminal_shows_the_run_eta():
+    import io
+    import time as _time
+    buf = io.StringIO()
+    p = Progress(enabled=True, epochs=2, steps_per_epoch=4, interval_s=0, stream=buf, tty=True)
+    p.start_epoch(0, 0)
+    p.t_last -= 5  # the bar's postfix refreshes every 2 s: make it due
+    p.step(8, lambda: "loss student 1.000")
+    _time.sleep(0.01)
+    p.bar.refresh()
+    p.end_epoch()
+    out = buf.getvalue()
+    assert "epoch 1/2" in out and "run ETA" in out and "loss student 1.000" in out
+    assert "step 1/4" not in out  # the plain lines are for non-terminals only
+
+
 def _img(path, mode, size=12, value=100):
     shape = (size, size, 3) if mode == "RGB" else (size, size)
     Image.fromarray(np.full(shape, value, np.uint8), mode).save(path)
