@@ -18,13 +18,12 @@ It also times each method's own logic alone, without the networks: ``method.step
 logits, the backward of its losses into those logits, and the trainer's telemetry. That is the
 only work a method adds to the bare loop, measured without the networks' noise.
 
-  python benchmarks/throughput.py --device cpu --precision bf16 --out benchmarks/results/throughput-cpu.md
+  python benchmarks/throughput.py --device cpu --out benchmarks/results/throughput-cpu.md
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import platform
 import statistics
 import sys
 import time
@@ -45,21 +44,6 @@ METHODS = [("vanilla", None, "bare"), ("dml", None, "bare"), ("kdcl", None, "bar
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def machine(device: torch.device) -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    s = f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-    if device.type == "cuda":
-        s = f"{torch.cuda.get_device_name(device)}; host {s}"
-    return s
 
 
 def synthetic(n: int, chans: int, size: int, classes: int = 10) -> DataSplits:
@@ -230,7 +214,8 @@ def fmt(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: bf16 where the device computes it natively, else fp32")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=24, help="timed steps per variant (interleaved)")
@@ -244,9 +229,12 @@ def main(argv=None) -> int:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    from switokd.engine import resolve_precision
+    from switokd.runinfo import machine_summary
+    args.precision = resolve_precision(args.precision, device)[0]
     cmd = "python " + " ".join([sys.argv[0]] + sys.argv[1:])
     lines = [f"# Throughput: methods vs the bare PyTorch loop ({device.type}, {args.precision})", "",
-             f"- command: `{cmd}`", f"- machine: {machine(device)}",
+             f"- command: `{cmd}`", f"- machine: {machine_summary(device)}",
              f"- date: {time.strftime('%Y-%m-%d')}; batch {args.batch_size}, {args.steps} interleaved steps per "
              f"variant, channels_last={args.channels_last}", ""]
     print("\n".join(lines), flush=True)
