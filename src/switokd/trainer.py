@@ -462,12 +462,13 @@ class Trainer:
         Every rank calls it (at the same step); rank 0 writes."""
         if not synced:
             self._sync_ranks()
-        if not self.writable:
-            return None
+        # Checked on every rank (their weights are identical), so that all of them stop together.
         bad = [n for n, net in self.networks.items() if not all_finite(net.model)]
         if bad:
             raise TrainingDiverged(f"networks {bad} have non-finite parameters at step {self.step}; "
                                    f"the last good checkpoint in {self.run_dir} is kept")
+        if not self.writable:
+            return None
         state = self.state_dict()
         path = self.run_dir / "last.pt"
         save_atomic(state, path)
