@@ -251,3 +251,15 @@ def test_diverged_exit_code_keeps_checkpoint(tmp_path, mnist_dir, capsys):
                  "networks.student.lr=1e30", "train.log_interval=1"]) == 3
     assert "non-finite" in capsys.readouterr().err
     assert good != (tmp_path / "run" / "last.pt").read_bytes()  # the resumed run moved on normally
+
+
+def test_eval_of_a_kd_run_needs_no_teacher_source(tmp_path, mnist_dir, capsys):
+    assert main(["train", "--config", DEFAULT_CONFIG, *cli_small(tmp_path, mnist_dir, "v"), "method.name=vanilla"]) == 0
+    teacher = tmp_path / "v" / "last.pt"
+    assert main(["train", "--config", DEFAULT_CONFIG, *cli_small(tmp_path, mnist_dir, "k"), "method.name=kd",
+                 f"networks.teacher.checkpoint={teacher}"]) == 0
+    teacher.unlink()
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(tmp_path / "k" / "last.pt"), "--json"]) == 0
+    import json
+    assert set(json.loads(capsys.readouterr().out.strip().splitlines()[-1])) == {"teacher", "student"}

@@ -125,6 +125,11 @@ def test_kd_needs_and_uses_trained_teacher(tmp_path, splits):
     kd.fit()
     assert all(torch.equal(t_before[k], v) for k, v in kd.networks["teacher"].model.state_dict().items())
     assert kd.networks["teacher"].optimizer is None
+    # Resume and eval restore the teacher from the run's own checkpoint, even once its source file is gone.
+    ck.rename(ck.with_suffix(".moved"))
+    again = Trainer.from_checkpoint(tmp_path / "k" / "run", ["train.epochs=2"], data=splits)
+    assert all(torch.equal(t_before[k], v) for k, v in again.networks["teacher"].model.state_dict().items())
+    assert again.fit()["epochs"] == 2
 
 
 @pytest.mark.parametrize("method", ["vanilla", "dml", "kdcl", "switokd"])

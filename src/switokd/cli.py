@@ -80,11 +80,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     tree = ckpt["config"]
     for o in args.overrides:
         C.apply_override(tree, o)
-    cfg = C.from_dict(tree)
-    # Evaluation builds every network from the checkpoint; a kd teacher's own source file is not needed.
-    for n in cfg.networks:
-        n.checkpoint = None
-    trainer = Trainer(cfg, writable=False)
+    try:
+        cfg = C.from_dict(tree)
+    except C.ConfigError as e:
+        raise CheckpointError(f"{args.checkpoint}: its config is not valid here ({e})") from None
+    # Every network comes from the checkpoint: a kd teacher's own source file is not needed.
+    trainer = Trainer(cfg, writable=False, initial_weights=False)
     if set(ckpt["networks"]) != set(trainer.networks):
         raise CheckpointError(f"{args.checkpoint}: networks {sorted(ckpt['networks'])} differ from its config's "
                               f"{sorted(trainer.networks)}")

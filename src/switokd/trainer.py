@@ -81,8 +81,11 @@ class Trainer:
     """Trains a cohort of networks with one method. ``fit()`` runs the epochs."""
 
     def __init__(self, cfg: C.Config, data: DataSplits | None = None, run_dir: str | Path | None = None,
-                 *, writable: bool = True) -> None:
+                 *, writable: bool = True, initial_weights: bool = True) -> None:
+        """``initial_weights=False``: skip ``networks.NAME.checkpoint`` (the caller restores every network from a
+        training checkpoint, as resume and eval do, so a KD teacher's source file is not needed)."""
         self.cfg = cfg
+        self.initial_weights = initial_weights
         t = cfg.train
         if t.threads > 0:
             torch.set_num_threads(t.threads)
@@ -133,10 +136,10 @@ class Trainer:
             model = create_model(n.model, self.data.num_classes, self.data.in_chans, self.data.image_size)
         except KeyError as e:
             raise C.ConfigError(f"config key 'networks.{n.name}.model': {e.args[0]}") from None
-        if n.checkpoint:
+        if n.checkpoint and self.initial_weights:
             sd = extract_state_dict(n.checkpoint, n.checkpoint_network or n.name)
             load_weights(model, sd, f"{n.checkpoint} for networks.{n.name} ({n.model})")
-        elif n.name in self.method.frozen:
+        elif n.name in self.method.frozen and self.initial_weights:
             raise C.ConfigError(
                 f"method {self.cfg.method.name!r} keeps networks.{n.name} frozen, so it needs trained weights: "
                 f"set networks.{n.name}.checkpoint=PATH (for example a vanilla run's last.pt)")
@@ -491,7 +494,7 @@ class Trainer:
             cfg = C.from_dict(tree)
         except C.ConfigError as e:
             raise CheckpointError(f"{path}: its config is not valid here ({e})") from None
-        trainer = cls(cfg, data=data, run_dir=Path(path).parent)
+        trainer = cls(cfg, data=data, run_dir=Path(path).parent, initial_weights=False)
         trainer.load_state_dict(ckpt, path)
         return trainer
 
