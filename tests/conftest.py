@@ -40,6 +40,17 @@ def tiny_config(tmp_path, method="switokd", overrides=(), networks=None) -> C.Co
     return cfg
 
 
+def assert_same_networks(ref, other) -> None:
+    """Every network of two trainers holds the same weights, optimizer hyper-parameters and momentum buffers."""
+    for n in ref.networks:
+        a, b = ref.networks[n], other.networks[n]
+        assert all(torch.equal(v, b.model.state_dict()[k]) for k, v in a.model.state_dict().items()), n
+        sa, sb = a.optimizer.state_dict(), b.optimizer.state_dict()
+        assert sa["param_groups"] == sb["param_groups"], n
+        assert all(torch.equal(sa["state"][i]["momentum_buffer"], sb["state"][i]["momentum_buffer"])
+                   for i in sa["state"]), n
+
+
 @pytest.fixture
 def splits():
     return synthetic_splits()

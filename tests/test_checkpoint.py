@@ -14,7 +14,7 @@ from switokd.signals import Interrupted
 from switokd.telemetry import read_jsonl
 from switokd.trainer import Trainer
 
-from conftest import tiny_config, DEFAULT_CONFIG
+from conftest import tiny_config, DEFAULT_CONFIG, assert_same_networks
 from test_data import make_mnist_dir
 
 TIMING = ("train_time_s", "images_per_s", "epoch_time_s")
@@ -186,12 +186,7 @@ def test_signal_mid_epoch_then_exact_resume(tmp_path, splits, monkeypatch, signu
     monkeypatch.undo()
     again = Trainer.from_checkpoint(tr.run_dir, data=splits)
     report = again.fit()
-    for n in ref.networks:
-        a, b = ref.networks[n], again.networks[n]
-        assert all(torch.equal(v, b.model.state_dict()[k]) for k, v in a.model.state_dict().items()), n
-        sa, sb = a.optimizer.state_dict(), b.optimizer.state_dict()
-        assert sa["param_groups"] == sb["param_groups"]
-        assert all(torch.equal(sa["state"][i]["momentum_buffer"], sb["state"][i]["momentum_buffer"]) for i in sa["state"])
+    assert_same_networks(ref, again)
     assert {n: r["last_acc"] for n, r in report["networks"].items()} == \
         {n: r["last_acc"] for n, r in ref_report["networks"].items()}
     assert report["expert_share"] == ref_report["expert_share"]

@@ -9,7 +9,7 @@ from switokd.checkpoint import CheckpointError, load_checkpoint
 from switokd.telemetry import read_jsonl
 from switokd.trainer import Trainer, TrainingDiverged
 
-from conftest import tiny_config
+from conftest import tiny_config, assert_same_networks
 
 
 def test_fit_writes_run_files(tmp_path, splits):
@@ -183,12 +183,7 @@ def test_resume_across_a_milestone_and_mid_cosine_restores_everything(tmp_path, 
     assert strip(res.history) == strip(ref.history)
     assert res.precision.scaler.state_dict() == ref.precision.scaler.state_dict()
     assert res.report()["expert_share"] == ref.report()["expert_share"]
-    for n in ref.networks:
-        a, b = ref.networks[n], res.networks[n]
-        assert all(torch.equal(v, b.model.state_dict()[k]) for k, v in a.model.state_dict().items()), n
-        sa, sb = a.optimizer.state_dict(), b.optimizer.state_dict()
-        assert sa["param_groups"] == sb["param_groups"]
-        assert all(torch.equal(sa["state"][i]["momentum_buffer"], sb["state"][i]["momentum_buffer"]) for i in sa["state"])
+    assert_same_networks(ref, res)
 
 
 def test_natural_expert_step_leaves_teacher_bit_identical(tmp_path, splits):

@@ -153,10 +153,7 @@ def image_folder(root: str | None = None, image_size: int = 0, channels: int = 0
     (``data.channels=1|3`` forces it); ``data.image_size=N`` resizes every image to N x N.
     """
     d = _require_dir(root, "image_folder", None, "Set data.dir to a directory with train/ and val/ (or test/) class folders.")
-    test_dir = next((d / s for s in ("val", "test") if (d / s).is_dir()), None)
-    if not (d / "train").is_dir() or test_dir is None:
-        raise DatasetError(f"image_folder: {d} must contain train/ and val/ (or test/), one sub-folder per class; "
-                           "set data.dir to that directory")
+    test_dir = _test_dir(d, "image_folder")
     train_paths, train_labels, classes = readers.list_image_folder(d / "train", None)
     test_paths, test_labels, _ = readers.list_image_folder(test_dir, classes)
     mode = {1: "L", 3: "RGB"}.get(channels) or readers.common_mode(train_paths + test_paths)
@@ -169,6 +166,15 @@ def image_folder(root: str | None = None, image_size: int = 0, channels: int = 0
     pad = max(1, tx.shape[-1] // 8)
     return DataSplits("image_folder", tx, torch.tensor(train_labels, dtype=torch.int64), vx,
                       torch.tensor(test_labels, dtype=torch.int64), len(classes), mean, std, pad, classes)
+
+
+def _test_dir(root: Path, name: str) -> Path:
+    """The test split of a class-folder layout (val/ or test/ beside train/), or an error naming data.dir."""
+    test_dir = next((root / s for s in ("val", "test") if (root / s).is_dir()), None)
+    if not (root / "train").is_dir() or test_dir is None:
+        raise DatasetError(f"{name}: {root} must contain train/ and val/ (or test/), one sub-folder per class; "
+                           "set data.dir to that directory")
+    return test_dir
 
 
 def convert_channels(x: Tensor, channels: int) -> Tensor:
@@ -199,10 +205,7 @@ def stream_folder(root: Path, name: str, image_size: int, channels: int, limit_t
     """An image folder read from disk while training (``data.in_memory=false``, and always for ImageNet)."""
     from .stream import ImageFiles, StreamSplits
 
-    test_dir = next((root / s for s in ("val", "test") if (root / s).is_dir()), None)
-    if not (root / "train").is_dir() or test_dir is None:
-        raise DatasetError(f"{name}: {root} must contain train/ and val/ (or test/), one sub-folder per class; "
-                           "set data.dir to that directory")
+    test_dir = _test_dir(root, name)
     train, train_y, wnids = readers.list_image_folder(root / "train", None)
     test, test_y, _ = readers.list_image_folder(test_dir, wnids)
     train, train_y = _subset(train, train_y, limit_train)
