@@ -23,20 +23,21 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def device_summary(device: torch.device) -> str:
-    """The device in words: GPU name, or CPU model, its bf16 capability and the torch threads."""
+def device_summary(device: torch.device, threads: int | None = None) -> str:
+    """The device in words: GPU name, or CPU model, its bf16 capability and the torch threads (``threads``, or
+    this process's)."""
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
         return f"{device} ({p.name}, {p.total_memory / 2**30:.0f} GiB)"
     native, what = cpu_native_bf16()
     bf16 = f"native bf16 ({what})" if native else f"no native bf16 ({what})"
-    return f"cpu ({cpu_model()}, {bf16}, {torch.get_num_threads()} torch threads)"
+    return f"cpu ({cpu_model()}, {bf16}, {threads or torch.get_num_threads()} torch threads)"
 
 
-def machine_summary(device: torch.device | None = None) -> str:
+def machine_summary(device: torch.device | None = None, threads: int | None = None) -> str:
     """One line for results files: the device, torch's version and the OS."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return f"{device_summary(device)}, torch {torch.__version__}, {platform.system()} {platform.machine()}"
+    return f"{device_summary(device, threads)}, torch {torch.__version__}, {platform.system()} {platform.machine()}"
 
 
 def run_header(tr: "Trainer") -> list[str]:

@@ -201,7 +201,8 @@ def sweep(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[i
     if command:
         header.append(f"- command: `{command}`")
     from .runinfo import machine_summary
-    header += [f"- machine: {machine_summary()}", f"- date: {time.strftime('%Y-%m-%d')}",
+    threads = C.load_config(cfg_path, list(overrides)).train.threads or None  # the runs', not this process's
+    header += [f"- machine: {machine_summary(threads=threads)}", f"- date: {time.strftime('%Y-%m-%d')}",
                "- accuracy: top-1 % on the test split; mean ± sample std over seeds. The best epoch is chosen on the "
                "test split, so it is optimistic; the last epoch is the honest figure.",
                "- expert share: steps with the pair in expert mode; paused share: steps a teacher took no step"]
