@@ -37,8 +37,9 @@ def _why_unreadable(e: Exception) -> str:
     text = str(e)
     m = re.search(r"(Trying to load unsupported GLOBAL [^\n]*|Unsupported global: [^\n]*)", text)
     if m:
-        return f"refused: it asks to load {m.group(1).split('GLOBAL')[-1].split('global:')[-1].strip()}, which a " \
-               "checkpoint never needs (only tensors and plain containers are allowed); nothing in it was run"
+        what = m.group(1).split("GLOBAL")[-1].split("global:")[-1].strip().rstrip(".")
+        return f"refused: it asks to load {what}, which a checkpoint never needs (only tensors and plain " \
+               "containers are allowed); nothing in it was run"
     if isinstance(e, __import__("pickle").UnpicklingError):
         return "refused: it is not a plain-tensor checkpoint (a pickle the safe loader cannot read); nothing in it was run"
     if "zip archive" in text or "central directory" in text:
