@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -57,7 +58,8 @@ def child(args) -> None:
     dt = time.perf_counter() - t0
     world = getattr(tr.dist, "world_size_saved", tr.dist.world_size)
     if tr.dist.is_main:
-        print(json.dumps({"img_s": images * world / dt, "step_s": dt / args.steps}), flush=True)
+        print(json.dumps({"img_s": images * world / dt, "step_s": dt / args.steps,
+                          "precision": f"{tr.precision.name} ({tr.precision.reason})"}), flush=True)
 
 
 def free_port() -> int:
@@ -112,7 +114,9 @@ def main(argv=None) -> int:
     from switokd.runinfo import machine_summary
     cmd = "python benchmarks/ddp_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
     lines = ["# Training throughput: one process against several", "", f"- command: `{cmd}`",
-             f"- machine: {machine_summary(torch.device('cpu'))}", f"- date: {time.strftime('%Y-%m-%d')}",
+             f"- machine: {re.sub(r', \d+ torch threads', '', machine_summary(torch.device('cpu')))} (threads: per variant)",
+             f"- date: {time.strftime('%Y-%m-%d')}",
+             f"- precision: {', '.join(sorted({r['precision'] for r in rows}))}",
              f"- default pair (WRN-16-2 teacher, WRN-16-1 student), Fashion-MNIST 1x28x28, batch {args.batch} per process, "
              f"{args.steps} timed steps after {args.warmup} warm-up steps; images/s over all processes", "",
              "| variant | images/s | s per step | vs 1 process, 1 thread |", "|---|---:|---:|---:|"]

@@ -170,3 +170,104 @@ def test_kdcl_mean_ensemble_is_the_mean_of_logits():
     assert minlogit.losses["student"]["kl"].item() != pytest.approx(naive.losses["student"]["kl"].item(), abs=1e-3)
     with pytest.raises(ValueError, match="minlogit"):
         create_method("kdcl", ROLES, ensemble="median")
+
+
+def test_loss_weights_and_temperature_reach_every_method():
+    """ce_weight, kl_weight and tau given to create_method are the ones each method's losses use."""
+    from switokd.losses import cross_entropy, kl_div
+    from switokd.methods.base import LossWeights
+    cohort = {"t1": "teacher", "t2": "teacher", "s": "student"}
+    for name, roles in [("vanilla", ROLES), ("kd", ROLES), ("dml", ROLES), ("kdcl", ROLES), ("switokd", ROLES),
+                        ("switokd", cohort)]:
+        m = create_method(name, roles, tau=3.0, ce_weight=0.5, kl_weight=2.0, tau2=False)
+        assert m.weights == LossWeights(tau=3.0, ce_weight=0.5, kl_weight=2.0, tau2=False), name
+        assert m.roles == roles and repr(m).startswith(f"{type(m).__name__}(teachers="), name
+    z, y = logits_pair()
+    van = create_method("vanilla", ROLES, ce_weight=0.5).step(z, y)
+    assert van.losses["student"]["loss"].item() == pytest.approx(0.5 * cross_entropy(z["student"], y).item(), rel=1e-6)
+    assert "kl" not in van.losses["student"]
+    pair = create_method("switokd", ROLES, tau=3.0, ce_weight=0.5, kl_weight=2.0, force_mode="learning").step(z, y)
+    want = 0.5 * cross_entropy(z["student"], y) + 2.0 * kl_div(z["teacher"], z["student"], 3.0)
+    assert pair.losses["student"]["loss"].item() == pytest.approx(want.item(), rel=1e-6)
+
+
+def test_dml_takes_the_mean_over_peers():
+    """With three networks the mean and the sum differ: DML's KL is the mean (Zhang et al. 2018)."""
+    from switokd.losses import cross_entropy, kl_div
+    g = torch.Generator().manual_seed(5)
+    z = {n: torch.randn(6, 4, generator=g) for n in ("a", "b", "c")}
+    y = torch.randint(0, 4, (6,), generator=g)
+    out = create_method("dml", {n: "student" for n in z}).step(z, y)
+    for n in z:
+        kls = [kl_div(z[u], z[n]) for u in z if u != n]
+        assert out.losses[n]["kl"].item() == pytest.approx(((kls[0] + kls[1]) / 2).item(), rel=1e-6)
+        assert out.losses[n]["loss"].item() == pytest.approx((cross_entropy(z[n], y) + (kls[0] + kls[1]) / 2).item(),
+                                                             rel=1e-6)
+    from switokd.methods.base import LossWeights, distill_loss
+    with pytest.raises(ValueError, match="reduce must be 'sum' or 'mean'"):
+        distill_loss(z["a"], y, [z["b"]], LossWeights(), reduce="max")
+
+
+@pytest.mark.parametrize("name,roles,message", [
+    ("kd", {"t": "teacher"}, "method 'kd' needs at least one teacher and one student"),
+    ("kd", {"s": "student"}, "method 'kd' needs at least one teacher and one student"),
+    ("switokd", {"t": "teacher", "u": "teacher"}, "method 'switokd' needs at least one teacher and one student"),
+    ("switokd", {"s": "student", "u": "student"}, "method 'switokd' needs at least one teacher and one student"),
+    ("dml", {"a": "student"}, "method 'dml' needs at least 2 networks, got 1"),
+    ("kdcl", {"a": "student"}, "method 'kdcl' needs at least 2 networks, got 1"),
+])
+def test_role_errors_say_what_is_missing(name, roles, message):
+    with pytest.raises(ValueError) as e:
+        create_method(name, roles)
+    assert str(e.value) == message
+
+
+def test_option_errors_say_what_is_wrong():
+    with pytest.raises(TypeError) as e:
+        create_method("dml", ROLES, temperature=2)
+    assert str(e.value) == "method 'dml' got unknown options ['temperature']"
+    for roles in (ROLES, {"t1": "teacher", "t2": "teacher", "s": "student"}):
+        with pytest.raises(ValueError) as e:
+            create_method("switokd", roles, force_mode="paused")
+        assert str(e.value) == "switokd force_mode must be 'learning', 'expert' or unset, got 'paused'"
+    for roles in ({"t1": "teacher", "t2": "teacher", "s": "student"}, {"t": "teacher", "s1": "student", "s2": "student"}):
+        with pytest.raises(ValueError) as e:
+            SwitOKDPair(roles)
+        assert str(e.value) == "SwitOKDPair needs exactly one teacher and one student; use SwitOKD for cohorts"
+
+
+# Logits where the switch fires by itself: the teacher is right and confident, its leftover mass sits on
+# another class than the student's mistake (test_switching.py's expert case).
+ZT_EXPERT = torch.tensor([[4.0, 2.0, -4.0], [-4.0, 4.0, 2.0]])
+ZS_EXPERT = torch.tensor([[0.0, -4.0, 3.0], [3.0, 0.0, -4.0]])
+Y_EXPERT = torch.tensor([0, 1])
+
+
+def test_natural_expert_step_of_the_pair_method():
+    from switokd.switching import switch_stats
+    z = {"teacher": ZT_EXPERT.clone(), "student": ZS_EXPERT.clone()}
+    out = create_method("switokd", ROLES).step(z, Y_EXPERT)
+    assert out.expert == {"teacher->student": True} and out.stepping == ("student",)
+    assert "teacher" not in out.losses
+    # At another temperature the method decides on the statistics at that temperature.
+    out4 = create_method("switokd", ROLES, tau=4.0).step(z, Y_EXPERT)
+    ref = switch_stats(ZT_EXPERT, ZS_EXPERT, Y_EXPERT, 4.0)
+    assert out4.switches["teacher->student"].gap.item() == pytest.approx(ref.gap.item(), abs=1e-6)
+    assert ref.gap.item() != pytest.approx(switch_stats(ZT_EXPERT, ZS_EXPERT, Y_EXPERT).gap.item(), abs=1e-3)
+
+
+def test_cohort_pauses_one_teacher_and_steps_the_next():
+    """Two teachers: the first is paused by its own switch, the second (equal to the student) keeps learning."""
+    from switokd.switching import switch_stats
+    roles = {"t1": "teacher", "t2": "teacher", "s": "student"}
+    z = {"t1": ZT_EXPERT, "t2": ZS_EXPERT.clone(), "s": ZS_EXPERT}
+    out = create_method("switokd", roles).step(z, Y_EXPERT)
+    assert out.expert == {"t1->s": True, "t2->s": False}
+    assert out.stepping == ("t2", "s") and "t1" not in out.losses
+    out4 = create_method("switokd", roles, tau=4.0).step(z, Y_EXPERT)
+    assert out4.switches["t1->s"].gap.item() == pytest.approx(switch_stats(ZT_EXPERT, ZS_EXPERT, Y_EXPERT, 4.0).gap.item(),
+                                                              abs=1e-6)
+    held = create_method("switokd", roles, force_mode="expert").step(z, Y_EXPERT)
+    assert held.stepping == ("s",) and held.expert == {"t1->s": True, "t2->s": True}
+    learning = create_method("switokd", roles, force_mode="learning").step(z, Y_EXPERT)
+    assert learning.stepping == ("t1", "t2", "s")

@@ -220,3 +220,65 @@ def test_switch_fires_exactly_when_rho_is_below_eps_plus_lead():
         assert bool(s.expert) == rule
         seen.add(rule)
     assert seen == {True, False}
+
+
+@pytest.mark.parametrize("tau", [1.0, 2.0, 4.0])
+def test_each_statistic_against_reference(tau):
+    """Every public function on its own, at several temperatures and with its defaults (tau = 1)."""
+    g = torch.Generator().manual_seed(3)
+    zt, zs = torch.randn(6, 5, generator=g) * 2, torch.randn(6, 5, generator=g) * 2
+    y = torch.randint(0, 5, (6,), generator=g)
+    ref, ref1 = reference(zt.tolist(), zs.tolist(), y.tolist(), tau), reference(zt.tolist(), zs.tolist(), y.tolist())
+    assert distillation_gap(zt, zs, tau).item() == pytest.approx(ref["gap"], abs=1e-5)
+    assert distillation_gap(zt, zs).item() == pytest.approx(ref1["gap"], abs=1e-5)
+    assert label_distance(zt, y).item() == pytest.approx(ref["d_t"], abs=1e-5)
+    assert label_distance(zs, y).item() == pytest.approx(ref["d_s"], abs=1e-5)
+    d_t, d_s = torch.tensor(ref["d_t"]), torch.tensor(ref["d_s"])
+    assert adaptive_threshold(d_s, d_t).item() == pytest.approx(ref["delta"], abs=1e-5)
+    assert switch_weight(d_s, d_t).item() == pytest.approx(ref["eps"], abs=1e-5)
+    from switokd.switching import pair_sums
+    assert torch.allclose(pair_sums(zt, zs, y), pair_sums(zt, zs, y, 1.0))
+    assert pair_sums(zt, zs, y, tau)[0].item() / 6 == pytest.approx(ref["gap"], abs=1e-5)
+
+
+def test_offlabel_stats_golden():
+    """offlabel_stats: mean(o), mean(1 - a), mean(max(0, b - a)) of METHOD.md, computed here by hand."""
+    from switokd import offlabel_stats
+    zt, zs, y = t(ZT_B), t(ZS_B), torch.tensor(Y_B)
+    pt, ps = [softmax(r) for r in ZT_B], [softmax(r) for r in ZS_B]
+    o = [sum(min(a, b) for k, (a, b) in enumerate(zip(rt, rs)) if k != yi) for rt, rs, yi in zip(pt, ps, Y_B)]
+    off = [1 - rt[yi] for rt, yi in zip(pt, Y_B)]
+    lead = [max(0.0, rs[yi] - rt[yi]) for rt, rs, yi in zip(pt, ps, Y_B)]
+    shared, t_off, s_lead = offlabel_stats(zt, zs, y)
+    assert shared.item() == pytest.approx(sum(o) / 2, abs=1e-6)
+    assert t_off.item() == pytest.approx(sum(off) / 2, abs=1e-6)
+    assert s_lead.item() == pytest.approx(sum(lead) / 2, abs=1e-6)
+    # A student ahead of its teacher on the label: the lead is the difference, not 0.
+    _, _, lead2 = offlabel_stats(zs, zt, y)
+    assert lead2.item() == pytest.approx(sum(max(0.0, rt[yi] - rs[yi]) for rt, rs, yi in zip(pt, ps, Y_B)) / 2, abs=1e-6)
+
+
+def test_equal_label_distances_are_not_expert():
+    """Expert mode needs d_T < d_S strictly: a teacher no better than its student keeps learning."""
+    from switokd.switching import stats_from_sums
+    sums = torch.tensor([1.0, 0.5, 0.5, 0.0, 0.0, 0.0, 1.0])  # G = 1 far above delta, d_T == d_S
+    s = stats_from_sums(sums)
+    assert s.gap.item() > s.threshold.item() and not bool(s.expert)
+    assert bool(stats_from_sums(torch.tensor([1.0, 0.5, 0.5001, 0.0, 0.0, 0.0, 1.0])).expert)
+
+
+def test_kl_temperature_and_tau2():
+    g = torch.Generator().manual_seed(0)
+    zq, zp = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g)
+
+    def ref(tau):
+        total = 0.0
+        for rq, rp in zip(zq.tolist(), zp.tolist()):
+            q, p = softmax(rq, tau), softmax(rp, tau)
+            total += sum(a * math.log(a / b) for a, b in zip(q, p))
+        return total / 4
+
+    assert kl_div(zq, zp, 2.0).item() == pytest.approx(ref(2.0), rel=1e-5)  # tau2 is off by default
+    assert kl_div(zq, zp, 2.0, tau2=False).item() == pytest.approx(ref(2.0), rel=1e-5)
+    assert kl_div(zq, zp, 2.0, tau2=True).item() == pytest.approx(4 * ref(2.0), rel=1e-5)
+    assert kl_div(zq, zp).item() == pytest.approx(ref(1.0), rel=1e-5)

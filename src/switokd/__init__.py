@@ -2,9 +2,9 @@
 __version__ = "0.1.0"
 
 from .switching import (SwitchDecision, SwitchStats, adaptive_threshold, decide, distillation_gap,  # noqa: E402
-                        label_distance, switch_stats, switch_weight)
+                        label_distance, offlabel_stats, switch_stats, switch_weight)
 
 from .models import create_model, register_model  # noqa: E402
 
 __all__ = ["__version__", "create_model", "register_model", "decide", "distillation_gap", "label_distance", "adaptive_threshold", "switch_weight",
-           "switch_stats", "SwitchDecision", "SwitchStats"]
+           "offlabel_stats", "switch_stats", "SwitchDecision", "SwitchStats"]

@@ -48,6 +48,8 @@ class LossWeights:
 
 def distill_loss(logits: Tensor, targets: Tensor, soft_targets: Sequence[Tensor], w: LossWeights, reduce: str = "sum") -> dict[str, Tensor]:
     """ce_weight * CE(z, y) + kl_weight * (sum or mean over soft targets of KL(p_u^tau || p^tau))."""
+    if reduce not in ("sum", "mean"):
+        raise ValueError(f"distill_loss: reduce must be 'sum' or 'mean', got {reduce!r}")
     ce = cross_entropy(logits, targets)
     out = {"ce": ce}
     if soft_targets:
