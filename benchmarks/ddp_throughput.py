@@ -112,9 +112,10 @@ def main(argv=None) -> int:
             run(f"{n} processes x 1 thread, vanilla", n, 1, "vanilla", args),
             run(f"{n} processes x 1 thread, vanilla in torch DDP", n, 1, "vanilla", args, ddp_wrapper=True)]
     from switokd.runinfo import machine_summary
+    machine = re.sub(r", \d+ torch threads", "", machine_summary(torch.device("cpu")))
     cmd = "python benchmarks/ddp_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
     lines = ["# Training throughput: one process against several", "", f"- command: `{cmd}`",
-             f"- machine: {re.sub(r', \d+ torch threads', '', machine_summary(torch.device('cpu')))} (threads: per variant)",
+             f"- machine: {machine} (threads: per variant)",
              f"- date: {time.strftime('%Y-%m-%d')}",
              f"- precision: {', '.join(sorted({r['precision'] for r in rows}))}",
              f"- default pair (WRN-16-2 teacher, WRN-16-1 student), Fashion-MNIST 1x28x28, batch {args.batch} per process, "
