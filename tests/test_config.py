@@ -98,3 +98,113 @@ def test_force_mode_is_for_switokd_only(tmp_path):
         build_method(C.load_config(None, ["method.name=dml", "method.force_mode=expert"]))
     with pytest.raises(C.ConfigError, match="'method.name'"):
         build_method(C.load_config(None, ["method.name=dmll"]))
+
+
+# Each bad input and the exact one-line error it gets: the key at fault and what was expected.
+BAD_OVERRIDES = [
+    ("train.epochs=abc", "config key 'train.epochs': expected int, got 'abc' (str)"),
+    ("train.epochs=true", "config key 'train.epochs': expected int, got True (bool)"),
+    ("method.tau=abc", "config key 'method.tau': expected float, got 'abc' (str)"),
+    ("train.epochs=null", "config key 'train.epochs': expected int, got None (NoneType)"),
+    ("networks.0.milestones=[1, x]", "config key 'networks.0.milestones[1]': expected int, got 'x' (str)"),
+    ("networks.0.milestones=5", "config key 'networks.0.milestones': expected a list, got 5 (int)"),
+    ("train=5", "config section 'train': expected a mapping, got int"),
+    ("data=[1]", "config section 'data': expected a mapping, got list"),
+    ("networks.2.lr=0.1", "override 'networks.2.lr': no entry '2' in networks (names: ['teacher', 'student'])"),
+    ("networks.nosuch.lr=0.1", "override 'networks.nosuch.lr': no entry 'nosuch' in networks (names: ['teacher', 'student'])"),
+    ("train.epochs.x=1", "override 'train.epochs.x': train.epochs is not a section"),
+    ("train.nosuch=1", "unknown config key 'train.nosuch' (valid keys here: batch_size, channels_last, checkpoint_every, "
+     "checkpoint_every_s, device, drop_last, epochs, eval_batch_size, eval_every, log_interval, out_dir, precision, "
+     "progress, progress_interval_s, run_name, scale_lr, seed, sync_bn, threads)"),
+    ("preset=3T3S", "config key 'preset': '3T3S' is not one of 1T1S, 2T1S, 1T2S"),
+    ("method.kdcl_ensemble=median", "config key 'method.kdcl_ensemble': 'median' is not one of minlogit, mean"),
+    ("method.force_mode=paused", "config key 'method.force_mode': 'paused' is not one of learning, expert"),
+    ("train.eval_batch_size=0", "config key 'train.eval_batch_size': must be >= 1, got 0"),
+    ("train.log_interval=0", "config key 'train.log_interval': must be >= 1, got 0"),
+    ("train.eval_every=0", "config key 'train.eval_every': must be >= 1, got 0"),
+    ("networks=[]", "config key 'networks': at least one network is needed"),
+    ("networks={}", "config key 'networks': expected a list of mappings"),
+    ("networks=[5]", "config section 'networks.0': expected a mapping, got int"),
+    ("method.tau=0", "config key 'method.tau': must be > 0, got 0.0"),
+    ("networks.0.lr=-1", "config key 'networks.teacher.lr': must be >= 0, got -1.0"),
+    ("networks.0.name=a b", "config key 'networks.0.name': 'a b' must be letters, digits, '_' or '-'"),
+]
+
+
+@pytest.mark.parametrize("override,message", BAD_OVERRIDES, ids=[o for o, _ in BAD_OVERRIDES])
+def test_bad_override_gets_its_exact_message(override, message):
+    with pytest.raises(C.ConfigError) as e:
+        C.load_config(None, [override])
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("text,message", [
+    ("- 1\n- 2\n", "config file {path}: expected a mapping at the top level"),
+    ("networks: {}\n", "{path}: 'networks' must be a non-empty list of mappings"),
+    ("networks: []\n", "{path}: 'networks' must be a non-empty list of mappings"),
+    ("networks: [5]\n", "{path}: networks[0] must be a mapping"),
+    ("train: 5\n", "config section 'train': expected a mapping, got int"),
+])
+def test_bad_file_gets_its_exact_message(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(C.ConfigError) as e:
+        C.load_config(path)
+    assert str(e.value) == message.format(path=path)
+
+
+def test_other_config_errors_exact():
+    with pytest.raises(C.ConfigError) as e:
+        C.load_config(None).network("zz")
+    assert str(e.value) == "no network named 'zz'; networks are ['teacher', 'student']"
+    with pytest.raises(C.ConfigError) as e:
+        C.from_dict([1])
+    assert str(e.value) == "config section '<top>': expected a mapping, got list"
+
+
+def test_edge_values_that_are_valid():
+    cfg = C.load_config(None, ["train.epochs=3.0", "method.tau=0.5", "networks.0.lr=0", "networks.0.name=my_net-1",
+                               "method.kdcl_ensemble=mean", "method.force_mode=learning", "method.tau=null",
+                               "train.run_name=a=b", "networks.1={name: s2, model: wrn16_1, role: student}"])
+    assert cfg.train.epochs == 3 and isinstance(cfg.train.epochs, int)
+    assert (cfg.method.tau, cfg.networks[0].lr, cfg.networks[0].name) == (None, 0.0, "my_net-1")
+    assert (cfg.method.kdcl_ensemble, cfg.method.force_mode, cfg.train.run_name) == ("mean", "learning", "a=b")
+    assert (cfg.networks[1].name, cfg.networks[1].model, cfg.networks[1].lr) == ("s2", "wrn16_1", 0.1)  # defaults filled
+
+
+@pytest.mark.parametrize("preset,nets", [
+    ("1T1S", [("teacher", "wrn16_2", "teacher"), ("student", "wrn16_1", "student")]),
+    ("2T1S", [("teacher1", "wrn16_10", "teacher"), ("teacher2", "wrn16_2", "teacher"), ("student", "mobilenet", "student")]),
+    ("1T2S", [("teacher", "wrn16_10", "teacher"), ("student1", "wrn16_2", "student"), ("student2", "mobilenet", "student")]),
+])
+def test_presets_fill_the_networks_unless_the_file_has_its_own(tmp_path, preset, nets):
+    for cfg in (C.load_config(None, [f"preset={preset}"]), C.load_config(None, [f" preset = {preset}"])):
+        assert [(n.name, n.model, n.role) for n in cfg.networks] == nets
+    path = tmp_path / "c.yaml"
+    path.write_text(f"preset: {preset}\n")
+    assert [(n.name, n.model, n.role) for n in C.load_config(path).networks] == nets
+    own = "networks:\n  - {name: a, model: resnet20, role: teacher}\n  - {name: b, model: wrn16_1, role: student}\n"
+    path.write_text(f"preset: {preset}\n" + own)
+    assert [n.name for n in C.load_config(path).networks] == ["a", "b"]
+    path.write_text(own)
+    assert [n.name for n in C.load_config(path, ["train.epochs=2"]).networks] == ["a", "b"]
+
+
+def test_loading_never_shares_state_between_configs(tmp_path):
+    """Configs are independent: changing one changes neither the presets nor a later load."""
+    a = C.load_config(None)
+    a.networks[0].lr, a.networks[0].milestones[0] = 99.0, 7
+    b = C.load_config(None, ["preset=1T1S"])
+    assert b.networks[0].lr == 0.1 and b.networks[0].milestones[0] == 100
+    path = tmp_path / "c.yaml"
+    path.write_text("networks:\n  - {name: a, model: resnet20, role: teacher, milestones: [1, 2]}\n"
+                    "  - {name: b, model: wrn16_1, role: student}\n")
+    c = C.load_config(path)
+    c.networks[0].milestones.append(3)
+    assert C.load_config(path).networks[0].milestones == [1, 2]
+
+
+def test_saved_config_keeps_the_dataclass_order(tmp_path):
+    C.dump_yaml(C.load_config(None), tmp_path / "c.yaml")
+    top = [ln.split(":")[0] for ln in (tmp_path / "c.yaml").read_text().splitlines() if ln[:1].isalpha()]
+    assert top == ["preset", "data", "method", "train", "networks"]

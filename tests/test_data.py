@@ -203,16 +203,18 @@ def test_loader_reproducible_and_resumable(splits):
     assert torch.allclose(x, (splits.test_x.float() / 255 - 0.5) / 0.25, atol=1e-5)
 
 
-def test_training_batches_are_augmented_exactly_as_drawn_from_the_seed(splits):
-    """Each example's crop offset and flip come from (seed, epoch), in the epoch's order, and are really applied."""
-    seed, epoch, pad = 3, 2, 2
+@pytest.mark.parametrize("pad,hflip", [(2, True), (1, True), (1, False), (0, True)])
+def test_training_batches_are_augmented_exactly_as_drawn_from_the_seed(splits, pad, hflip):
+    """Each example's crop offset and flip come from (seed, epoch), in the epoch's order, and are really applied:
+    the order first, then the offsets (only with padding), then the flips (only with hflip)."""
+    seed, epoch = 3, 2
     ld = TensorLoader(splits.train_x, splits.train_y, 16, mean=(0.0,), std=(1 / 255,), train=True, crop_padding=pad,
-                      hflip=True, seed=seed)
+                      hflip=hflip, seed=seed)
     ld.set_epoch(epoch)
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = torch.randperm(64, generator=g)
-    offsets = torch.randint(0, 2 * pad + 1, (64, 2), generator=g)
-    flips = torch.rand(64, generator=g) < 0.5
+    offsets = torch.randint(0, 2 * pad + 1, (64, 2), generator=g) if pad else torch.full((64, 2), 0)
+    flips = torch.rand(64, generator=g) < 0.5 if hflip else torch.zeros(64, dtype=torch.bool)
     got = torch.cat([x for x, _ in ld]).round().to(torch.uint8)
     changed = 0
     for i in range(64):
@@ -223,8 +225,55 @@ def test_training_batches_are_augmented_exactly_as_drawn_from_the_seed(splits):
             want = want.flip(2)
         assert torch.equal(got[i], want), i
         changed += not torch.equal(want, img)
-    assert changed > 32 and 10 < int(flips.sum()) < 54 and len(set(map(tuple, offsets.tolist()))) > 10
+    assert changed > (32 if pad else 16)
+    if hflip:
+        assert 10 < int(flips.sum()) < 54
+    if pad:
+        assert len(set(map(tuple, offsets.tolist()))) > 2 * pad
     # Evaluation batches are not augmented.
     ev = TensorLoader(splits.train_x, splits.train_y, 64, mean=(0.0,), std=(1 / 255,), train=False, crop_padding=pad,
                       hflip=True)
     assert torch.equal(next(iter(ev))[0].round().to(torch.uint8), splits.train_x)
+
+
+def test_loader_defaults_augment_nothing_and_start_at_epoch_zero(splits):
+    """Defaults: no crop, no flip, seed 0, epoch 0, standard memory format; batch size 1 is allowed."""
+    ld = TensorLoader(splits.train_x, splits.train_y, 1, mean=(0.0,), std=(1 / 255,), train=True)
+    assert (ld.batch_size, ld.drop_last, ld.channels_last, ld.epoch, ld.seed) == (1, False, False, 0, 0)
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(0))
+    got = torch.cat([x for x, _ in ld]).round().to(torch.uint8)  # no set_epoch: epoch 0
+    assert torch.equal(got, splits.train_x[order])
+    with pytest.raises(ValueError) as e:
+        TensorLoader(splits.train_x, splits.train_y, 0, mean=(0.0,), std=(1.0,), train=True)
+    assert str(e.value) == "batch_size must be >= 1, got 0"
+
+
+def test_loader_channels_last():
+    from conftest import synthetic_splits
+    sp = synthetic_splits(chans=3)
+    for cl in (False, True):
+        ld = TensorLoader(sp.test_x, sp.test_y, 8, mean=sp.mean, std=sp.std, train=False, channels_last=cl)
+        x, _ = next(iter(ld))
+        assert x.is_contiguous(memory_format=torch.channels_last) is cl and x.is_contiguous() is not cl
+        ref = (sp.test_x[:8].float() / 255 - torch.tensor(sp.mean)[:, None, None]) / torch.tensor(sp.std)[:, None, None]
+        assert torch.allclose(x, ref, atol=1e-5)
+
+
+def test_random_crop_and_flip_follow_the_generator_exactly():
+    """random_crop and random_hflip draw (n, 2) offsets and n flips from the generator they are given."""
+    from switokd.data.transforms import Normalize, crop_at, flip_where
+    x = torch.arange(3 * 2 * 5 * 5, dtype=torch.uint8).reshape(3, 2, 5, 5)  # 3 images, 2 channels: n != C
+    for pad in (1, 2):
+        off = torch.randint(0, 2 * pad + 1, (3, 2), generator=torch.Generator().manual_seed(7))
+        assert torch.equal(random_crop(x, pad, torch.Generator().manual_seed(7)), crop_at(x, pad, off))
+        for i in range(3):
+            r, c = off[i].tolist()
+            assert torch.equal(crop_at(x, pad, off)[i], torch.nn.functional.pad(x[i], (pad,) * 4)[:, r:r + 5, c:c + 5])
+    assert torch.equal(crop_at(x, 0, torch.tensor([[1, 2], [0, 1], [2, 2]])), x)  # padding 0: no crop, whatever the offsets
+    for seed in range(4):
+        flips = torch.rand(3, generator=torch.Generator().manual_seed(seed)) < 0.5
+        assert torch.equal(random_hflip(x, torch.Generator().manual_seed(seed)), flip_where(x, flips))
+    assert not all(torch.equal(random_hflip(x, torch.Generator().manual_seed(s)), x.flip(3)) for s in range(4))
+    norm = Normalize((0.5, 0.25), (0.25, 0.5))  # the default device: the CPU
+    want = (x.float() / 255 - torch.tensor([0.5, 0.25])[:, None, None]) / torch.tensor([0.25, 0.5])[:, None, None]
+    assert torch.allclose(norm(x), want, atol=1e-6) and norm(x).dtype == torch.float32
