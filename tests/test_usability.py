@@ -252,3 +252,48 @@ def test_cli_model_from_working_directory(tmp_path):
                        timeout=300)
     assert r.returncode == 0, r.stderr
     assert "mynets:tiny_cnn" in r.stdout
+
+
+def test_resolve_device_on_cpu_and_with_mocked_cuda(monkeypatch):
+    """auto/cpu/cuda/cuda:N, each rank's own GPU under torchrun, and the errors, with CUDA mocked present or absent."""
+    from switokd.engine import resolve_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu", 3) == torch.device("cpu")
+    with pytest.raises(C.ConfigError) as e:
+        resolve_device("cuda")
+    assert str(e.value) == "config key 'train.device': 'cuda' but CUDA is not available; use train.device=cpu"
+    with pytest.raises(C.ConfigError) as e:
+        resolve_device("gpu0")
+    assert str(e.value) == "config key 'train.device': 'gpu0' is not a device (auto, cpu, cuda or cuda:N)"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("auto", 3) == torch.device("cuda", 1)  # local rank 3 of 2 GPUs per node
+    assert resolve_device("cuda", 0) == torch.device("cuda", 0)
+    assert resolve_device("cuda:1", 0) == torch.device("cuda", 1)  # an explicit index is kept
+    assert resolve_device("cuda") == torch.device("cuda")
+
+
+def test_autocast_only_where_a_low_precision_runs():
+    cpu = torch.device("cpu")
+    with Precision("fp32", cpu).autocast():
+        assert not torch.is_autocast_enabled("cpu")
+    with Precision("bf16", cpu).autocast():
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+def test_optimizer_and_schedules():
+    from switokd.engine import build_optimizer, lr_factor, set_lr
+    net = C.NetworkConfig(lr=0.2, momentum=0.9, nesterov=True, weight_decay=1e-4, schedule="cosine")
+    opt = build_optimizer(torch.nn.Linear(2, 2), net)
+    d = opt.defaults
+    assert (d["lr"], d["momentum"], d["nesterov"], d["weight_decay"], d["fused"]) == (0.2, 0.9, True, 1e-4, True)
+    assert not build_optimizer(torch.nn.Linear(2, 2), C.NetworkConfig(momentum=0.0, nesterov=True)).defaults["nesterov"]
+    # Cosine reaches 0 at the last batch and stays there if a run goes on (resumed with more epochs).
+    assert lr_factor(net, 0, 10, 2) == 1.0 and lr_factor(net, 10, 10, 2) == pytest.approx(0.5)
+    assert lr_factor(net, 20, 10, 2) == pytest.approx(0.0, abs=1e-12) and lr_factor(net, 30, 10, 2) == pytest.approx(0.0, abs=1e-12)
+    assert set_lr(opt, net, 10, 10, 2) == pytest.approx(0.1) and opt.param_groups[0]["lr"] == pytest.approx(0.1)
+    assert set_lr(opt, net, 10, 10, 2, scale=4.0) == pytest.approx(0.4)
+    ms = C.NetworkConfig(lr=1.0, schedule="multistep", milestones=[1, 3], gamma=0.1)
+    assert [lr_factor(ms, s, 10, 5) for s in (0, 9, 10, 29, 30)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+    assert lr_factor(C.NetworkConfig(schedule="constant"), 99, 10, 5) == 1.0
