@@ -113,6 +113,7 @@ BAD_OVERRIDES = [
     ("networks.2.lr=0.1", "override 'networks.2.lr': no entry '2' in networks (names: ['teacher', 'student'])"),
     ("networks.nosuch.lr=0.1", "override 'networks.nosuch.lr': no entry 'nosuch' in networks (names: ['teacher', 'student'])"),
     ("train.epochs.x=1", "override 'train.epochs.x': train.epochs is not a section"),
+    ("networks.0.milestones.7=1", "override 'networks.0.milestones.7': no entry '7' in networks.0.milestones (names: [])"),
     ("train.nosuch=1", "unknown config key 'train.nosuch' (valid keys here: batch_size, channels_last, checkpoint_every, "
      "checkpoint_every_s, device, drop_last, epochs, eval_batch_size, eval_every, log_interval, out_dir, precision, "
      "progress, progress_interval_s, run_name, scale_lr, seed, sync_bn, threads)"),
@@ -155,6 +156,9 @@ def test_bad_file_gets_its_exact_message(tmp_path, text, message):
 
 def test_other_config_errors_exact():
     with pytest.raises(C.ConfigError) as e:
+        C.validate(C.Config(preset="3T3S"))
+    assert str(e.value) == "config key 'preset': '3T3S' is not one of 1T1S, 2T1S, 1T2S"
+    with pytest.raises(C.ConfigError) as e:
         C.load_config(None).network("zz")
     assert str(e.value) == "no network named 'zz'; networks are ['teacher', 'student']"
     with pytest.raises(C.ConfigError) as e:
@@ -163,7 +167,8 @@ def test_other_config_errors_exact():
 
 
 def test_edge_values_that_are_valid():
-    cfg = C.load_config(None, ["train.epochs=3.0", "method.tau=0.5", "networks.0.lr=0", "networks.0.name=my_net-1",
+    assert C.load_config(None, ["method.tau=0.5"]).method.tau == 0.5
+    cfg = C.load_config(None, ["train.epochs=3.0", "networks.0.lr=0", "networks.0.name=my_net-1",
                                "method.kdcl_ensemble=mean", "method.force_mode=learning", "method.tau=null",
                                "train.run_name=a=b", "networks.1={name: s2, model: wrn16_1, role: student}"])
     assert cfg.train.epochs == 3 and isinstance(cfg.train.epochs, int)
@@ -202,6 +207,17 @@ def test_loading_never_shares_state_between_configs(tmp_path):
     c = C.load_config(path)
     c.networks[0].milestones.append(3)
     assert C.load_config(path).networks[0].milestones == [1, 2]
+
+
+def test_defaults_and_merges_are_copies():
+    a = C.Config()
+    a.networks[0].lr = 99.0
+    assert C.Config().networks[0].lr == 0.1 and C.PRESETS["1T1S"][0].lr == 0.1
+    base, top = {"a": {"b": [1]}, "k": 1}, {"c": {"d": [2]}, "k": 2}
+    out = C._merge(base, top)
+    assert out == {"a": {"b": [1]}, "k": 2, "c": {"d": [2]}}
+    out["a"]["b"].append(9), out["c"]["d"].append(9)
+    assert base == {"a": {"b": [1]}, "k": 1} and top == {"c": {"d": [2]}, "k": 2}
 
 
 def test_saved_config_keeps_the_dataclass_order(tmp_path):

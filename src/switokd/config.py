@@ -146,7 +146,7 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
                 return _check_type(value, a, key)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"config key {key!r}: None is not allowed")
+        raise ConfigError(errors[0])  # every non-None member of the union refused the value
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key {key!r}: expected a list, got {value!r} ({type(value).__name__})")
@@ -302,10 +302,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"config key 'preset': {preset!r} is not one of {', '.join(PRESETS)}")
         if not user_networks:
             tree["networks"] = [dataclasses.asdict(n) for n in PRESETS[preset]]
-    nets = tree.get("networks")
-    if not isinstance(nets, list):
-        raise ConfigError(f"config key 'networks': expected a list of mappings, got {nets!r}")
-    tree["networks"] = [_merge(dataclasses.asdict(NetworkConfig()), n) if isinstance(n, dict) else n for n in nets]
+    # Every entry is a mapping here (the defaults, a preset, or the YAML list checked above).
+    tree["networks"] = [_merge(dataclasses.asdict(NetworkConfig()), n) for n in tree["networks"]]
     for o in rest:
         apply_override(tree, o)
     return from_dict(tree)
