@@ -71,7 +71,7 @@ def test_cpu_flags_fallback(monkeypatch, tmp_path):
 @pytest.mark.parametrize("cuda_bf16,expect", [(True, "bf16"), (False, "fp32")])
 def test_auto_on_cuda(monkeypatch, cuda_bf16, expect):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d: "Fake GPU" if d == torch.device("cuda") else f"asked for {d}")
     name, why = resolve_precision("auto", torch.device("cuda"))
     assert name == expect and "Fake GPU" in why
 
@@ -297,3 +297,50 @@ def test_optimizer_and_schedules():
     ms = C.NetworkConfig(lr=1.0, schedule="multistep", milestones=[1, 3], gamma=0.1)
     assert [lr_factor(ms, s, 10, 5) for s in (0, 9, 10, 29, 30)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
     assert lr_factor(C.NetworkConfig(schedule="constant"), 99, 10, 5) == 1.0
+
+
+@pytest.mark.parametrize("caps,expect", [
+    ({"amx_bf16": True, "avx512_bf16": True}, (True, "amx_bf16+avx512_bf16")),
+    ({"bf16": True, "neon": True}, (True, "bf16")),  # Arm
+    ({"sve_bf16": True}, (True, "sve_bf16")),
+    ({"avx512_f": True, "avx2": True}, (False, "avx512_f")),
+    ({"avx512f": True}, (False, "avx512f")),
+    ({"neon": True}, (False, "neon")),
+    ({"asimd": True}, (False, "asimd")),
+    ({}, (False, "no SIMD flags found")),
+])
+def test_cpu_capability_names(monkeypatch, caps, expect):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
+    assert engine.cpu_native_bf16() == expect
+
+
+@pytest.mark.parametrize("cpuinfo,expect", [
+    ("processor\t: 0\nFeatures\t: fp asimd bf16\n", (True, "bf16")),  # Arm's /proc/cpuinfo says Features
+    ("processor\t: 0\nmodel name\t: something\n", (False, "no SIMD flags found")),  # no flags line at all
+    (None, (False, "no SIMD flags found")),  # no /proc/cpuinfo
+])
+def test_cpu_flags_fallback_other_layouts(monkeypatch, tmp_path, cpuinfo, expect):
+    def missing():
+        raise AttributeError("no get_capabilities in this torch")
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", missing)
+    info = tmp_path / "cpuinfo"
+    if cpuinfo is not None:
+        info.write_text(cpuinfo)
+    real_path = engine.Path
+    monkeypatch.setattr(engine, "Path", lambda p: info if p == "/proc/cpuinfo" else real_path(p))
+    assert engine.cpu_native_bf16() == expect
+
+
+def test_precision_reasons_exact(monkeypatch):
+    fake_caps(monkeypatch)  # AVX2 only
+    assert resolve_precision("fp32", CPU) == ("fp32", "set by train.precision")
+    with pytest.warns(RuntimeWarning) as w:
+        assert resolve_precision("bf16", CPU) == ("bf16", "set by train.precision; emulated on this CPU (avx2): slow")
+    assert str(w[0].message) == ("train.precision=bf16 on a CPU without native bf16 (avx2): bf16 is emulated and can be "
+                                 "10x slower than fp32 here. Use train.precision=auto or fp32.")
+    mps = torch.device("mps")
+    assert resolve_precision("auto", mps) == ("fp32", "auto: fp32 on mps")
+    assert resolve_precision("bf16", mps) == ("bf16", "set by train.precision")
+    p = Precision("fp32", CPU)
+    assert (p.requested, p.name, p.dtype, p.device_type, p.scaler.is_enabled()) == ("fp32", "fp32", None, "cpu", False)
