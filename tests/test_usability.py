@@ -344,3 +344,23 @@ def test_precision_reasons_exact(monkeypatch):
     assert resolve_precision("bf16", mps) == ("bf16", "set by train.precision")
     p = Precision("fp32", CPU)
     assert (p.requested, p.name, p.dtype, p.device_type, p.scaler.is_enabled()) == ("fp32", "fp32", None, "cpu", False)
+
+
+def test_fp16_on_cpu_autocasts_to_fp16_with_an_active_cpu_scaler():
+    p = Precision("fp16", CPU)
+    assert p.scaler.is_enabled()
+    with p.autocast():
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.float16
+
+
+def test_emulated_bf16_warning_points_at_the_caller(monkeypatch):
+    fake_caps(monkeypatch)
+    with pytest.warns(RuntimeWarning) as w:
+        resolve_precision("bf16", CPU)
+    assert w[0].filename == __file__
+
+
+def test_explicit_precision_on_cuda_is_kept(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
+    assert resolve_precision("fp16", torch.device("cuda")) == ("fp16", "set by train.precision")
