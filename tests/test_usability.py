@@ -53,21 +53,6 @@ def test_explicit_bf16_on_emulating_cpu_warns_but_runs(monkeypatch):
         assert Precision("bf16", CPU).name == "bf16"
 
 
-def test_cpu_flags_fallback(monkeypatch, tmp_path):
-    """Without torch's capability query, the kernel's CPU flags decide."""
-    def missing():
-        raise AttributeError("no get_capabilities in this torch")
-
-    monkeypatch.setattr(torch.cpu, "get_capabilities", missing)
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
-    real_path = engine.Path
-    monkeypatch.setattr(engine, "Path", lambda p: info if p == "/proc/cpuinfo" else real_path(p))
-    assert engine.cpu_native_bf16() == (True, "avx512_bf16")
-    info.write_text("flags\t\t: fpu sse2 avx2\n")
-    assert engine.cpu_native_bf16() == (False, "avx2")
-
-
 @pytest.mark.parametrize("cuda_bf16,expect", [(True, "bf16"), (False, "fp32")])
 def test_auto_on_cuda(monkeypatch, cuda_bf16, expect):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
@@ -315,11 +300,14 @@ def test_cpu_capability_names(monkeypatch, caps, expect):
 
 
 @pytest.mark.parametrize("cpuinfo,expect", [
+    ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n", (True, "avx512_bf16")),
+    ("flags\t\t: fpu sse2 avx2\n", (False, "avx2")),
     ("processor\t: 0\nFeatures\t: fp asimd bf16\n", (True, "bf16")),  # Arm's /proc/cpuinfo says Features
     ("processor\t: 0\nmodel name\t: something\n", (False, "no SIMD flags found")),  # no flags line at all
     (None, (False, "no SIMD flags found")),  # no /proc/cpuinfo
 ])
-def test_cpu_flags_fallback_other_layouts(monkeypatch, tmp_path, cpuinfo, expect):
+def test_cpu_flags_fallback(monkeypatch, tmp_path, cpuinfo, expect):
+    """Without torch's capability query, the kernel's CPU flags decide."""
     def missing():
         raise AttributeError("no get_capabilities in this torch")
 
