@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
-from switokd.sweep import mean_std
+from switokd.sweep import group_by_method, mean_std, network_share, verdict
 
 METHODS = ["vanilla", "kd", "dml", "kdcl", "switokd"]
 SETTINGS = {  # experiment folder: what it is (benchmarks/evidence.sh has the sizes and commands)
@@ -33,10 +32,7 @@ def rows(root: Path) -> list[str]:
         path = root / exp / "results.json"
         if not path.is_file():
             continue
-        reports = json.loads(path.read_text())
-        by: dict[str, list[dict]] = {}
-        for r in reports:
-            by.setdefault(r["method"], []).append(r)
+        by = group_by_method(json.loads(path.read_text()))
         ours = by.get("switokd", [])
         if not ours:
             continue
@@ -45,16 +41,13 @@ def rows(root: Path) -> list[str]:
             acc = {m: mean_std([r["networks"][net]["last_acc"] for r in runs]) for m, runs in by.items()
                    if net in runs[0]["networks"]}
             cells = [f"{acc[m][0]:.2f} ± {acc[m][1]:.2f}" if m in acc else "" for m in METHODS]
-            expert = [statistics.fmean(v for k, v in r["expert_share"].items() if k.endswith("->" + net))
-                      for r in ours if any(k.endswith("->" + net) for k in r.get("expert_share", {}))]
-            share = "{:.1f} ± {:.1f}%".format(*[100 * x for x in mean_std(expert)]) if expert else "-"
+            share = network_share(ours, "expert_share", lambda p: p.endswith("->" + net))
+            share = share + "%" if share != "-" else share
             others = {m: a for m, a in acc.items() if m != "switokd"}
             best = max(others, key=lambda m: others[m][0])
-            d, spread = acc["switokd"][0] - others[best][0], max(acc["switokd"][1], others[best][1])
-            verdict = "tie" if abs(d) <= spread else ("ahead" if d > 0 else "behind")
-            seeds = len(ours)
-            out.append(f"| ({exp}) | {setting}, {seeds} seeds | {net} | " + " | ".join(cells)
-                       + f" | {share} | {verdict} ({d:+.2f} vs {best}) |")
+            d = acc["switokd"][0] - others[best][0]
+            out.append(f"| ({exp}) | {setting}, {len(ours)} seeds | {net} | " + " | ".join(cells)
+                       + f" | {share} | {verdict(acc['switokd'], others[best])} ({d:+.2f} vs {best}) |")
     return out
 
 

@@ -121,19 +121,31 @@ def fmt(values: Sequence[float], digits: int = 2, scale: float = 1.0) -> str:
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
-def results_table(reports: Sequence[dict[str, Any]]) -> str:
-    """Markdown: per method and network, mean ± std over seeds of last/best accuracy, shares and time."""
+def group_by_method(reports: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The runs' reports per method, in the order the methods first appear."""
     by_method: dict[str, list[dict[str, Any]]] = {}
     for r in reports:
         by_method.setdefault(r["method"], []).append(r)
+    return by_method
+
+
+def verdict(ours: tuple[float, float], theirs: tuple[float, float]) -> str:
+    """'tie', 'ahead' or 'behind' for two (mean, std): a difference within the larger std is a tie."""
+    d = ours[0] - theirs[0]
+    return "tie" if abs(d) <= max(ours[1], theirs[1]) else ("ahead" if d > 0 else "behind")
+
+
+def results_table(reports: Sequence[dict[str, Any]]) -> str:
+    """Markdown: per method and network, mean ± std over seeds of last/best accuracy, shares and time."""
+    by_method = group_by_method(reports)
     rows = ["| method | network | model | seeds | last-epoch acc (%) | best-epoch acc (%) | expert share (%) | "
             "paused share (%) | wall time (s) |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for method, runs in by_method.items():
         for net, info in runs[0]["networks"].items():
             last = [r["networks"][net]["last_acc"] for r in runs]
             best = [r["networks"][net]["best_acc"] for r in runs]
-            expert = _share(runs, "expert_share", lambda p: p.split("->")[info["role"] == "student"] == net)
-            paused = _share(runs, "paused_share", lambda t: t == net)
+            expert = network_share(runs, "expert_share", lambda p: p.split("->")[info["role"] == "student"] == net)
+            paused = network_share(runs, "paused_share", lambda t: t == net)
             wall = [r.get("wall_time_s", r["train_time_s"]) for r in runs]
             rows.append(f"| {method} | {net} | {info['model']} | {len(runs)} | {fmt(last)} | {fmt(best)} | "
                         f"{expert} | {paused} | {fmt(wall, 0)} |")
@@ -144,9 +156,7 @@ def comparison_table(reports: Sequence[dict[str, Any]]) -> str:
     """SwitOKD's students against each other method's: difference of the mean last-epoch accuracy, and a verdict.
 
     A difference within one standard deviation (the larger of the two methods') is a tie."""
-    by_method: dict[str, list[dict[str, Any]]] = {}
-    for r in reports:
-        by_method.setdefault(r["method"], []).append(r)
+    by_method = group_by_method(reports)
     if "switokd" not in by_method:
         return ""
     ours = by_method["switokd"]
@@ -158,13 +168,13 @@ def comparison_table(reports: Sequence[dict[str, Any]]) -> str:
             if method == "switokd" or net not in runs[0]["networks"]:
                 continue
             m2, s2 = mean_std([r["networks"][net]["last_acc"] for r in runs])
-            d, spread = m1 - m2, max(s1, s2)
-            verdict = "tie" if abs(d) <= spread else ("SwitOKD ahead" if d > 0 else "SwitOKD behind")
-            rows.append(f"| {net} | {m1:.2f} ± {s1:.2f} | {method} | {m2:.2f} ± {s2:.2f} | {d:+.2f} | {verdict} |")
+            v = verdict((m1, s1), (m2, s2))
+            rows.append(f"| {net} | {m1:.2f} ± {s1:.2f} | {method} | {m2:.2f} ± {s2:.2f} | {m1 - m2:+.2f} | "
+                        f"{v if v == 'tie' else 'SwitOKD ' + v} |")
     return "\n".join(rows)
 
 
-def _share(runs: Sequence[dict[str, Any]], key: str, mine: Callable[[str], bool]) -> str:
+def network_share(runs: Sequence[dict[str, Any]], key: str, mine: Callable[[str], bool]) -> str:
     """Mean ± std over seeds of the run-level share, averaged over this network's pairs; '-' if it has none."""
     vals = []
     for r in runs:
