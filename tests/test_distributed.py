@@ -226,17 +226,23 @@ def test_loader_shards_are_the_single_process_batch(splits):
         assert torch.equal(torch.cat([y0, y1]), y) and torch.equal(torch.cat([x0, x1]), x)
 
 
+def torchrun(launcher: list[str], tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """``torchrun LAUNCHER -m switokd train`` on a tiny MNIST-format folder; a crashing rank dumps its stacks."""
+    (tmp_path / "data").mkdir()
+    data = make_mnist_dir(tmp_path / "data", n_train=64, n_test=30)
+    env = dict(os.environ, PYTHONFAULTHANDLER="1")
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", *launcher, "-m", "switokd", "train",
+                           "--config", str(ROOT / "configs" / "fashion_mnist.yaml"), "data.name=mnist",
+                           f"data.dir={data}", "train.epochs=1", "train.batch_size=8",
+                           "networks.teacher.model=resnet20", f"train.out_dir={tmp_path}", "train.run_name=r",
+                           *overrides], capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+
+
 @pytest.mark.slow
 def test_torchrun_cli(tmp_path):
     """The user's command: torchrun --nproc_per_node=2 -m switokd train ..."""
-    (tmp_path / "data").mkdir()
-    data = make_mnist_dir(tmp_path / "data", n_train=64, n_test=30)
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
-                        str(free_port()), "-m", "switokd", "train", "--config", str(ROOT / "configs" / "fashion_mnist.yaml"),
-                        "data.name=mnist", f"data.dir={data}", "train.epochs=1", "train.batch_size=8",
-                        "networks.teacher.model=resnet20", f"train.out_dir={tmp_path}", "train.run_name=r",
-                        "train.progress_interval_s=0"], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = torchrun(["--nproc_per_node=2", "--master_port", str(free_port())], tmp_path, "train.progress_interval_s=0")
+    assert r.returncode == 0, r.stderr[-6000:]
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["epochs"] == 1 and load_training_checkpoint(tmp_path / "r" / "last.pt")["world_size"] == 2
     assert r.stderr.count("device     ") == 1  # the header comes from rank 0 only
@@ -247,13 +253,7 @@ def test_torchrun_cli(tmp_path):
 @pytest.mark.slow
 def test_torchrun_multinode_form(tmp_path):
     """The multi-node command line (--nnodes, c10d rendezvous at --rdzv-endpoint), here as one node of one."""
-    (tmp_path / "data").mkdir()
-    data = make_mnist_dir(tmp_path / "data", n_train=32, n_test=16)
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-                        "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}", "--rdzv-id=switokd-test",
-                        "-m", "switokd", "train", "--config", str(ROOT / "configs" / "fashion_mnist.yaml"),
-                        "data.name=mnist", f"data.dir={data}", "train.epochs=1", "train.batch_size=8",
-                        "networks.teacher.model=resnet20", f"train.out_dir={tmp_path}", "train.run_name=r",
-                        "train.progress=false"], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = torchrun(["--nnodes=1", "--nproc_per_node=2", "--rdzv-backend=c10d",
+                  f"--rdzv-endpoint=127.0.0.1:{free_port()}", "--rdzv-id=switokd-test"], tmp_path, "train.progress=false")
+    assert r.returncode == 0, r.stderr[-6000:]
     assert load_training_checkpoint(tmp_path / "r" / "last.pt")["world_size"] == 2
