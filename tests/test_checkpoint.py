@@ -113,8 +113,38 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path, good_run, capsys, damage)
     assert main(["eval", "--checkpoint", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(bad) in err and expect in err, err
-    with pytest.raises(CheckpointError, match=expect.split(" (")[0]):
+    with pytest.raises(CheckpointError, match=expect.split(" (")[0]) as e:
         Trainer.from_checkpoint(bad, data=None if damage not in ("wrong_shape", "other_networks") else _splits())
+    assert str(bad) in str(e.value)
+    if damage == "wrong_shape":  # the network at fault is named too
+        assert f"{bad}, network 'student': the weights do not fit" in str(e.value)
+
+
+def test_load_state_dict_errors_name_a_checkpoint_without_a_path(good_run, splits):
+    """Called from a user's own loop without ``path``, errors still say what they are about."""
+    ckpt = torch.load(good_run / "last.pt", weights_only=True)
+    tr = Trainer.from_checkpoint(good_run, data=splits)
+    ckpt["networks"]["ghost"] = ckpt["networks"].pop("student")
+    with pytest.raises(CheckpointError, match=r"^checkpoint: networks \['ghost', 'teacher'\] differ from"):
+        tr.load_state_dict(ckpt)
+    ckpt["networks"]["student"] = ckpt["networks"].pop("ghost")
+    ckpt["best"] = 3  # past the file-level checks: a state that does not fit the trainer
+    with pytest.raises(CheckpointError, match=r"^checkpoint: malformed training state \(TypeError: .*int"):
+        tr.load_state_dict(ckpt)
+
+
+def test_resume_with_another_process_count(tmp_path, good_run, splits):
+    """The rule: at an epoch's end any number of processes may resume (the step follows the new global batch);
+    in the middle of an epoch only the same number."""
+    ckpt = torch.load(good_run / "last.pt", weights_only=True)
+    ckpt["world_size"], ckpt["step"] = 2, 4  # 2 processes: half the single process's 8 steps in 2 epochs
+    torch.save(ckpt, tmp_path / "two.pt")
+    tr = Trainer.from_checkpoint(tmp_path / "two.pt", ["train.epochs=3"], data=splits)
+    assert (tr.epoch, tr.batch, tr.step) == (2, 0, 2 * len(tr.train_loader)) and len(tr.train_loader) == 4
+    ckpt["loader"]["batch"] = 1
+    torch.save(ckpt, tmp_path / "two_mid.pt")
+    with pytest.raises(CheckpointError, match="written by 2 process\\(es\\) in the middle of epoch 3; resume it with 2"):
+        Trainer.from_checkpoint(tmp_path / "two_mid.pt", ["train.epochs=3"], data=splits)
 
 
 def _splits():
@@ -135,6 +165,8 @@ def test_v1_checkpoint_still_loads(tmp_path, good_run, splits):
     torch.save(ckpt, old)
     tr = Trainer.from_checkpoint(old, ["train.epochs=3"], data=splits)
     assert tr.epoch == 2 and tr.batch == 0 and tr.step == ckpt["step"]
+    # No position or best score in v1: the epoch starts afresh and its student, whatever its accuracy, is best.pt.
+    assert (tr.epoch_time, tr.epoch_images, tr.best_score) == (0.0, 0, -1.0)
     assert tr.fit()["epochs"] == 3
 
 

@@ -79,8 +79,45 @@ def test_resume_matches_uninterrupted_run(tmp_path, splits):
 def test_resume_rejects_changing_the_run(tmp_path, splits):
     Trainer(tiny_config(tmp_path), data=splits).fit()
     from switokd.config import ConfigError
-    with pytest.raises(ConfigError, match="cannot change on --resume"):
+    with pytest.raises(ConfigError, match=r"'networks.student.lr' cannot change on --resume \(allowed: "
+                                          r"train.epochs, train.progress, "):
         Trainer.from_checkpoint(tmp_path / "run" / "last.pt", ["networks.student.lr=1.0"], data=splits)
+    # The key ends at the first '=': a value may hold more of them.
+    tr = Trainer.from_checkpoint(tmp_path / "run" / "last.pt", ["data.dir=/data/a=b"], data=splits)
+    assert tr.cfg.data.dir == "/data/a=b"
+    ck = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    ck["config"]["train"]["bogus"] = 1  # e.g. written by a newer version
+    torch.save(ck, tmp_path / "newer.pt")
+    with pytest.raises(CheckpointError, match=r"newer.pt: its config is not valid here \(.*bogus"):
+        Trainer.from_checkpoint(tmp_path / "newer.pt", data=splits)
+
+
+def test_resume_of_a_moved_run_continues_where_it_is(tmp_path, splits):
+    """A run directory copied elsewhere (another disk, another machine) resumes there, not at its old path."""
+    import shutil
+    Trainer(tiny_config(tmp_path / "old"), data=splits).fit()
+    moved = tmp_path / "new" / "run"
+    shutil.copytree(tmp_path / "old" / "run", moved)
+    tr = Trainer.from_checkpoint(moved, ["train.epochs=2"], data=splits)
+    assert tr.fit()["epochs"] == 2 and tr.run_dir == moved
+    assert len(read_jsonl(moved / "epochs.jsonl")) == 2 and len(read_jsonl(tmp_path / "old" / "run" / "epochs.jsonl")) == 1
+
+
+def test_lr_scale_multiplies_every_networks_rate(tmp_path, splits):
+    """``train.scale_lr`` under N processes sets lr_scale = N; every optimizer's rate is the schedule's times it."""
+    from switokd.engine import lr_factor
+    tr = Trainer(tiny_config(tmp_path, overrides=["networks.teacher.schedule=cosine"]), data=splits, writable=False)
+    tr.lr_scale, tr.step = 4.0, 2
+    tr._set_lrs()
+    for net in tr.networks.values():
+        assert net.optimizer.param_groups[0]["lr"] == pytest.approx(4.0 * net.cfg.lr * lr_factor(net.cfg, 2, 4, 1))
+
+
+def test_progress_lines_name_the_epoch(tmp_path, splits, capsys):
+    Trainer(tiny_config(tmp_path, overrides=["train.progress=true", "train.progress_interval_s=0", "train.epochs=2"]),
+            data=splits, writable=False).fit()
+    err = capsys.readouterr().err
+    assert "epoch 1/2 step 1/4 (25%)" in err and "epoch 2/2 step 4/4 (100%)" in err
 
 
 def test_existing_run_is_not_overwritten(tmp_path, splits):
@@ -169,6 +206,10 @@ def test_resume_across_a_milestone_and_mid_cosine_restores_everything(tmp_path, 
     monkeypatch.undo()
     res = Trainer.from_checkpoint(cut.run_dir, data=splits)
     assert (res.step, res.epoch, res.batch) == (19, 2, 3)
+    # The epoch's time and images so far, and the best student score (epoch 2's), carry over.
+    ck = torch.load(cut.run_dir / "last.pt", weights_only=True)
+    assert res.epoch_time == ck["loader"]["train_time_s"] > 0 and res.epoch_images == ck["loader"]["images"] == 24
+    assert res.best_score == ck["best_score"] == cut.best_score > 0
     # The restored state is the uninterrupted run's state at that step: learning rates included.
     res._set_lrs()
     from switokd.engine import lr_factor
@@ -267,3 +308,18 @@ def test_meter_groups_by_key_set():
     m.add({"a": torch.tensor(3.0)})  # a step where b was not computed (a paused network)
     assert m.read() == {"a": 2.0, "b": 2.0}
     assert m.read() == {}
+
+
+def test_load_state_dict_puts_running_sums_on_the_trainers_device(tmp_path, splits):
+    """The step and epoch sums restored mid-epoch live where training adds to them (a CUDA run's sums on CUDA).
+
+    This machine has no GPU: the "meta" device stands in for it, so that a restore left on the CPU shows."""
+    tr = Trainer(tiny_config(tmp_path), data=splits, writable=False)
+    tr.train_loader.set_epoch(0)
+    for _, (x, y) in zip(range(2), tr.train_loader):
+        tr.meters.record(tr.train_step(x, y))
+    state = tr.state_dict()
+    tr.device = torch.device("meta")
+    tr.load_state_dict(state)
+    sums = [t for m in (tr.meters.step, tr.meters.epoch) for t in m.sums.values()]
+    assert sums and all(t.device.type == "meta" for t in sums)
