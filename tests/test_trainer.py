@@ -118,6 +118,47 @@ def test_progress_lines_name_the_epoch(tmp_path, splits, capsys):
             data=splits, writable=False).fit()
     err = capsys.readouterr().err
     assert "epoch 1/2 step 1/4 (25%)" in err and "epoch 2/2 step 4/4 (100%)" in err
+    line = next(ln for ln in err.splitlines() if "epoch 2/2 step 4/4" in ln)
+    assert "loss teacher " in line and " student " in line and "expert teacher->student " in line, line
+
+
+@pytest.mark.parametrize("every", [["train.checkpoint_every=2"], ["train.checkpoint_every_s=1e-6"]])
+def test_checkpoints_inside_an_epoch_follow_the_schedule(tmp_path, splits, monkeypatch, every):
+    """Every 2 steps, or (a tiny interval in seconds) after every step; never at a batch that ends an epoch,
+    which fit() saves anyway."""
+    saved, real = [], Trainer.save_checkpoint
+
+    def save(self, *a, **k):
+        saved.append((self.epoch, self.batch))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save)
+    Trainer(tiny_config(tmp_path, overrides=["train.epochs=2", "train.checkpoint_every_s=0", *every]), data=splits).fit()
+    inside = [(0, 2), (1, 2)] if every[0].startswith("train.checkpoint_every=") else [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]
+    assert sorted(saved) == sorted(inside + [(1, 0), (2, 0)])  # fit() saves after each epoch (position reset)
+
+
+def test_epoch_time_adds_up_across_checkpoints_inside_it(tmp_path, splits, monkeypatch):
+    """The time spent writing checkpoints is left out, the rest of the epoch is summed (a fake clock, 1 s a read)."""
+    import itertools
+    import time
+    from types import SimpleNamespace
+    import switokd.trainer as trainer_mod
+    clock = itertools.count()
+    monkeypatch.setattr(trainer_mod, "time", SimpleNamespace(perf_counter=lambda: float(next(clock)),
+                                                              strftime=time.strftime))
+    seen, real = [], Trainer.save_checkpoint
+
+    def save(self, *a, **k):
+        seen.append(self.epoch_time)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save)
+    tr = Trainer(tiny_config(tmp_path, overrides=["train.checkpoint_every=1", "train.checkpoint_every_s=0"]), data=splits)
+    tr.fit()
+    inside = seen[:3]  # after batches 1, 2 and 3
+    assert inside == sorted(inside) and len(set(inside)) == 3 and inside[0] > 0, seen
+    assert tr.history[0]["train_time_s"] > inside[-1]
 
 
 def test_existing_run_is_not_overwritten(tmp_path, splits):
