@@ -60,6 +60,7 @@ def test_checkpoint_has_whole_state(tmp_path, splits):
         assert ck["networks"][n]["optimizer"]["state"]  # momentum buffers
     assert {"scaler", "rng", "switch_totals", "history", "best", "config"} <= set(ck)
     assert ck["switch_totals"]["steps"] == 4
+    assert ck["world_size"] == 1 and ck["loader"] == {"batch": 0, "train_time_s": 0.0, "images": 0}  # an epoch's end
 
 
 def test_resume_matches_uninterrupted_run(tmp_path, splits):
@@ -156,9 +157,17 @@ def test_epoch_time_adds_up_across_checkpoints_inside_it(tmp_path, splits, monke
     monkeypatch.setattr(Trainer, "save_checkpoint", save)
     tr = Trainer(tiny_config(tmp_path, overrides=["train.checkpoint_every=1", "train.checkpoint_every_s=0"]), data=splits)
     tr.fit()
-    inside = seen[:3]  # after batches 1, 2 and 3
-    assert inside == sorted(inside) and len(set(inside)) == 3 and inside[0] > 0, seen
-    assert tr.history[0]["train_time_s"] > inside[-1]
+    # The clock is read once before the loop, then twice at each checkpoint (stop, restart): one second a batch.
+    assert seen[:3] == [1.0, 2.0, 3.0], seen  # after batches 1, 2 and 3
+    assert tr.history[0]["train_time_s"] == 4.0 and tr.history[0]["steps"] == 4
+
+
+def test_epoch_means_are_reduced_over_ranks(tmp_path, splits):
+    """The epoch's losses go through the ranks' mean (here a stand-in reduction that zeroes them)."""
+    tr = Trainer(tiny_config(tmp_path, overrides=["train.log_interval=100"]), data=splits, writable=False)
+    tr.dist.mean = lambda t: t.mul_(0)
+    summary = tr.train_epoch()
+    assert summary["train"]["loss"]["student"]["loss"] == 0.0 and summary["steps"] == 4
 
 
 def test_existing_run_is_not_overwritten(tmp_path, splits):
@@ -364,3 +373,23 @@ def test_load_state_dict_puts_running_sums_on_the_trainers_device(tmp_path, spli
     tr.load_state_dict(state)
     sums = [t for m in (tr.meters.step, tr.meters.epoch) for t in m.sums.values()]
     assert sums and all(t.device.type == "meta" for t in sums)
+
+
+def test_best_epochs_and_best_checkpoint_score(tmp_path, splits):
+    """Each network's best epoch moves only on a strictly better accuracy; best.pt follows the students' mean."""
+    from test_cohort import nets
+    tr = Trainer(tiny_config(tmp_path, networks=nets(("t", "wrn16_1", "teacher"), ("s1", "resnet20", "student"),
+                                                     ("s2", "wrn16_1", "student"))), data=splits, writable=False)
+    acc = lambda t, s1, s2: {"t": {"acc": t}, "s1": {"acc": s1}, "s2": {"acc": s2}}
+    tr.epoch = 1
+    assert tr._update_best(acc(0.0, 40.0, 50.0)) is True and tr.best_score == 45.0  # the students' mean
+    assert tr.best == {"t": {"acc": 0.0, "epoch": 1}, "s1": {"acc": 40.0, "epoch": 1}, "s2": {"acc": 50.0, "epoch": 1}}
+    tr.epoch = 2
+    assert tr._update_best(acc(0.0, 40.0, 50.0)) is False  # a tie is not better
+    tr.epoch = 3
+    assert tr._update_best(acc(60.0, 30.0, 59.0)) is False and tr.best_score == 45.0  # mean 44.5
+    assert tr.best == {"t": {"acc": 60.0, "epoch": 3}, "s1": {"acc": 40.0, "epoch": 1}, "s2": {"acc": 59.0, "epoch": 3}}
+    # Without students (networks that all teach), every network counts.
+    peers = Trainer(tiny_config(tmp_path, method="dml", networks=nets(("a", "wrn16_1", "teacher"), ("b", "resnet20", "teacher"))),
+                    data=splits, writable=False)
+    assert peers._update_best({"a": {"acc": 20.0}, "b": {"acc": 30.0}}) is True and peers.best_score == 25.0
