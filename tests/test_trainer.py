@@ -48,6 +48,11 @@ def test_fit_writes_run_files(tmp_path, splits):
     assert "student" in row["loss"] and ("teacher" in row["loss"]) == (not all(modes[:2]))
     assert report["networks"]["student"]["last_acc"] == epochs[-1]["test"]["student"]["acc"]
     assert report["networks"]["teacher"]["best_acc"] == max(e["test"]["teacher"]["acc"] for e in epochs)
+    best = load_checkpoint(run / "best.pt")  # a whole checkpoint, at the end of the students' best epoch
+    assert best["step"] == 4 * best["best"]["student"]["epoch"] and best["loader"]["batch"] == 0
+    assert best["data"] == {"name": tr.data.name, "classes": list(tr.data.class_names), "mean": list(tr.data.mean),
+                            "std": list(tr.data.std), "in_chans": tr.data.in_chans, "image_size": tr.data.image_size,
+                            "num_classes": tr.data.num_classes}
 
 
 def test_checkpoint_has_whole_state(tmp_path, splits):
@@ -393,3 +398,39 @@ def test_best_epochs_and_best_checkpoint_score(tmp_path, splits):
     peers = Trainer(tiny_config(tmp_path, method="dml", networks=nets(("a", "wrn16_1", "teacher"), ("b", "resnet20", "teacher"))),
                     data=splits, writable=False)
     assert peers._update_best({"a": {"acc": 20.0}, "b": {"acc": 30.0}}) is True and peers.best_score == 25.0
+
+
+def test_frozen_networks_build_no_graph(tmp_path, splits):
+    """KD's trained teacher runs under no_grad: no autograd graph is kept for it."""
+    van = Trainer(tiny_config(tmp_path / "v", method="vanilla"), data=splits)
+    van.fit()
+    kd = Trainer(tiny_config(tmp_path / "k", method="kd", overrides=[f"networks.teacher.checkpoint={van.run_dir / 'last.pt'}"]),
+                 data=splits, writable=False)
+    kd.train_loader.set_epoch(0)
+    logits = kd.forward(next(iter(kd.train_loader))[0])
+    assert not logits["teacher"].requires_grad and logits["student"].requires_grad
+
+
+def test_save_checkpoint_syncs_checks_and_writes_only_last(tmp_path, splits):
+    """A plain save writes last.pt only; it first averages the ranks' state (unless already done), and refuses
+    non-finite weights without touching the file."""
+    run = tmp_path / "r"
+    run.mkdir()
+    tr = Trainer(tiny_config(tmp_path), data=splits, run_dir=run)
+    synced = []
+    tr.dist.world_size = 2  # stand-ins for the collectives of a 2-process job
+    tr.dist.average_buffers = lambda m: synced.append("bn")
+    tr.dist.mean = lambda t: synced.append("sum") or t
+    assert tr.save_checkpoint() == run / "last.pt" and not (run / "best.pt").exists()
+    assert synced.count("bn") == 2  # each network's BatchNorm statistics
+    synced.clear()
+    tr.save_checkpoint(best=True, synced=True)
+    assert synced == [] and (run / "best.pt").exists()
+    good = (run / "last.pt").read_bytes()
+    tr.step = 7
+    with torch.no_grad():
+        next(tr.networks["student"].model.parameters()).fill_(float("inf"))
+    with pytest.raises(TrainingDiverged, match=rf"networks \['student'\] have non-finite parameters at step 7; "
+                                               rf"the last good checkpoint in {run} is kept"):
+        tr.save_checkpoint()
+    assert (run / "last.pt").read_bytes() == good
