@@ -290,3 +290,15 @@ def test_eval_of_a_kd_run_needs_no_teacher_source(tmp_path, mnist_dir, capsys):
     assert main(["eval", "--checkpoint", str(tmp_path / "k" / "last.pt"), "--json"]) == 0
     import json
     assert set(json.loads(capsys.readouterr().out.strip().splitlines()[-1])) == {"teacher", "student"}
+
+
+@pytest.mark.parametrize("batch_size", [16, 64])  # 4 batches an epoch, and 1
+def test_resume_position_must_lie_inside_the_epoch(tmp_path, splits, batch_size):
+    tr = Trainer(tiny_config(tmp_path, overrides=[f"train.batch_size={batch_size}"]), data=splits)
+    tr.fit()
+    ckpt = torch.load(tr.run_dir / "last.pt", weights_only=True)
+    ckpt["loader"]["batch"] = len(tr.train_loader)  # one past the last batch
+    torch.save(ckpt, tmp_path / "past.pt")
+    with pytest.raises(CheckpointError, match=rf"past.pt: its position \(batch {len(tr.train_loader)}\) is outside "
+                                              rf"this data set's {len(tr.train_loader)} batches per epoch"):
+        Trainer.from_checkpoint(tmp_path / "past.pt", ["train.epochs=2"], data=splits)

@@ -29,7 +29,8 @@ def test_fit_writes_run_files(tmp_path, splits):
     epochs = read_jsonl(run / "epochs.jsonl")
     assert [e["epoch"] for e in epochs] == [1, 2]
     for e in epochs:
-        assert set(e["test"]) == {"teacher", "student"} and e["images_per_s"] > 0
+        assert set(e["test"]) == {"teacher", "student"}
+        assert e["images_per_s"] == pytest.approx(len(splits.train_y) / e["train_time_s"])
         assert "teacher->student" in e["switch"]["expert_share"] and "teacher" in e["switch"]["paused_share"]
     steps = read_jsonl(run / "steps.jsonl")
     assert [r["step"] for r in steps] == [2, 4, 6, 8]  # 8 steps, log every 2
@@ -160,11 +161,13 @@ def test_epoch_time_adds_up_across_checkpoints_inside_it(tmp_path, splits, monke
         return real(self, *a, **k)
 
     monkeypatch.setattr(Trainer, "save_checkpoint", save)
-    tr = Trainer(tiny_config(tmp_path, overrides=["train.checkpoint_every=1", "train.checkpoint_every_s=0"]), data=splits)
+    tr = Trainer(tiny_config(tmp_path, overrides=["train.checkpoint_every=1", "train.checkpoint_every_s=0",
+                                                  "train.epochs=2"]), data=splits)
     tr.fit()
     # The clock is read once before the loop, then twice at each checkpoint (stop, restart): one second a batch.
     assert seen[:3] == [1.0, 2.0, 3.0], seen  # after batches 1, 2 and 3
-    assert tr.history[0]["train_time_s"] == 4.0 and tr.history[0]["steps"] == 4
+    for h in tr.history:  # the second epoch starts from zero again
+        assert (h["train_time_s"], h["steps"], h["images_per_s"]) == (4.0, 4, len(splits.train_y) / 4.0)
 
 
 def test_epoch_means_are_reduced_over_ranks(tmp_path, splits):
@@ -434,3 +437,19 @@ def test_save_checkpoint_syncs_checks_and_writes_only_last(tmp_path, splits):
                                                rf"the last good checkpoint in {run} is kept"):
         tr.save_checkpoint()
     assert (run / "last.pt").read_bytes() == good
+
+
+def test_train_step_reduces_the_stepping_networks_gradients(tmp_path, splits):
+    """Under several processes the gradients of the networks that step (and only theirs) are averaged over
+    the global batch, weighted by this rank's examples (the reduction itself is tested in test_distributed)."""
+    tr = Trainer(tiny_config(tmp_path, overrides=["train.batch_size=8"]), data=splits, writable=False)
+    calls = []
+    tr.dist.reduce_grads = lambda params, n: calls.append(([id(p) for p in params], n))
+    tr.train_loader.set_epoch(0)
+    x, y = next(iter(tr.train_loader))
+    for mode in ("learning", "expert"):
+        tr.method.force_mode = mode
+        out = tr.train_step(x[:6], y[:6])
+        expected = [id(p) for n in out.stepping for p in tr.networks[n].model.parameters()]
+        assert calls[-1] == (expected, 6), mode
+    assert len(calls[0][0]) > len(calls[1][0])  # the paused teacher's gradients are not reduced
