@@ -70,3 +70,17 @@ def test_console_script_help():
     import subprocess
     r = subprocess.run([exe, "train", "--help"], capture_output=True, text=True, check=True)
     assert "key=value" in r.stdout and "--resume" in r.stdout
+
+
+@pytest.mark.parametrize("world, argv, exits", [("2", None, True), ("1", None, False), ("2", ["list", "models"], False)])
+def test_torchrun_worker_ends_without_interpreter_teardown(monkeypatch, capsys, world, argv, exits):
+    """Only a torchrun worker's own command line (WORLD_SIZE > 1, argv from the process) ends with os._exit,
+    after flushing its output; a call from Python code returns its code."""
+    import os
+    import sys
+    ended = []
+    monkeypatch.setenv("WORLD_SIZE", world)
+    monkeypatch.setattr(sys, "argv", ["switokd", "list", "models"])
+    monkeypatch.setattr(os, "_exit", lambda code: ended.append(code))
+    assert main(argv) == 0
+    assert ended == ([0] if exits else []) and "wrn16_1" in capsys.readouterr().out
