@@ -129,17 +129,23 @@ def test_progress_lines_name_the_epoch(tmp_path, splits, capsys):
     assert "loss teacher " in line and " student " in line and "expert teacher->student " in line, line
 
 
+def record_saves(monkeypatch, read) -> list:
+    """Every ``Trainer.save_checkpoint`` call still saves; ``read(trainer)`` at each call is appended to the list."""
+    seen, real = [], Trainer.save_checkpoint
+
+    def save(self, *a, **k):
+        seen.append(read(self))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save)
+    return seen
+
+
 @pytest.mark.parametrize("every", [["train.checkpoint_every=2"], ["train.checkpoint_every_s=1e-6"]])
 def test_checkpoints_inside_an_epoch_follow_the_schedule(tmp_path, splits, monkeypatch, every):
     """Every 2 steps, or (a tiny interval in seconds) after every step; never at a batch that ends an epoch,
     which fit() saves anyway."""
-    saved, real = [], Trainer.save_checkpoint
-
-    def save(self, *a, **k):
-        saved.append((self.epoch, self.batch))
-        return real(self, *a, **k)
-
-    monkeypatch.setattr(Trainer, "save_checkpoint", save)
+    saved = record_saves(monkeypatch, lambda tr: (tr.epoch, tr.batch))
     Trainer(tiny_config(tmp_path, overrides=["train.epochs=2", "train.checkpoint_every_s=0", *every]), data=splits).fit()
     inside = [(0, 2), (1, 2)] if every[0].startswith("train.checkpoint_every=") else [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]
     assert sorted(saved) == sorted(inside + [(1, 0), (2, 0)])  # fit() saves after each epoch (position reset)
@@ -154,13 +160,7 @@ def test_epoch_time_adds_up_across_checkpoints_inside_it(tmp_path, splits, monke
     clock = itertools.count()
     monkeypatch.setattr(trainer_mod, "time", SimpleNamespace(perf_counter=lambda: float(next(clock)),
                                                               strftime=time.strftime))
-    seen, real = [], Trainer.save_checkpoint
-
-    def save(self, *a, **k):
-        seen.append(self.epoch_time)
-        return real(self, *a, **k)
-
-    monkeypatch.setattr(Trainer, "save_checkpoint", save)
+    seen = record_saves(monkeypatch, lambda tr: tr.epoch_time)
     tr = Trainer(tiny_config(tmp_path, overrides=["train.checkpoint_every=1", "train.checkpoint_every_s=0",
                                                   "train.epochs=2"]), data=splits)
     tr.fit()

@@ -65,8 +65,8 @@ class Distributed:
         """Leave the process group once every rank has finished (call only after a run that ended well).
 
         Rank 0 writes the report and the last checkpoint after the final collective; the barrier keeps the
-        other ranks from tearing their gloo connections down meanwhile. (CI once saw rank 1 of a finished
-        2-process run abort with SIGABRT at the end; not reproduced in 35 reruns here.)
+        other ranks from tearing their gloo connections down meanwhile. (It does not prevent the SIGABRT a
+        finished torchrun worker sometimes hit at interpreter exit; ``cli.main`` deals with that.)
         """
         if self.enabled and dist.is_initialized():
             dist.barrier()
