@@ -262,11 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     """The ``switokd`` command; returns its exit code (see the README's table)."""
     code = _main(argv)
     if argv is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # A torchrun worker's own command line ends here, without the interpreter's teardown. Under the c10d
-        # rendezvous (the multi-node form), now and then a worker aborted (SIGABRT, "terminate called without
-        # an active exception") after its last Python line had run, in torch's C++ teardown (torch 2.13,
-        # gloo): the job failed although training had finished and every file was written. Our files are
-        # closed and fsynced by now; only the standard streams need flushing.
+        # A torchrun worker's own command line ends here, without the interpreter's teardown. Now and then
+        # a worker aborted (SIGABRT, "terminate called without an active exception") after its last Python
+        # line had run, when a gloo thread outlived the interpreter (torch 2.13): the job failed although
+        # training had finished and every file was written. Distributed now stops those threads (see
+        # distributed._destroy_at_exit); skipping the teardown also guards against any other C++ thread
+        # left running. Our files are closed and fsynced by now; only the standard streams need flushing.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

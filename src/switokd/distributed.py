@@ -12,6 +12,7 @@ takes the same mode: a rank stepping a teacher that another rank pauses cannot h
 """
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Iterable
@@ -55,18 +56,23 @@ class Distributed:
             self.backend = dist.get_backend() if self.enabled else ""
             return
         self.backend = "nccl" if device.type == "cuda" else "gloo"
+        # Imported after the group exists (as the first optimizer does), torch._dynamo keeps a reference to
+        # it (torch 2.13): destroy_process_group then leaves gloo's threads running to race the interpreter's
+        # exit (see _destroy_at_exit). Imported first, it holds none.
+        import torch._dynamo  # noqa: F401
         if device.type == "cuda":
             torch.cuda.set_device(device)
             dist.init_process_group(self.backend, device_id=device)
         else:
             dist.init_process_group(self.backend)
+        atexit.register(_destroy_at_exit)
 
     def close(self) -> None:
         """Leave the process group once every rank has finished (call only after a run that ended well).
 
         Rank 0 writes the report and the last checkpoint after the final collective; the barrier keeps the
-        other ranks from tearing their gloo connections down meanwhile. (It does not prevent the SIGABRT a
-        finished torchrun worker sometimes hit at interpreter exit; ``cli.main`` deals with that.)
+        other ranks from tearing their gloo connections down meanwhile. Without a ``close`` (an error, a
+        signal), the group is still destroyed at interpreter exit (see ``_destroy_at_exit``).
         """
         if self.enabled and dist.is_initialized():
             dist.barrier()
@@ -174,3 +180,18 @@ def rank_slice(start: int, end: int, rank: int, world_size: int) -> slice:
     """This rank's contiguous part of the global batch [start, end), as even as possible."""
     n = end - start
     return slice(start + rank * n // world_size, start + (rank + 1) * n // world_size)
+
+
+def _destroy_at_exit() -> None:
+    """Destroy a process group still open when the interpreter exits (registered by ``Distributed.init``).
+
+    Left open, gloo's worker threads outlive the main thread: a thread that drops the last reference to a
+    finished all-reduce frees its tensors, which needs the GIL, and a thread taking the GIL while the
+    interpreter finalizes is ended with a forced unwind through a noexcept destructor: std::terminate, a
+    SIGABRT ("terminate called without an active exception") after the script's last line (torch 2.13;
+    seen in gdb: ``ProcessGroupGloo::runLoop`` > ``~AsyncAllreduceWork`` > ``take_gil`` >
+    ``PyThread_exit_thread``). Destroying the group joins those threads first. atexit runs before the
+    interpreter starts finalizing. No barrier: after an error the other ranks may be gone.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
