@@ -279,7 +279,12 @@ def _run_pair(mode: str) -> list[subprocess.CompletedProcess]:
                OMP_NUM_THREADS="1")
     procs = [subprocess.Popen([sys.executable, "-c", _EXIT_WORKER, mode], env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
-    return [subprocess.CompletedProcess(p.args, p.wait(timeout=120), p.stdout.read(), p.stderr.read()) for p in procs]
+    try:
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:  # a rank left waiting for a peer that died would wait for gloo's 30-minute timeout
+            p.kill()
+    return [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(procs, outs)]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads thread names from /proc")
