@@ -193,5 +193,5 @@ def _destroy_at_exit() -> None:
     ``PyThread_exit_thread``). Destroying the group joins those threads first. atexit runs before the
     interpreter starts finalizing. No barrier: after an error the other ranks may be gone.
     """
-    if dist.is_available() and dist.is_initialized():
+    if dist.is_initialized():  # registered only once a group was created, so torch.distributed is available
         dist.destroy_process_group()
