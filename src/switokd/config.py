@@ -35,6 +35,14 @@ class DataConfig:
     workers: int = 4  # streamed data sets: DataLoader worker processes that decode images
     limit_train: int = 0  # keep the first N training examples (0 keeps all)
     limit_test: int = 0
+    # Run conditions (training split only; README "Noisy labels, scarce labels and drift"), all drawn from
+    # split_seed, independent of train.seed: every method, seed and rank sees the same labels and stream.
+    split_seed: int = 0
+    label_noise: float = 0.0  # share of training labels changed, in [0, 1)
+    label_noise_kind: str = "symmetric"  # symmetric | pairflip
+    labels_per_class: int = 0  # keep exactly N training images per class (0: all)
+    drift_phases: int = 0  # K >= 2 phases, each with its own group of classes making up drift_share of the stream
+    drift_share: float = 0.8  # in (0, 1]
 
 
 @dataclass
@@ -124,6 +132,7 @@ class Config:
 
 
 ROLES = ("teacher", "student")
+NOISE_KINDS = ("symmetric", "pairflip")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("multistep", "cosine", "constant")
 
@@ -330,6 +339,7 @@ def validate(cfg: Config) -> None:
     for k in ("checkpoint_every_s", "checkpoint_every", "progress_interval_s"):
         if getattr(cfg.train, k) < 0:
             raise ConfigError(f"config key 'train.{k}': must be >= 0, got {getattr(cfg.train, k)}")
+    _validate_conditions(cfg.data)
     if cfg.method.tau is not None and cfg.method.tau <= 0:
         raise ConfigError(f"config key 'method.tau': must be > 0, got {cfg.method.tau}")
     if not cfg.networks:
@@ -350,5 +360,37 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"config key '{key}.milestones': must be increasing, got {n.milestones}")
 
 
+def _validate_conditions(d: DataConfig) -> None:
+    if not 0.0 <= d.label_noise < 1.0:
+        raise ConfigError(f"config key 'data.label_noise': must be in [0, 1), got {d.label_noise}")
+    if d.label_noise_kind not in NOISE_KINDS:
+        raise ConfigError(f"config key 'data.label_noise_kind': {d.label_noise_kind!r} is not one of "
+                          f"{', '.join(NOISE_KINDS)}")
+    if d.label_noise_kind == "pairflip" and d.label_noise >= 0.5:
+        raise ConfigError(f"config key 'data.label_noise': pairflip noise must be below 0.5, got {d.label_noise} "
+                          "(class k's wrong label k+1 would be its majority label)")
+    for key in ("labels_per_class", "split_seed", "drift_phases"):
+        if getattr(d, key) < 0:
+            raise ConfigError(f"config key 'data.{key}': must be >= 0, got {getattr(d, key)}")
+    if d.drift_phases == 1:
+        raise ConfigError("config key 'data.drift_phases': drift needs at least 2 phases (0 turns it off), got 1")
+    if not 0.0 < d.drift_share <= 1.0:
+        raise ConfigError(f"config key 'data.drift_share': must be in (0, 1], got {d.drift_share}")
+
+
+def describe_conditions(d: DataConfig) -> str:
+    """The run conditions of a config in a few words ("" for clean, stationary data)."""
+    parts = []
+    if d.labels_per_class:
+        parts.append(f"{d.labels_per_class} labels per class")
+    if d.label_noise:
+        parts.append(f"{d.label_noise:.0%} {d.label_noise_kind} label noise")
+    if d.drift_phases:
+        parts.append(f"drift in {d.drift_phases} phases (share {d.drift_share:g})")
+    return ", ".join(parts) + (f" (split seed {d.split_seed})" if parts else "")
+
+
 def dump_yaml(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    conditions = describe_conditions(cfg.data)
+    head = f"# run conditions: {conditions}\n" if conditions else ""
+    Path(path).write_text(head + yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -100,6 +100,16 @@ class Distributed:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return [bool(v) for v in t.tolist()]
 
+    def same_on_all_ranks(self, t: Tensor) -> bool:
+        """Whether every rank holds the same integer tensor ``t`` (an exact position-weighted checksum)."""
+        if not self.enabled:
+            return True
+        pos = torch.arange(1, t.numel() + 1, dtype=torch.int64)
+        check = (t.flatten().cpu().to(torch.int64) * pos).sum() + t.numel()
+        both = torch.stack([check, -check]).to(_collective_device(self))
+        dist.all_reduce(both, op=dist.ReduceOp.MAX)  # max and -min: equal everywhere iff max == min
+        return both[0].item() == -both[1].item()
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

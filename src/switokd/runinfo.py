@@ -54,6 +54,7 @@ def run_header(tr: "Trainer") -> list[str]:
                      f"{count_parameters(net.model) / 1e6:.2f}M params, {how}")
     lines.append(f"data       {d.name}: {len(d.train_y)} train / {len(d.test_y)} test images, "
                  f"{d.in_chans}x{d.image_size}x{d.image_size}, {d.num_classes} classes")
+    lines += [f"condition  {line}" for line in tr.conditions.lines]
     steps, batch, world = len(tr.train_loader), tr.cfg.train.batch_size, tr.dist.world_size
     size = (f"global batch {batch * world} ({batch} per process)" if world > 1 else f"batch {batch}")
     lines.append(f"method     {tr.cfg.method.name}; {tr.cfg.train.epochs} epochs of {steps} steps ({size}), "

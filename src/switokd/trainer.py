@@ -24,6 +24,9 @@ from torch import nn
 
 from . import config as C
 from .data import DataSplits, load_dataset, make_loaders
+from .data.conditions import Memorisation, apply_conditions, drift_summary
+from .data.datasets import eval_loader
+from .data.readers import DatasetError
 from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, CheckpointSchedule, extract_state_dict,
                          load_training_checkpoint, load_weights, resolve_resume_path, rng_state, save_atomic,
                          set_rng_state)
@@ -98,13 +101,22 @@ class Trainer:
         if data is None:
             d = cfg.data
             data = load_dataset(d.name, d.dir, d.image_size, d.limit_train, d.limit_test, d.channels, d.in_memory)
-        self.data = data
+        # Noisy or scarce labels and drift (data.*): new splits, the same on every rank (checked below).
+        self.data, self.conditions = apply_conditions(data, cfg.data, t.epochs)
+        data = self.data
+        if not self.dist.same_on_all_ranks(data.train_y):
+            raise DatasetError(f"rank {self.dist.rank}: the training labels differ between processes; every rank "
+                               "must read the same files with the same data.* keys (data.split_seed included)")
         pad = (data.crop_padding if cfg.data.crop_padding is None else cfg.data.crop_padding) if cfg.data.augment else 0
+        common = dict(mean=data.mean, std=data.std, device=self.device, channels_last=t.channels_last, seed=t.seed,
+                      rank=self.dist.rank, world_size=self.dist.world_size)
         self.train_loader, self.test_loader = make_loaders(
             data, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size, crop_padding=pad,
             hflip=cfg.data.augment and cfg.data.hflip, drop_last=t.drop_last, workers=cfg.data.workers,
-            mean=data.mean, std=data.std, device=self.device, channels_last=t.channels_last, seed=t.seed,
-            rank=self.dist.rank, world_size=self.dist.world_size)
+            stream=self.conditions.drift, **common)
+        self.memorisation = Memorisation.build(
+            data, self.conditions, lambda x, y: eval_loader(data, x, y, t.eval_batch_size, cfg.data.workers, **common),
+            self.device)
         torch.manual_seed(t.seed)
         self.networks: dict[str, Network] = {n.name: self._build_network(n) for n in cfg.networks}
         self.lr_scale = float(self.dist.world_size) if t.scale_lr else 1.0
@@ -233,25 +245,44 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, dict[str, float]]:
-        """Top-1 accuracy (%) and loss of every network on the test split."""
+        """Top-1 accuracy (%) and loss of every network on the test split (per-class hits in ``class_hits``)."""
         for net in self.networks.values():
             net.model.eval()
-        correct = {n: torch.zeros((), device=self.device) for n in self.networks}
+        classes = self.data.num_classes
+        hits = {n: torch.zeros(classes, device=self.device) for n in self.networks}
         loss = {n: torch.zeros((), device=self.device) for n in self.networks}
-        total = 0
+        seen = torch.zeros(classes, device=self.device)
         for x, y in self.test_loader:  # this rank's shard of the test split
             with self.precision.autocast():
                 logits = self.forward(x)
             for n, z in logits.items():
-                correct[n] += (z.argmax(1) == y).sum()
+                hits[n] += torch.bincount(y[z.argmax(1) == y], minlength=classes)
                 loss[n] += nn.functional.cross_entropy(z.float(), y, reduction="sum")
-            total += len(y)
+            seen += torch.bincount(y, minlength=classes)
         names = list(self.networks)
-        sums = torch.stack([correct[n] for n in names] + [loss[n] for n in names]
-                           + [torch.tensor(float(total), device=self.device)]).float()
-        vals = self.dist.sum(sums).tolist()
-        total = vals[-1]
-        return {n: {"acc": 100.0 * vals[i] / total, "loss": vals[len(names) + i] / total} for i, n in enumerate(names)}
+        sums = self.dist.sum(torch.cat([torch.stack([hits[n] for n in names]).flatten(),
+                                        torch.stack([loss[n] for n in names]), seen]).float())
+        per_class = sums[:len(names) * classes].view(len(names), classes)
+        self.class_hits = {n: per_class[i] for i, n in enumerate(names)}, sums[-classes:]
+        total = sums[-classes:].sum().item()
+        correct, losses = per_class.sum(1).tolist(), sums[len(names) * classes:-classes].tolist()
+        return {n: {"acc": 100.0 * correct[i] / total, "loss": losses[i] / total} for i, n in enumerate(names)}
+
+    def measure_conditions(self, summary: dict[str, Any], evaluated: bool) -> None:
+        """Add the run conditions' diagnostics to an epoch's summary: memorisation under label noise (every
+        epoch), and under drift the test accuracy on this phase's classes and on the others (eval epochs)."""
+        if self.memorisation is not None:
+            for net in self.networks.values():
+                net.model.eval()
+
+            def predict(x: torch.Tensor) -> dict[str, torch.Tensor]:
+                with self.precision.autocast():
+                    return self.forward(x)
+
+            summary["memorisation"] = self.memorisation.measure(predict, self.dist.sum)
+        if self.conditions.drift is not None:
+            summary["drift"] = drift_summary(self.conditions.drift, self.epoch - 1,
+                                             self.class_hits if evaluated else None)
 
     def fit(self) -> dict[str, Any]:
         """Train to ``train.epochs``, evaluating, logging and checkpointing; write report.json.
@@ -275,6 +306,7 @@ class Trainer:
                         summary["test"] = self.evaluate()
                         self.progress.eval_s = time.perf_counter() - t_eval
                         improved = self._update_best(summary["test"])
+                    self.measure_conditions(summary, "test" in summary)
                     summary["epoch_time_s"] = time.perf_counter() - t0
                     self.history.append(summary)
                     self._epochs_log.write(summary)
@@ -510,4 +542,7 @@ class Trainer:
         return {"method": self.cfg.method.name, "dataset": self.cfg.data.name, "epochs": self.epoch,
                 "precision": self.precision.name, "networks": nets, **shares(dict(self.meters.totals)),
                 "switch_stats": run_switch_stats(self.history), "train_time_s": train_time, "wall_time_s": wall_time,
+                **({"conditions": self.conditions.describe()} if self.conditions.lines else {}),
+                **({"memorisation": self.history[-1]["memorisation"]}
+                   if self.history and "memorisation" in self.history[-1] else {}),
                 "run_dir": str(self.run_dir) if self.run_dir else None}

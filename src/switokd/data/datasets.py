@@ -292,16 +292,29 @@ def load_dataset(name: str, root: str | None = None, image_size: int = 0, limit_
 
 
 def make_loaders(data, *, batch_size: int, eval_batch_size: int, crop_padding: int, hflip: bool, drop_last: bool,
-                 workers: int, **common):
-    """The train and test loaders for in-memory ``DataSplits`` or streamed ``StreamSplits``."""
+                 workers: int, stream=None, **common):
+    """The train and test loaders for in-memory ``DataSplits`` or streamed ``StreamSplits``; ``stream`` (a
+    ``DriftStream``) makes up each training epoch."""
+    from .loader import TensorLoader
+    from .stream import StreamingLoader
+
+    test = eval_loader(data, data.test_x if not getattr(data, "streaming", False) else data.test_files, data.test_y,
+                       eval_batch_size, workers, **common)
+    if getattr(data, "streaming", False):
+        return (StreamingLoader(data.train_files, data.train_y, batch_size, train=True, crop_padding=crop_padding,
+                                drop_last=drop_last, image_size=data.image_size, in_chans=data.in_chans,
+                                workers=workers, stream=stream, **common), test)
+    return (TensorLoader(data.train_x, data.train_y, batch_size, train=True, crop_padding=crop_padding, hflip=hflip,
+                         drop_last=drop_last, stream=stream, **common), test)
+
+
+def eval_loader(data, images, labels, batch_size: int, workers: int, **common):
+    """A loader without augmentation or shuffling over ``images`` (a uint8 tensor, or file paths of a streamed
+    set) with ``labels``, preprocessed as ``data``'s test split."""
     from .loader import TensorLoader
     from .stream import StreamingLoader
 
     if getattr(data, "streaming", False):
-        kw = dict(image_size=data.image_size, in_chans=data.in_chans, workers=workers, **common)
-        return (StreamingLoader(data.train_files, data.train_y, batch_size, train=True, crop_padding=crop_padding,
-                                drop_last=drop_last, **kw),
-                StreamingLoader(data.test_files, data.test_y, eval_batch_size, train=False, **kw))
-    return (TensorLoader(data.train_x, data.train_y, batch_size, train=True, crop_padding=crop_padding, hflip=hflip,
-                         drop_last=drop_last, **common),
-            TensorLoader(data.test_x, data.test_y, eval_batch_size, train=False, **common))
+        return StreamingLoader(images, labels, batch_size, train=False, image_size=data.image_size,
+                               in_chans=data.in_chans, workers=workers, **common)
+    return TensorLoader(images, labels, batch_size, train=False, **common)

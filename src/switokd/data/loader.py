@@ -10,6 +10,13 @@ from ..distributed import rank_slice, shard_bounds
 from .transforms import Normalize, crop_at, flip_where
 
 
+def epoch_order(n: int, g: torch.Generator, stream, epoch: int) -> Tensor:
+    """The epoch's training order: a permutation of the ``n`` examples from ``g`` or, under drift, the same
+    permutation of the stream's ``n`` examples for this epoch (``g`` is drawn from identically either way)."""
+    order = torch.randperm(n, generator=g)
+    return order if stream is None else stream.epoch_indices(epoch)[order]
+
+
 class TensorLoader:
     """Iterates (images, labels) batches from uint8 tensors already in memory.
 
@@ -39,6 +46,7 @@ class TensorLoader:
         channels_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        stream=None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -57,6 +65,7 @@ class TensorLoader:
         self.rank, self.world_size = rank, world_size
         self.normalize = Normalize(mean, std, self.device)
         self.bounds = shard_bounds(len(self.labels), batch_size, world_size, drop_last)
+        self.stream = stream  # a DriftStream (data.drift_phases): which examples make up each epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -74,7 +83,7 @@ class TensorLoader:
             return None, None, None
         n = len(self.labels)
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(n, generator=g)
+        order = epoch_order(n, g, self.stream, self.epoch)
         offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=g) if self.crop_padding > 0 else None
         flips = torch.rand(n, generator=g) < 0.5 if self.hflip else None
         return tuple(t.to(self.device) if t is not None else None for t in (order, offsets, flips))  # type: ignore[return-value]

@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..distributed import rank_slice, shard_bounds
+from .loader import epoch_order
 from .readers import DatasetError
 from .transforms import Normalize
 
@@ -138,7 +139,7 @@ class StreamingLoader:
     def __init__(self, files: Sequence[Path], labels: Tensor, batch_size: int, mean, std, *, train: bool,
                  image_size: int, in_chans: int = 3, crop_padding: int = 0, drop_last: bool = False, seed: int = 0,
                  device: torch.device | str = "cpu", channels_last: bool = False, rank: int = 0, world_size: int = 1,
-                 workers: int = 4) -> None:
+                 workers: int = 4, stream=None) -> None:
         self.dataset = ImageFiles(files, labels, image_size, "L" if in_chans == 1 else "RGB", train, seed,
                                   crop_padding if train else 0)
         self.labels = labels
@@ -148,6 +149,7 @@ class StreamingLoader:
         self.channels_last = channels_last
         self.normalize = Normalize(mean, std, self.device)
         self.bounds = shard_bounds(len(labels), batch_size, world_size, drop_last)
+        self.stream = stream  # a DriftStream (data.drift_phases): which examples make up each epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -159,7 +161,8 @@ class StreamingLoader:
         """This rank's (epoch, example) lists for the batches from ``start`` to the end of the epoch."""
         n = len(self.labels)
         if self.train:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)).tolist()
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = epoch_order(n, g, self.stream, self.epoch).tolist()
         else:
             order = list(range(n))
         return [[(self.epoch, order[i]) for i in range(sl.start, sl.stop)]
