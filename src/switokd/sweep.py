@@ -194,10 +194,41 @@ def write_results(out: Path, reports: Sequence[dict[str, Any]], header: Sequence
     if cmp:
         parts += ["SwitOKD's students against the other methods' (last epoch; within one standard deviation = tie):", "",
                   cmp, ""]
+    parts += log_tables(out, reports)
     text = "\n".join(parts)
     path = out / "results.md"
     path.write_text(text)
     return path
+
+
+def log_tables(out: Path, reports: Sequence[dict[str, Any]]) -> list[str]:
+    """The tables drawn from the runs' own logs (``OUT/<run>/epochs.jsonl``): SwitOKD against each method paired
+    by seed, the training curves (peak, last, plateau, memorisation, drift) and when each switch fired."""
+    from . import analysis
+    from .report import ReportError, read_run
+
+    by_method: dict[str, list[Any]] = {}
+    seeds: dict[str, int] = {}
+    for r in reports:
+        try:
+            logs = read_run(out / r["run"])
+        except ReportError:
+            return []  # a results folder without the runs' logs: the tables above are all it can give
+        by_method.setdefault(r["method"], []).append(logs)
+        seeds[logs.name] = r["seed"]
+    parts = []
+    paired = analysis.paired_table(by_method, lambda run: seeds[run.name])
+    if paired:
+        parts += ["SwitOKD's students minus each other method's, paired by seed (last epoch, points):", "", paired, ""]
+    parts += ["Training curves (test accuracy at the evaluated epochs; the last-quarter change is max − min over the "
+              "evaluations in the last quarter of the epochs; mean ± std over seeds):", "",
+              analysis.curve_table(by_method), ""]
+    switch = analysis.switch_table([run for runs in by_method.values() for run in runs])
+    if switch:
+        parts += ["The switch, run by run (ρ: the share of the teacher's off-label probability that the student "
+                  "shares; with d_T < d_S the teacher pauses when G > δ, which at τ = 1 is ρ < ε plus the "
+                  "student's lead):", "", switch, ""]
+    return parts
 
 
 def sweep(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[int], out: str | Path,
