@@ -89,6 +89,12 @@ def test_sweep_skips_finished_and_continues_interrupted(tmp_path, monkeypatch):
     assert len(json.loads((out / "results.json").read_text())) == 4
     text = (out / "results.md").read_text()
     assert "| switokd | student | wrn16_1 | 2 |" in text and "mean ± sample std" in text
+    # Tables from the runs' logs: SwitOKD minus vanilla paired by seed, the curves, when the switch fired.
+    diffs = [reports[i + 1]["networks"]["student"]["last_acc"] - reports[i]["networks"]["student"]["last_acc"]
+             for i in (0, 2)]
+    assert f"| student | vanilla | 2 | {diffs[0]:+.2f}, {diffs[1]:+.2f} |" in text
+    assert "| vanilla | student |" in text.split("Training curves")[1]
+    assert "| switokd-seed0 | teacher->student |" in text.split("The switch, run by run")[1]
     # The continued run ends where an uninterrupted one with the same seed ends.
     ref = Trainer(C.load_config(None, [*overrides, "method.name=switokd", "train.seed=1",
                                        f"train.out_dir={tmp_path / 'ref'}", "train.run_name=r"])).fit()

@@ -76,8 +76,9 @@ def fired_when(run: "RunLogs", pair: str) -> str:
     if not rows:
         return "never"
     top = max(rows, key=lambda r: r[1])
-    which = _ranges([e for e, _ in rows])
-    return (f"epoch{'s' if len(rows) > 1 else ''} {which} (most in epoch {top[0]}: {top[1]:.1%} of its steps)")
+    if len(rows) == 1:
+        return f"epoch {top[0]} ({top[1]:.1%} of its steps)"
+    return f"epochs {_ranges([e for e, _ in rows])} (most in epoch {top[0]}: {top[1]:.1%} of its steps)"
 
 
 def pair_stats(run: "RunLogs", pair: str) -> dict[str, float]:
@@ -107,6 +108,8 @@ def explain(run: "RunLogs") -> list[str]:
     paused = run.report.get("paused_share", {})
     for pair in pairs:
         teacher, student = pair.split("->")
+        who = "The teacher" if teacher == "teacher" else f"The teacher {teacher}"
+        whom = "the student" if student == "student" else f"the student {student}"
         share = run.report.get("expert_share", {}).get(pair)
         if share is None:
             per = expert_by_epoch(run, pair)
@@ -117,10 +120,10 @@ def explain(run: "RunLogs") -> list[str]:
         rho, eps = st.get("shared_ratio"), st.get("epsilon")
         when = fired_when(run, pair)
         if share == 0:
-            s1 = f"The teacher ({teacher}) was never paused for {student}: the switch did not act on any step."
+            s1 = f"{who} was never paused for {whom}: the switch did not act on any step."
         else:
             saved = BACKWARD_SHARE * paused.get(teacher, share)
-            s1 = (f"The teacher ({teacher}) was paused for {student} on {share:.1%} of the training steps, in "
+            s1 = (f"{who} was paused for {whom} on {share:.1%} of the training steps, in "
                   f"{when}. On those steps it only ran forward to give the student its predictions, skipping its "
                   f"own learning; that saved about {saved:.1%} of the teacher's training compute.")
         s2 = ""
@@ -131,12 +134,13 @@ def explain(run: "RunLogs") -> list[str]:
         s3 = ""
         if rho is not None and eps is not None:
             if rho >= eps:
-                s3 = (f" The student made largely the same mistakes as the teacher: it shared {rho:.0%} of the "
-                      f"probability the teacher put on wrong classes, more than the {eps:.0%} below which the "
-                      "switch pauses the teacher.")
+                s3 = (f" On average the student made largely the same mistakes as the teacher: it shared {rho:.0%} "
+                      f"of the probability the teacher put on wrong classes, more than the {eps:.0%} below which the "
+                      "switch pauses a teacher that is ahead"
+                      + (" (the pauses came where it dipped below)." if share else "."))
             else:
-                s3 = (f" The student's mistakes differed from the teacher's: it shared only {rho:.0%} of the "
-                      f"probability the teacher put on wrong classes, below the {eps:.0%} at which the switch "
+                s3 = (f" On average the student's mistakes differed from the teacher's: it shared only {rho:.0%} of "
+                      f"the probability the teacher put on wrong classes, below the {eps:.0%} at which the switch "
                       "pauses a teacher that is ahead.")
         if share == 0:
             s4 = " So this run trained exactly as mutual learning (DML) would."

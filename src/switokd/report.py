@@ -73,7 +73,87 @@ def _labels(runs: Sequence[RunLogs]) -> list[str]:
     return [f"{r.path.parent.name}/{r.name}" if names.count(r.name) > 1 else r.name for r in runs]
 
 
+METHOD_COLORS = {"vanilla": "C7", "kd": "C4", "dml": "C0", "kdcl": "C2", "switokd": "C3"}
+
+
+def method_color(method: str, i: int) -> str:
+    """The same colour for a method in every figure and report (others by position)."""
+    return METHOD_COLORS.get(method, f"C{(i + 5) % 10}")
+
+
+def method_groups(runs: Sequence[RunLogs]) -> dict[str, list[RunLogs]]:
+    """The runs per method, in the order methods first appear."""
+    groups: dict[str, list[RunLogs]] = {}
+    for r in runs:
+        groups.setdefault(r.report.get("method", r.name), []).append(r)
+    return groups
+
+
+def is_grid(runs: Sequence[RunLogs]) -> bool:
+    """Several seeds of one method: draw means and bands per method, not one line per run."""
+    return any(len(g) > 1 for g in method_groups(runs).values())
+
+
+def _mean_band(series: Sequence[Sequence[tuple[float, float]]]):
+    """Mean and sample std at the x values every series has."""
+    import statistics
+    common = sorted(set.intersection(*(set(x for x, _ in s) for s in series))) if series else []
+    ys = [[dict(s)[x] for s in series] for x in common]
+    mean = [statistics.fmean(v) for v in ys]
+    std = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in ys]
+    return common, mean, std
+
+
+def _roles(run: RunLogs) -> dict[str, str]:
+    return {n: v.get("role", "student") for n, v in run.report.get("networks", {}).items()}
+
+
+def plot_grid_panels(runs: Sequence[RunLogs], out: Path, name: str, series_of, ylabel: str, title: str,
+                     styles: Sequence[tuple[str, str]] = (("", "-"),)) -> Path | None:
+    """Teachers and students in separate panels, one colour per method, the mean over its runs with a ±std band.
+    ``series_of(run, net)`` gives, for each of ``styles`` (suffix, line style), a list of (x, y)."""
+    groups = method_groups(runs)
+    present = {_roles(run).get(n, "student") for run in runs for n in run.networks}
+    panels = [r for r in ("teacher", "student") if r in present]
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
+    drawn = False
+    for ax, role in zip(axes[0], panels):
+        for i, (method, group) in enumerate(groups.items()):
+            nets = [n for n in group[0].networks if _roles(group[0]).get(n, "student") == role]
+            for j, net in enumerate(nets):
+                for k, (suffix, style) in enumerate(styles):
+                    series = [series_of(r, net)[k] for r in group]
+                    series = [s for s in series if s]
+                    if not series:
+                        continue
+                    x, m, sd = _mean_band(series)
+                    if not x:
+                        continue
+                    label = f"{method}" + (f" {net}" if len(nets) > 1 else "") + suffix + f" (n={len(series)})"
+                    ax.plot(x, m, style, color=method_color(method, i), marker="o" if len(x) < 30 else None, ms=3,
+                            alpha=1.0 - 0.3 * min(j, 2), label=label)
+                    ax.fill_between(x, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)],
+                                    color=method_color(method, i), alpha=0.15, lw=0)
+                    drawn = True
+        ax.set(xlabel="epoch", ylabel=ylabel, title=f"{role}s")
+        _integer_ticks(ax)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if not drawn:
+        plt.close(fig)
+        return None
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, out / name)
+
+
 def plot_accuracy(runs: Sequence[RunLogs], out: Path) -> Path:
+    if is_grid(runs):
+        from .analysis import curve
+        path = plot_grid_panels(runs, out, "accuracy.png", lambda r, n: [curve(r, n)], "test accuracy (%)",
+                                "Test accuracy per epoch: mean over seeds, band ± 1 std")
+        if path is not None:
+            return path
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     styles = {"teacher": "-", "student": "--"}
@@ -119,6 +199,8 @@ def plot_gap(runs: Sequence[RunLogs], out: Path, max_panels: int = 6) -> Path | 
 
 
 def plot_expert_share(runs: Sequence[RunLogs], out: Path) -> Path | None:
+    if is_grid(runs):
+        return _grid_expert_share(runs, out)
     series = []
     for run, label in zip(runs, _labels(runs)):
         for p in run.pairs:
@@ -139,6 +221,60 @@ def plot_expert_share(runs: Sequence[RunLogs], out: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, out / "expert_share.png")
+
+
+def _grid_expert_share(runs: Sequence[RunLogs], out: Path) -> Path | None:
+    from .analysis import expert_by_epoch, run_pairs
+    groups = {m: g for m, g in method_groups(runs).items() if any(run_pairs(r) for r in g)}
+    if not groups:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for i, (method, group) in enumerate(groups.items()):
+        for j, pair in enumerate(run_pairs(group[0])):
+            series = [[(e, 100 * v) for e, v in expert_by_epoch(r, pair)] for r in group]
+            x, m, sd = _mean_band([s for s in series if s])
+            ax.plot(x, m, ["-", "--", ":"][j % 3], marker="o", ms=3, color=method_color(method, i),
+                    label=f"{method}: {pair} (n={len(group)})")
+            ax.fill_between(x, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)],
+                            color=method_color(method, i), alpha=0.15, lw=0)
+    ax.set(xlabel="epoch", ylabel="expert-mode share of steps (%)", title="Expert share per epoch: mean over seeds ± std")
+    _integer_ticks(ax)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, out / "expert_share.png")
+
+
+def plot_memorisation(runs: Sequence[RunLogs], out: Path) -> Path | None:
+    """Under label noise: the share of noisy-labelled training images each network predicts as their noisy
+    label (solid) and as their true label (dashed), per epoch."""
+    from .analysis import memorisation
+    if not any("memorisation" in e for r in runs for e in r.epochs):
+        return None
+
+    def series(run: RunLogs, net: str):
+        m = memorisation(run, net)
+        return [[(e, 100 * a) for e, a, _ in m], [(e, 100 * b) for e, _, b in m]]
+
+    return plot_grid_panels(runs, out, "memorisation.png", series, "share of noisy-labelled images (%)",
+                            "Memorisation: predicted as the noisy label (solid) and as the true label (dashed)",
+                            styles=((", noisy label", "-"), (", true label", "--")))
+
+
+def plot_drift(runs: Sequence[RunLogs], out: Path) -> Path | None:
+    """Under drift: test accuracy on the current phase's classes (solid) and on the other classes (dashed)."""
+    if not any("test_acc_group" in e.get("drift", {}) for r in runs for e in r.epochs):
+        return None
+
+    def series(run: RunLogs, net: str):
+        rows = [(e["epoch"], e["drift"]) for e in run.epochs if "test_acc_group" in e.get("drift", {})]
+        return [[(ep, d["test_acc_group"][net]) for ep, d in rows if d["test_acc_group"].get(net) is not None],
+                [(ep, d["test_acc_rest"][net]) for ep, d in rows if d["test_acc_rest"].get(net) is not None]]
+
+    return plot_grid_panels(runs, out, "drift.png", series, "test accuracy (%)",
+                            "Drift: test accuracy on the current phase's classes (solid) and on the others (dashed)",
+                            styles=((", phase's classes", "-"), (", other classes", "--")))
 
 
 def plot_rho_eps(runs: Sequence[RunLogs], out: Path) -> Path | None:
@@ -203,7 +339,29 @@ def _cell(v: Any, pct: bool = False, digits: int = 2) -> str:
     return html.escape(str(v))
 
 
+def grouped_rows(runs: Sequence[RunLogs]) -> list[dict[str, Any]]:
+    """Per method and network: the number of runs and mean ± std of last/best accuracy and expert share."""
+    from .sweep import mean_std
+    rows = summary_rows(runs)
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault((r["method"], r["network"]), []).append(r)
+
+    def ms(vals, pct=False):
+        vals = [v for v in vals if v is not None]
+        if not vals:
+            return "–"
+        m, sd = mean_std([100 * v if pct else v for v in vals])
+        return f"{m:.{1 if pct else 2}f} ± {sd:.{1 if pct else 2}f}" + ("%" if pct else "")
+
+    return [{"method": m, "network": n, "model": g[0]["model"], "role": g[0]["role"], "runs": len(g),
+             "last_acc": ms([r["last_acc"] for r in g]), "best_acc": ms([r["best_acc"] for r in g]),
+             "expert_share": ms([r["expert_share"] for r in g], True),
+             "paused_share": ms([r["paused_share"] for r in g], True)} for (m, n), g in out.items()]
+
+
 def write_html(runs: Sequence[RunLogs], figures: Sequence[Path], out: Path) -> Path:
+    from .analysis import explain
     rows = summary_rows(runs)
     head = ("<tr><th>run</th><th>method</th><th>network</th><th>model</th><th>role</th><th>epochs</th>"
             "<th>last-epoch acc (%)</th><th>best-epoch acc (%)</th><th>expert share</th><th>paused share</th>"
@@ -218,10 +376,26 @@ def write_html(runs: Sequence[RunLogs], figures: Sequence[Path], out: Path) -> P
         "gap.png": "Distillation gap G and threshold δ per logged interval; shaded where the teacher was paused "
                    "(expert mode), darker for a larger share of the interval's steps.",
         "expert_share.png": "Share of each epoch's steps in expert mode, per teacher→student pair.",
+        "memorisation.png": "Label noise: over a fixed sample of the training images whose label was changed, the "
+                            "share each network predicts as the noisy label (memorisation) and as the true label.",
+        "drift.png": "Drift: test accuracy on the classes that dominate the current phase of the stream, and on "
+                     "the other classes.",
         "rho_eps.png": "ρ, the teacher's off-label mass that the student shares, against ε. At τ = 1, "
                        "G − δ = 2·(lead + ε·mean(1 − a) − mean(o)): with d_T < d_S the switch fires below the "
                        "line ρ = ε, shifted up by the student's lead.",
     }
+    grouped = ""
+    if is_grid(runs):
+        g_head = ("<tr><th>method</th><th>network</th><th>model</th><th>role</th><th>runs</th>"
+                  "<th>last-epoch acc (%)</th><th>best-epoch acc (%)</th><th>expert share</th><th>paused share</th></tr>")
+        g_body = "\n".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(g[k]))}</td>" for k in
+                             ("method", "network", "model", "role", "runs", "last_acc", "best_acc", "expert_share",
+                              "paused_share")) + "</tr>" for g in grouped_rows(runs))
+        grouped = (f"<h2>By method (mean ± std over runs)</h2>\n<table>{g_head}\n{g_body}\n</table>\n"
+                   "<h2>Every run</h2>\n")
+    words = "\n".join(f"<h3>{html.escape(label)}</h3>" + "".join(f"<p>{html.escape(p)}</p>" for p in explain(run))
+                      for run, label in zip(runs, _labels(runs)))
     figs = "\n".join(f'<figure><img src="{f.name}" alt="{f.stem}"><figcaption>{html.escape(captions.get(f.name, ""))}'
                      f"</figcaption></figure>" for f in figures)
     sources = "".join(f"<li><code>{html.escape(str(r.path))}</code></li>" for r in runs)
@@ -237,11 +411,13 @@ figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; border: 1px solid #eee; }}
 <p>{len(runs)} run(s). Accuracy is top-1 on the test split; the best epoch is chosen on the test split (optimistic),
 the last epoch is the honest figure.</p>
 <h2>Summary</h2>
-<table>{head}
+{grouped}<table>{head}
 {body}
 </table>
 <h2>Figures</h2>
 {figs}
+<h2>What the switch did, in words</h2>
+{words}
 <h2>Sources</h2><ul>{sources}</ul>
 </body></html>
 """
@@ -258,5 +434,6 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figures = [f for f in (plot_accuracy(runs, out), plot_gap(runs, out), plot_expert_share(runs, out),
-                           plot_rho_eps(runs, out)) if f is not None]
+                           plot_rho_eps(runs, out), plot_memorisation(runs, out), plot_drift(runs, out))
+               if f is not None]
     return write_html(runs, figures, out)
