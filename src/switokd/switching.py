@@ -1,6 +1,6 @@
 """The SwitOKD switching rule as pure tensor functions.
 
-Notation follows ``METHOD.md``: teacher logits z_T, student logits z_S,
+Notation follows ``docs/method.md``: teacher logits z_T, student logits z_S,
 p^tau = softmax(z / tau), y the one-hot label. Every statistic uses detached
 logits, is computed in float32 and is a mean over the batch.
 
@@ -10,7 +10,7 @@ logits, is computed in float32 and is a mean over the batch.
 - adaptive threshold    delta = d_S - eps * d_T
 - mode                  EXPERT if G > delta and d_T < d_S, else LEARNING
 
-Diagnostics (METHOD.md, "When does the switch fire?"), with a = p_T(y), b = p_S(y) and
+Diagnostics (docs/method.md, "When the switch fires"), with a = p_T(y), b = p_S(y) and
 o = sum over k != y of min(p_T(k), p_S(k)) at tau = 1:
 
 - shared off-label mass     mean(o)

@@ -99,7 +99,7 @@ def fashion_mnist_pairs(root: str | None = None, image_size: int = 0) -> DataSpl
     Each image is paired with another of its split (a fixed permutation, the same for every run), the two
     stacked as two channels so that the order stays visible to a network that ends in global pooling.
     A 100-class task from real images: with many classes a lagging student's mistakes overlap less
-    with its teacher's, which is when SwitOKD pauses the teacher (METHOD.md).
+    with its teacher's, which is when SwitOKD pauses the teacher (docs/method.md).
     """
     base = fashion_mnist(root, image_size)
     tx, ty = _pairs(base.train_x, base.train_y, 10, seed=1)

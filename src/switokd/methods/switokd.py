@@ -25,7 +25,7 @@ def _check_force(force: str | None) -> str | None:
 
 
 class SwitOKDPair(Method):
-    """The two-network method exactly as in METHOD.md, one teacher and one student.
+    """The two-network method exactly as in docs/method.md, one teacher and one student.
 
     LEARNING: both learn CE + KL(p_other^tau || p_self^tau) and both step.
     EXPERT (G > delta and d_T < d_S): only the student learns; the teacher takes
@@ -61,7 +61,7 @@ class SwitOKDPair(Method):
 
 
 class SwitOKDCohort(Method):
-    """SwitOKD for any mix of teachers and students (METHOD.md, "More than two networks").
+    """SwitOKD for any mix of teachers and students (docs/method.md, "More than two networks").
 
     Every (teacher, student) pair is a switch decided by ``switch_stats``. A
     student learns from every other network. A teacher is paused when all its
