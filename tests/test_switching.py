@@ -1,4 +1,4 @@
-"""Golden values for the switching statistics, checked against a plain-Python restatement of METHOD.md."""
+"""Golden values for the switching statistics, checked against a plain-Python restatement of docs/method.md."""
 import math
 
 import pytest
@@ -14,7 +14,7 @@ def softmax(row, tau=1.0):
 
 
 def reference(zt, zs, y, tau=1.0):
-    """METHOD.md, line by line, in plain Python."""
+    """docs/method.md, line by line, in plain Python."""
     n = len(y)
     gap = sum(sum(abs(a - b) for a, b in zip(softmax(t, tau), softmax(s, tau))) for t, s in zip(zt, zs)) / n
 
@@ -139,7 +139,7 @@ def test_minlogit_golden():
 
 
 def reference_diagnostics(zt, zs, y):
-    """METHOD.md's a, b, o per example, in plain Python (tau = 1)."""
+    """docs/method.md's a, b, o per example, in plain Python (tau = 1)."""
     n = len(y)
     a = [softmax(r)[yi] for r, yi in zip(zt, y)]
     b = [softmax(r)[yi] for r, yi in zip(zs, y)]
@@ -242,7 +242,7 @@ def test_each_statistic_against_reference(tau):
 
 
 def test_offlabel_stats_golden():
-    """offlabel_stats: mean(o), mean(1 - a), mean(max(0, b - a)) of METHOD.md, computed here by hand."""
+    """offlabel_stats: mean(o), mean(1 - a), mean(max(0, b - a)) of docs/method.md, computed here by hand."""
     from switokd import offlabel_stats
     zt, zs, y = t(ZT_B), t(ZS_B), torch.tensor(Y_B)
     pt, ps = [softmax(r) for r in ZT_B], [softmax(r) for r in ZS_B]
