@@ -139,6 +139,11 @@ def test_rank0_writes_logs_and_resume_from_two_process_checkpoint(two_ranks, tmp
     run = out / "run" / "run"
     steps = read_jsonl(run / "steps.jsonl")
     assert [s["step"] for s in steps] == [2, 4, 6, 8, 10] and len(read_jsonl(run / "epochs.jsonl")) == 2
+    # Throughput is global: every process's images over the training time (70 images an epoch, 35 per rank).
+    for e in read_jsonl(run / "epochs.jsonl"):
+        assert e["images_per_s"] * e["train_time_s"] == pytest.approx(70)
+    assert r0["report"]["processes"] == 2
+    assert r0["report"]["images_per_s"] * r0["report"]["train_time_s"] == pytest.approx(140)
     ck = load_training_checkpoint(run / "last.pt")
     assert ck["world_size"] == 2 and ck["step"] == 10
     resumed = spawn(2, out, TWO_PROC, splits, resume=True)

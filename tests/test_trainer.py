@@ -162,12 +162,29 @@ def test_epoch_time_adds_up_across_checkpoints_inside_it(tmp_path, splits, monke
                                                               strftime=time.strftime))
     seen = record_saves(monkeypatch, lambda tr: tr.epoch_time)
     tr = Trainer(tiny_config(tmp_path, overrides=["train.checkpoint_every=1", "train.checkpoint_every_s=0",
-                                                  "train.epochs=2"]), data=splits)
+                                                  "train.epochs=2", "train.log_interval=100"]), data=splits)
     tr.fit()
     # The clock is read once before the loop, then twice at each checkpoint (stop, restart): one second a batch.
     assert seen[:3] == [1.0, 2.0, 3.0], seen  # after batches 1, 2 and 3
     for h in tr.history:  # the second epoch starts from zero again
         assert (h["train_time_s"], h["steps"], h["images_per_s"]) == (4.0, 4, len(splits.train_y) / 4.0)
+
+
+def test_step_rows_carry_throughput_over_training_time_and_the_lrs(tmp_path, splits, monkeypatch):
+    """images/s in steps.jsonl: the interval's images over its training time (fake clock, 1 s a read)."""
+    import itertools
+    import time
+    from types import SimpleNamespace
+    import switokd.trainer as trainer_mod
+    clock = itertools.count()
+    monkeypatch.setattr(trainer_mod, "time", SimpleNamespace(perf_counter=lambda: float(next(clock)),
+                                                              strftime=time.strftime))
+    tr = Trainer(tiny_config(tmp_path, overrides=["train.log_interval=2", "train.batch_size=16"]), data=splits)
+    tr.fit()
+    rows = read_jsonl(tr.run_dir / "steps.jsonl")
+    # The loop starts the clock (read 0); each row reads it once: 1 s and 2 batches of 16 images per row.
+    assert [r["images_per_s"] for r in rows] == [32.0, 32.0]
+    assert rows[0]["lr"] == {"teacher": pytest.approx(0.1), "student": pytest.approx(0.1)}
 
 
 def test_epoch_means_are_reduced_over_ranks(tmp_path, splits):

@@ -37,8 +37,10 @@ SIGTERM or Ctrl-C finish the current step, write it and print the command that c
 
 
 def _report_lines(report: dict) -> list[str]:
+    procs = report.get("processes", 1)
     lines = [f"{report['method']} on {report['dataset']}, {report['epochs']} epochs, "
-             f"{report['train_time_s']:.0f}s of training"]
+             f"{report['train_time_s']:.0f}s of training ({report.get('wall_time_s', 0):.0f}s with evaluation), "
+             f"{report.get('images_per_s', 0):.0f} img/s" + (f" over {procs} processes" if procs > 1 else "")]
     for n, r in report["networks"].items():
         last = "n/a" if r["last_acc"] is None else f"{r['last_acc']:.2f}%"
         best = "n/a" if r["best_acc"] is None else f"{r['best_acc']:.2f}% (epoch {r['best_epoch']})"

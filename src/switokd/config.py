@@ -95,6 +95,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # also write last.pt every N steps (0: off)
     sync_bn: bool = False  # every network's BatchNorm as SyncBatchNorm under several CUDA processes
     scale_lr: bool = False  # several processes: lr x number of processes (the linear scaling rule)
+    tensorboard: bool = False  # also write TensorBoard events to RUN_DIR/tensorboard/ (pip install 'switokd[tensorboard]')
 
 
 def default_networks() -> list[NetworkConfig]:
@@ -390,7 +391,12 @@ def describe_conditions(d: DataConfig) -> str:
     return ", ".join(parts) + (f" (split seed {d.split_seed})" if parts else "")
 
 
-def dump_yaml(cfg: Config, path: str | Path) -> None:
+def yaml_text(cfg: Config) -> str:
+    """The resolved config as YAML (what ``config.yaml`` holds), its run conditions in a first comment line."""
     conditions = describe_conditions(cfg.data)
     head = f"# run conditions: {conditions}\n" if conditions else ""
-    Path(path).write_text(head + yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return head + yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def dump_yaml(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml_text(cfg))

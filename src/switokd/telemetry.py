@@ -164,12 +164,15 @@ def run_switch_stats(history: list[dict[str, Any]]) -> dict[str, dict[str, float
 
 
 def epoch_line(s: dict[str, Any], epochs: int) -> str:
-    """The line (two with switches) printed after each epoch."""
+    """The line (two with switches) printed after each epoch. Images/s are every process's images over the
+    epoch's training time; the times are the epoch's training and its evaluation and diagnostics."""
     accs = " ".join(f"{n} {r['acc']:.2f}%" for n, r in s.get("test", {}).items())
     expert = " ".join(f"expert[{p}] {v:.1%}" for p, v in s["switch"].get("expert_share", {}).items())
     pairs = " ".join(f"[{p}] G {v['gap']:.3f} delta {v['threshold']:.3f} rho {v['shared_ratio']:.2f} "
                      f"eps {v['epsilon']:.2f}" for p, v in s["train"].get("pair", {}).items())
-    return (f"epoch {s['epoch']:>3}/{epochs}  {accs}  {expert}  {s['images_per_s']:.0f} img/s  {s['epoch_time_s']:.0f}s"
+    other = max(s["epoch_time_s"] - s["train_time_s"], 0.0)
+    return (f"epoch {s['epoch']:>3}/{epochs}  {accs}  {expert}  {s['images_per_s']:.0f} img/s  "
+            f"{s['train_time_s']:.0f}s training + {other:.0f}s eval"
             + (f"\n           {pairs}" if pairs else ""))
 
 
@@ -231,6 +234,127 @@ class NullWriter:
 
     def close(self) -> None:
         pass
+
+
+def flat_scalars(row: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """{"loss": {"student": {"ce": 1.0}}, "mode": {...: "expert"}} -> {"loss/student/ce": 1.0}: the numbers only."""
+    out: dict[str, float] = {}
+    for k, v in row.items():
+        key = f"{prefix}/{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(flat_scalars(v, key))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out[key] = float(v)
+    return out
+
+
+def tensorboard_available() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class TensorBoardWriter:
+    """TensorBoard event files in one folder: scalars at each log interval and epoch, and the config as text.
+
+    Like ``JsonlWriter`` on resume: ``truncate_to`` ({file name: size}, what ``tell`` gave when the checkpoint
+    was saved) cuts each event file back to that size and deletes event files the checkpoint did not know,
+    before a new file is started; so a resumed run continues the same curves with no step written twice.
+    """
+
+    def __init__(self, log_dir: str | Path, truncate_to: dict[str, int] | None = None, config_text: str | None = None,
+                 flush_secs: int = 30) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.dir = Path(log_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if truncate_to is not None:
+            for f in self.dir.glob("events.out.tfevents.*"):
+                size = truncate_to.get(f.name)
+                if size is None:
+                    f.unlink()
+                elif f.stat().st_size > size:
+                    with open(f, "r+b") as fh:
+                        fh.truncate(size)
+        self.writer = SummaryWriter(str(self.dir), flush_secs=flush_secs)
+        if config_text is not None:  # indented: TensorBoard renders text as Markdown
+            self.writer.add_text("config", "\n".join("    " + line for line in config_text.splitlines()), 0)
+
+    def scalars(self, row: dict[str, Any], step: int) -> None:
+        for tag, v in flat_scalars(row).items():
+            self.writer.add_scalar(tag, v, step)
+
+    def tell(self) -> dict[str, int]:
+        self.writer.flush()
+        return {f.name: f.stat().st_size for f in sorted(self.dir.glob("events.out.tfevents.*"))}
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+# The epoch summary's parts that TensorBoard shows (the step rows carry the losses and switch statistics).
+EPOCH_SCALARS = ("test", "memorisation", "drift", "images_per_s", "train_time_s")
+
+
+class RunWriters:
+    """A run's structured logs, written by rank 0: ``steps.jsonl``, ``epochs.jsonl`` and, with
+    ``tensorboard``, TensorBoard events in ``tensorboard/``. ``offsets`` (a resumed run: the checkpoint's
+    ``tell()``) drops what was written after the checkpoint; ``run_dir`` None writes nothing."""
+
+    def __init__(self, run_dir: Path | None = None, offsets: dict[str, Any] | None = None, tensorboard: bool = False,
+                 config_text: str | None = None) -> None:
+        self.tb: TensorBoardWriter | None = None
+        if run_dir is None:
+            self.steps: JsonlWriter | NullWriter = NullWriter()
+            self.epochs: JsonlWriter | NullWriter = NullWriter()
+            return
+        cut = offsets is not None
+        self.steps = JsonlWriter(run_dir / "steps.jsonl", truncate_to=offsets.get("steps", 0) if cut else None)
+        self.epochs = JsonlWriter(run_dir / "epochs.jsonl", truncate_to=offsets.get("epochs", 0) if cut else None)
+        if tensorboard:
+            self.tb = TensorBoardWriter(run_dir / "tensorboard", offsets.get("tensorboard", {}) if cut else None,
+                                        None if cut else config_text)
+
+    def step(self, row: dict[str, Any]) -> None:
+        self.steps.write(row)
+        if self.tb is not None:
+            self.tb.scalars({k: v for k, v in row.items() if k not in ("epoch", "step")}, row["step"])
+
+    def epoch(self, row: dict[str, Any], step: int) -> None:
+        """An epoch's summary; TensorBoard puts it at the training step the epoch ended on."""
+        self.epochs.write(row)
+        if self.tb is not None:
+            self.tb.scalars({("epoch/" + k if not isinstance(row[k], dict) else k): row[k]
+                             for k in EPOCH_SCALARS if k in row}, step)
+
+    def tell(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"steps": self.steps.tell(), "epochs": self.epochs.tell()}
+        if self.tb is not None:
+            out["tensorboard"] = self.tb.tell()
+        return out
+
+    def close(self) -> None:
+        for w in (self.steps, self.epochs, self.tb):
+            if w is not None:
+                w.close()
+
+
+RUN_STATE = "status.json"
+
+
+def write_run_state(run_dir: Path, state: str, **info: Any) -> None:
+    """``RUN_DIR/status.json``: running (with this process's pid and host), finished, stopped or diverged, for
+    ``switokd status``. Written whole and renamed, so a reader never sees half a file."""
+    import os
+    import socket
+    import time
+
+    row = {"state": state, "time": time.time(), "pid": os.getpid(), "host": socket.gethostname(), **info}
+    tmp = run_dir / (RUN_STATE + ".tmp")
+    tmp.write_text(json.dumps(_clean(row)))
+    os.replace(tmp, run_dir / RUN_STATE)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

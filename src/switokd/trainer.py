@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from . import config as C
+from .config import yaml_text
 from .data import DataSplits, load_dataset, make_loaders
 from .data.conditions import Memorisation, apply_conditions, drift_summary
 from .data.datasets import eval_loader
@@ -36,12 +37,13 @@ from .methods import Method, StepOutput, create_method
 from .models import create_model
 from .progress import Progress
 from .signals import Interrupted, StopSignals
-from .telemetry import JsonlWriter, NullWriter, RunMeters, epoch_line, nest, run_switch_stats, shares
+from .telemetry import (RunMeters, RunWriters, epoch_line, nest, run_switch_stats, shares, tensorboard_available,
+                        write_run_state)
 
 # Keys a resumed run may change; anything else would make it a different run.
 RESUMABLE_OVERRIDES = ("train.epochs", "train.progress", "train.progress_interval_s", "train.log_interval",
                        "train.device", "train.threads", "train.eval_every", "train.checkpoint_every_s",
-                       "train.checkpoint_every", "data.dir")
+                       "train.checkpoint_every", "train.tensorboard", "data.dir")
 
 
 class TrainingDiverged(RuntimeError):
@@ -92,6 +94,9 @@ class Trainer:
         t = cfg.train
         if t.threads > 0:
             torch.set_num_threads(t.threads)
+        if t.tensorboard and not tensorboard_available():
+            raise C.ConfigError("config key 'train.tensorboard': needs the tensorboard package; "
+                                "pip install 'switokd[tensorboard]' (or set train.tensorboard=false)")
         self.dist = Distributed.from_env()
         self.device = resolve_device(t.device, self.dist.local_rank if self.dist.enabled else None)
         self.dist.init(self.device)
@@ -125,7 +130,7 @@ class Trainer:
         self.step = 0  # optimizer steps taken (batches seen)
         self.batch = 0  # batches done in the current epoch
         self.epoch_time = 0.0  # training seconds of the current epoch so far (across resumes)
-        self.epoch_images = 0
+        self.epoch_images = 0  # images of the current epoch so far, over all processes
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, dict[str, float]] = {}
         self.best_score = -1.0  # the students' mean accuracy at best.pt
@@ -133,8 +138,9 @@ class Trainer:
         self.meters = RunMeters(self.method.pausable)
         self._log_offsets: dict[str, int] | None = None  # from a resumed checkpoint: where the logs end
         # --- run files and controls (not state) ---
-        self._steps_log: JsonlWriter | NullWriter = NullWriter()
-        self._epochs_log: JsonlWriter | NullWriter = NullWriter()
+        self._logs = RunWriters()
+        self._t0 = 0.0  # when training time last started counting
+        self._interval = [0.0, 0]  # training seconds and images (all processes) since the last steps.jsonl row
         self.run_dir = Path(run_dir) if run_dir else None
         self.writable = writable and self.dist.is_main  # logs, reports and checkpoints come from rank 0
         self.stop: StopSignals | None = None
@@ -217,24 +223,26 @@ class Trainer:
         self.train_loader.set_epoch(self.epoch)
         self.progress.start_epoch(self.epoch, self.batch)
         schedule = CheckpointSchedule(self.cfg.train.checkpoint_every, self.cfg.train.checkpoint_every_s)
-        t0 = time.perf_counter()
+        self._t0 = time.perf_counter()
         for x, y in self.train_loader.batches(start=self.batch):
+            start, end = self.train_loader.bounds[self.batch]  # this global batch: every process's images
             self._set_lrs()
             self.meters.record(self.train_step(x, y))
             self.step += 1
             self.batch += 1
-            self.epoch_images += len(y)
+            self.epoch_images += end - start
+            self._interval[1] += end - start
             if self.step % self.cfg.train.log_interval == 0:
                 self._log_steps()
-            self.progress.step(len(y), lambda: self.meters.progress(self.networks))
+            self.progress.step(end - start, lambda: self.meters.progress(self.networks))
             if self.batch < len(self.train_loader) and self._checkpoint_now(schedule):
-                self.epoch_time += time.perf_counter() - t0
-                t0 = time.perf_counter()
+                self._tick()
                 self.save_checkpoint()
+                self._t0 = time.perf_counter()  # the checkpoint's time is not training time
                 schedule.written()
                 self._raise_if_stopped()
         self.progress.end_epoch()
-        self.epoch_time += time.perf_counter() - t0
+        self._tick()
         means, counts = self.meters.read_epoch(self.dist.mean)
         self._check_finite(means)
         summary = {"steps": counts.get("steps", 0), "train_time_s": self.epoch_time,
@@ -242,6 +250,13 @@ class Trainer:
                    "train": nest(means), "switch": shares(counts)}
         self.batch, self.epoch_time, self.epoch_images = 0, 0.0, 0
         return summary
+
+    def _tick(self) -> None:
+        """Count the training time since the last tick (evaluation and checkpoints are not counted)."""
+        now = time.perf_counter()
+        self.epoch_time += now - self._t0
+        self._interval[0] += now - self._t0
+        self._t0 = now
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, dict[str, float]]:
@@ -293,6 +308,7 @@ class Trainer:
         if self.cfg.train.progress and self.dist.is_main:
             from .runinfo import run_header
             print("\n".join(run_header(self)), file=sys.stderr, flush=True)
+        state = ("stopped", "an error")
         try:
             with StopSignals() as self.stop:
                 while self.epoch < self.cfg.train.epochs:
@@ -309,14 +325,24 @@ class Trainer:
                     self.measure_conditions(summary, "test" in summary)
                     summary["epoch_time_s"] = time.perf_counter() - t0
                     self.history.append(summary)
-                    self._epochs_log.write(summary)
+                    self._logs.epoch(summary, self.step)
                     self._print_epoch(summary)
                     self.save_checkpoint(best=improved, synced=True)
                     self._agree_on_stop()
                     self._raise_if_stopped()
+            state = ("finished", "")
+        except Interrupted as e:
+            state = ("stopped", str(e))
+            raise
+        except TrainingDiverged as e:
+            state = ("diverged", str(e))
+            raise
+        except Exception as e:
+            state = ("stopped", f"{type(e).__name__}: {e}")
+            raise
         finally:
             self.stop = None
-            self._close_run()
+            self._close_run(*state)
         report = self.report()
         if self.writable and self.run_dir is not None:
             (self.run_dir / "report.json").write_text(json.dumps(report, indent=2))
@@ -376,8 +402,12 @@ class Trainer:
     def _log_steps(self) -> dict[str, Any]:
         means, rest = self.meters.read_interval(self.dist.mean)
         self._check_finite(means)
-        row = {"epoch": self.epoch + 1, "step": self.step, **nest(means), **rest}
-        self._steps_log.write(row)
+        self._tick()
+        seconds, images = self._interval
+        self._interval = [0.0, 0]
+        row = {"epoch": self.epoch + 1, "step": self.step, **nest(means), **rest, "lr": self._lrs(),
+               "images_per_s": images / max(seconds, 1e-9)}  # all processes' images, over training time
+        self._logs.step(row)
         return row
 
     def _check_finite(self, means: dict[str, float]) -> None:
@@ -409,13 +439,15 @@ class Trainer:
         C.dump_yaml(self.cfg, self.run_dir / "config.yaml")
         offsets = self._log_offsets or {}
         # On resume, rows written after the checkpoint (before a kill) are dropped: they will be written again.
-        self._steps_log = JsonlWriter(self.run_dir / "steps.jsonl", truncate_to=offsets.get("steps", 0) if self.step else None)
-        self._epochs_log = JsonlWriter(self.run_dir / "epochs.jsonl", truncate_to=offsets.get("epochs", 0) if self.step else None)
+        self._logs = RunWriters(self.run_dir, offsets if self.step else None, self.cfg.train.tensorboard,
+                                yaml_text(self.cfg))
+        write_run_state(self.run_dir, "running", epoch=self.epoch, step=self.step)
 
-    def _close_run(self) -> None:
-        for w in (self._steps_log, self._epochs_log):
-            w.close()
-        self._steps_log, self._epochs_log = NullWriter(), NullWriter()
+    def _close_run(self, state: str = "stopped", reason: str = "") -> None:
+        self._logs.close()
+        self._logs = RunWriters()
+        if self.writable and self.run_dir is not None and self.run_dir.is_dir():
+            write_run_state(self.run_dir, state, reason=reason, epoch=self.epoch, step=self.step)
 
     def state_dict(self) -> dict[str, Any]:
         """The whole training state, as tensors and plain containers only (loadable with weights_only=True)."""
@@ -433,7 +465,7 @@ class Trainer:
             "scaler": self.precision.scaler.state_dict(),
             "switch_totals": dict(self.meters.totals),
             "meters": self.meters.state_dict(),
-            "logs": {"steps": self._steps_log.tell(), "epochs": self._epochs_log.tell()},
+            "logs": self._logs.tell(),
             "world_size": self.dist.world_size,
             "rng": rng_state(),
             "history": self.history,
@@ -539,9 +571,11 @@ class Trainer:
                 for n, net in self.networks.items()}
         train_time = sum(h["train_time_s"] for h in self.history)
         wall_time = sum(h.get("epoch_time_s", h["train_time_s"]) for h in self.history)
+        images = sum(h.get("images_per_s", 0.0) * h["train_time_s"] for h in self.history)
         return {"method": self.cfg.method.name, "dataset": self.cfg.data.name, "epochs": self.epoch,
                 "precision": self.precision.name, "networks": nets, **shares(dict(self.meters.totals)),
                 "switch_stats": run_switch_stats(self.history), "train_time_s": train_time, "wall_time_s": wall_time,
+                "images_per_s": images / max(train_time, 1e-9), "processes": self.dist.world_size,
                 **({"conditions": self.conditions.describe()} if self.conditions.lines else {}),
                 **({"memorisation": self.history[-1]["memorisation"]}
                    if self.history and "memorisation" in self.history[-1] else {}),
