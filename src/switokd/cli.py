@@ -123,6 +123,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import run_status, status_lines
+
+    states = [run_status(r) for r in args.runs]
+    if args.json:
+        print(json.dumps(states, indent=1))
+        return 0
+    print("\n\n".join("\n".join(status_lines(s)) for s in states))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .deploy import export
 
@@ -220,6 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (each holds epochs.jsonl)")
     rp.add_argument("--out", help="output directory (default: RUN_DIR/report for one run, ./report for several)")
     rp.set_defaults(fn=cmd_report)
+
+    st = sub.add_parser("status", help="where runs stand (also while they train), from their files alone",
+                        description="For each run directory: running, finished, stopped or diverged; epoch and step, "
+                                    "the last images/s and the ETA; the last test accuracies; each pair's last G, "
+                                    "delta, eps and rho and its expert share so far; the last checkpoint. Reads the "
+                                    "run's files only, so it works on a run copied from another machine.")
+    st.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
+    st.add_argument("--json", action="store_true", help="print JSON")
+    st.set_defaults(fn=cmd_status)
 
     ex = sub.add_parser("export", help="export a trained network to ONNX or TorchScript, with a JSON sidecar",
                         description="Export one network of a checkpoint with a dynamic batch dimension. ONNX exports are "

@@ -1,0 +1,86 @@
+"""switokd status: a finished, a stopped, a diverged and a running run, a copied one, and what is not a run."""
+import json
+import os
+
+import pytest
+
+from switokd.cli import main
+from switokd.status import run_status, status_lines
+from switokd.telemetry import RUN_STATE, write_run_state
+from switokd.trainer import Trainer, TrainingDiverged
+
+from conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    from conftest import synthetic_splits
+    root = tmp_path_factory.mktemp("status")
+    tr = Trainer(tiny_config(root, overrides=["train.epochs=2", "train.log_interval=1"]), data=synthetic_splits())
+    tr.fit()
+    return tr.run_dir
+
+
+def test_finished_run(finished, capsys):
+    s = run_status(finished)
+    assert s["state"] == "finished" and (s["epoch"], s["step"], s["epochs"]) == (2, 8, 2)
+    assert s["test"]["epoch"] == 2 and set(s["test"]) == {"epoch", "teacher", "student"}
+    pair = s["pairs"]["teacher->student"]
+    assert set(pair) == {"gap", "threshold", "epsilon", "shared_ratio", "expert_share"}
+    assert s["last.pt"]["path"].endswith("last.pt") and s["images_per_s"] > 0
+    assert main(["status", str(finished)]) == 0
+    out = capsys.readouterr().out
+    assert "state      finished" in out and "epoch 2/2 (done), step 8" in out and "img/s (all processes" in out
+    assert "switch     teacher->student: G " in out and "checkpoint last.pt (" in out
+    assert "ETA" not in out
+
+
+def test_stopped_and_diverged_runs(tmp_path, splits, monkeypatch):
+    from test_checkpoint import _interrupt_after
+    from switokd.signals import Interrupted
+    _interrupt_after(monkeypatch, 3)
+    tr = Trainer(tiny_config(tmp_path / "stop", overrides=["train.epochs=2", "train.log_interval=1"]), data=splits)
+    with pytest.raises(Interrupted):
+        tr.fit()
+    monkeypatch.undo()
+    s = run_status(tr.run_dir)
+    assert s["state"].startswith("stopped: stopped by SIGTERM at epoch 1, step 3") and s["step"] == 3
+    assert s["eta_s"] is None and "test" not in s  # no epoch finished yet
+    assert "last.pt" in s
+    bad = Trainer(tiny_config(tmp_path / "nan", overrides=["networks.student.lr=1e30", "train.log_interval=1"]),
+                  data=splits)
+    with pytest.raises(TrainingDiverged):
+        bad.fit()
+    assert run_status(bad.run_dir)["state"].startswith("diverged: non-finite loss")
+
+
+def test_running_run_here_elsewhere_and_gone(finished, tmp_path):
+    run = tmp_path / "copy"
+    run.mkdir()
+    for name in ("config.yaml", "steps.jsonl", "epochs.jsonl"):
+        (run / name).write_bytes((finished / name).read_bytes())
+    (run / "epochs.jsonl").write_text((finished / "epochs.jsonl").read_text().splitlines()[0] + "\n{\"epo")
+    write_run_state(run, "running", epoch=1, step=4)  # this process: alive
+    s = run_status(run)
+    assert s["state"].startswith("running, last log written") and s["epoch"] == 2 and s["step"] == 8
+    assert s["eta_s"] is not None and s["eta_s"] >= 0  # a half-written last line is left out
+    assert "ETA" in "\n".join(status_lines(s)) and "checkpoint none yet" in "\n".join(status_lines(s))
+    state = json.loads((run / RUN_STATE).read_text())
+    (run / RUN_STATE).write_text(json.dumps({**state, "host": "gpu-node-7"}))
+    assert run_status(run)["state"].startswith("running on gpu-node-7 (as this copy says")
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    (run / RUN_STATE).write_text(json.dumps({**state, "pid": pid}))
+    assert run_status(run)["state"].startswith(f"stopped (its process {pid} is gone")
+    (run / RUN_STATE).unlink()
+    assert run_status(run)["state"].startswith("unknown (no status.json")
+
+
+def test_not_a_run_is_one_line_exit_2(tmp_path, capsys):
+    assert main(["status", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a switokd run directory (no config.yaml)" in err
+    assert main(["status", str(tmp_path / "nowhere")]) == 2
+    assert "is not a run directory" in capsys.readouterr().err

@@ -1,0 +1,79 @@
+"""TensorBoard events: the tags and steps a user looks for, read back with tensorboard's own reader, and a
+resumed run that continues the same curves without a duplicated or lost step."""
+import pytest
+
+from switokd.cli import main
+from switokd.trainer import Trainer
+
+from conftest import tiny_config
+
+pytest.importorskip("tensorboard")
+
+
+def scalars(run_dir):
+    """{tag: [steps]} from the run's event files, as TensorBoard reads them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return {t: [e.step for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}, acc
+
+
+OVER = ["train.tensorboard=true", "train.epochs=2", "train.batch_size=8", "train.log_interval=2",
+        "data.label_noise=0.25"]
+
+
+def test_tags_and_steps(tmp_path, splits):
+    tr = Trainer(tiny_config(tmp_path, overrides=OVER), data=splits)
+    tr.fit()
+    tags, acc = scalars(tr.run_dir)
+    for tag in ("loss/teacher/loss", "loss/student/ce", "loss/student/kl", "pair/teacher->student/gap",
+                "pair/teacher->student/threshold", "pair/teacher->student/epsilon",
+                "pair/teacher->student/shared_ratio", "expert_share/teacher->student", "lr/teacher", "lr/student",
+                "images_per_s"):
+        assert tags[tag] == [2, 4, 6, 8, 10, 12, 14, 16], tag
+    for tag in ("test/teacher/acc", "test/student/acc", "memorisation/student/noisy_label", "epoch/images_per_s"):
+        assert tags[tag] == [8, 16], tag  # at the step each epoch ended on
+    assert "config" in str(acc.Tags()["tensors"]) or acc.Tags().get("tensors")
+
+
+def test_resume_continues_the_curves_without_duplicates(tmp_path, splits, monkeypatch):
+    import shutil
+    ref = Trainer(tiny_config(tmp_path / "ref", overrides=OVER), data=splits)
+    ref.fit()
+    from test_checkpoint import _interrupt_after
+    from switokd.signals import Interrupted
+    real_save = Trainer.save_checkpoint
+
+    def save(self, *a, **k):  # keep a copy of the checkpoint written at step 9
+        path = real_save(self, *a, **k)
+        if self.step == 9:
+            shutil.copy(path, path.with_name("step9.pt"))
+        return path
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save)
+    _interrupt_after(monkeypatch, 13)
+    cut = Trainer(tiny_config(tmp_path / "cut", overrides=[*OVER, "train.checkpoint_every=3"]), data=splits)
+    with pytest.raises(Interrupted):
+        cut.fit()
+    monkeypatch.undo()
+    # As if killed after step 13 before its checkpoint: the last one is step 9's, the logs go on to step 12.
+    shutil.move(cut.run_dir / "step9.pt", cut.run_dir / "last.pt")
+    assert scalars(cut.run_dir)[0]["loss/student/loss"] == [2, 4, 6, 8, 10, 12]
+    again = Trainer.from_checkpoint(cut.run_dir, data=splits)
+    again.fit()
+    got, _ = scalars(cut.run_dir)
+    want, _ = scalars(ref.run_dir)
+    assert got == want and all(len(set(v)) == len(v) for v in got.values())
+
+
+def test_tensorboard_without_the_package_is_one_line(tmp_path, monkeypatch, capsys):
+    import switokd.trainer as trainer_mod
+    monkeypatch.setattr(trainer_mod, "tensorboard_available", lambda: False)
+    from test_conditions import _mnist
+    data = _mnist(tmp_path / "data", n_train=40, n_test=10)
+    from conftest import DEFAULT_CONFIG
+    assert main(["train", "--config", DEFAULT_CONFIG, "data.name=mnist", f"data.dir={data}", "data.limit_train=0",
+                 f"train.out_dir={tmp_path}/runs", "train.tensorboard=true"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'switokd[tensorboard]'" in err
+    assert not (tmp_path / "runs").exists()
