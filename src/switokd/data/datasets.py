@@ -212,9 +212,7 @@ def stream_folder(root: Path, name: str, image_size: int, channels: int, limit_t
     test, test_y = _subset(test, test_y, limit_test)
     size = image_size or default_size
     if not size:
-        from PIL import Image
-        with Image.open(train[0]) as im:
-            size = min(im.size)
+        size = min(readers.image_header(train[0])[1])
     in_chans = channels or 3  # streamed sets are decoded as RGB unless data.channels=1
     pad = max(1, size // 8) if size <= 64 else 0
     if mean is None:  # per-channel statistics from an evenly spaced sample of the training files

@@ -10,6 +10,7 @@ import io
 import pickle
 import struct
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -139,18 +140,89 @@ def read_cifar_dir(root: str | Path, split: str, num_classes: int) -> tuple[Tens
 # ----------------------------------------------------------------------------- image files
 
 
-def load_image(path: Path, mode: str, size: int | None) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+# Images larger than this are refused before their pixels are decoded: a hostile file (a "decompression bomb",
+# a few bytes claiming 100,000 x 100,000 pixels) cannot exhaust memory. 64 megapixels, above any photo a
+# classifier here is trained on (ImageNet's largest are ~ 20 MP); raise it here for larger images.
+MAX_IMAGE_PIXELS = 64_000_000
 
-    try:
-        with Image.open(path) as im:
+
+def decode_image(path: Path, mode: str, transform: Callable[[Any], Any] | None = None) -> np.ndarray:
+    """One image file as a uint8 H x W x C array in ``mode`` ("L" or "RGB"), after ``transform`` (a function of the
+    PIL image, e.g. a resize or crop). Every broken or hostile file (empty, not an image, truncated, a decompression
+    bomb, more pixels than ``MAX_IMAGE_PIXELS``) is a ``DatasetError`` naming the file, whatever PIL raised."""
+    from PIL import Image
+
+    with _opened(path) as im:
+        try:
             im = im.convert(mode)
-            if size and im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
+            if transform is not None:
+                im = transform(im)
             arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DatasetError(f"cannot decode image {path}: {e}") from None
+        except Exception as e:  # truncated data, bad chunks...: PIL raises many types
+            raise DatasetError(f"cannot decode image {path}: {_why(e)}") from None
     return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def image_header(path: Path) -> tuple[str, tuple[int, int], bool]:
+    """The file's PIL mode, size and whether a palette is all gray, read from its header (no pixels decoded)."""
+    with _opened(path) as im:
+        gray = False
+        if im.mode == "P":
+            pal = im.getpalette() or []
+            gray = all(pal[i] == pal[i + 1] == pal[i + 2] for i in range(0, len(pal) - 2, 3))
+        return im.mode, im.size, gray
+
+
+class _opened:
+    """``Image.open`` with the checks every reader needs: a readable, non-empty image file whose header claims
+    at most ``MAX_IMAGE_PIXELS`` pixels. Each failure is one ``DatasetError`` naming the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def __enter__(self):
+        import warnings
+        from PIL import Image
+
+        p = self.path
+        try:
+            if p.stat().st_size == 0:
+                raise DatasetError(f"cannot decode image {p}: the file is empty (0 bytes)")
+        except OSError as e:
+            raise DatasetError(f"cannot read image {p}: {e.strerror or e}") from None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                self.im = Image.open(p)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise DatasetError(f"refused image {p}: {_why(e)} (switokd refuses images over "
+                               f"{MAX_IMAGE_PIXELS:,} pixels)") from None
+        except Exception as e:
+            raise DatasetError(f"cannot decode image {p}: {_why(e)}") from None
+        w, h = self.im.size
+        if w * h > MAX_IMAGE_PIXELS:
+            self.im.close()
+            raise DatasetError(f"refused image {p}: it claims {w}x{h} = {w * h:,} pixels, over switokd's limit of "
+                               f"{MAX_IMAGE_PIXELS:,} (a decompression bomb, or an image to shrink first)")
+        return self.im
+
+    def __exit__(self, *exc) -> None:
+        self.im.close()
+
+
+def _why(e: Exception) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text[:200]
+
+
+def load_image(path: Path, mode: str, size: int | None) -> np.ndarray:
+    """An image file as uint8 H x W x C in ``mode``, resized to ``size`` x ``size`` if given."""
+    from PIL import Image
+
+    def resize(im):
+        return im.resize((size, size), Image.BILINEAR) if size and im.size != (size, size) else im
+
+    return decode_image(path, mode, resize)
 
 
 def stack_images(paths: list[Path], mode: str, size: int | None) -> Tensor:
@@ -230,6 +302,9 @@ def list_image_folder(root: str | Path, classes: list[str] | None) -> tuple[list
     for i, c in enumerate(classes):
         if (root / c).is_dir():
             imgs = _images_in(root / c)
+            if not imgs:
+                raise DatasetError(f"class folder {root / c} has no image files ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                                   "put images in it or remove it from data.dir")
             paths += imgs
             labels += [i] * len(imgs)
     if not paths:
@@ -241,18 +316,11 @@ GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
 
 def image_mode(path: Path) -> str:
-    """The file's PIL mode, read from its header (the pixels are not decoded)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            if im.mode == "P":  # a palette image is gray only if every palette entry is
-                pal = im.getpalette() or []
-                gray = all(pal[i] == pal[i + 1] == pal[i + 2] for i in range(0, len(pal) - 2, 3))
-                return "L" if gray else "RGB"
-            return im.mode
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DatasetError(f"cannot decode image {path}: {e}") from None
+    """The file's PIL mode, read from its header (a palette image counts as gray only if all its entries are)."""
+    mode, _, gray_palette = image_header(path)
+    if mode == "P":
+        return "L" if gray_palette else "RGB"
+    return mode
 
 
 def common_mode(paths: list[Path]) -> str:

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..distributed import rank_slice, shard_bounds
 from .loader import epoch_order
-from .readers import DatasetError
+from .readers import DatasetError, decode_image
 from .transforms import Normalize
 
 SMALL = 64  # images up to this size use the CIFAR-style pipeline
@@ -90,17 +90,11 @@ class ImageFiles(Dataset):
         return len(self.files)
 
     def __getitem__(self, item: tuple[int, int]) -> tuple[Tensor, int]:
-        from PIL import Image
-
         epoch, i = item
-        path = self.files[i]
-        try:
-            with Image.open(path) as im:
-                im = im.convert(self.mode)
-                arr = self._transform(im, _rng(self.seed, epoch, i))
-        except Exception as e:  # a damaged file must name itself, whatever the decoder raised
-            raise DatasetError(f"cannot decode image {path}: {e}") from None
-        return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), int(self.labels[i])
+        # A damaged or hostile file is a DatasetError naming it (readers.decode_image), whatever the decoder
+        # raised; the run stops with that line and its last checkpoint intact (README, "Your own images").
+        arr = decode_image(self.files[i], self.mode, lambda im: self._transform(im, _rng(self.seed, epoch, i)))
+        return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous(), int(self.labels[i])
 
     def _transform(self, im, rng: random.Random) -> np.ndarray:
         from PIL import Image

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
-from .checkpoint import CheckpointError, load_training_checkpoint, load_weights
-from .data.readers import IMAGE_SUFFIXES, DatasetError, load_image
-from .data.transforms import Normalize
+from .. import __version__
+from ..checkpoint import CheckpointError, load_training_checkpoint, load_weights
+from ..data.readers import IMAGE_SUFFIXES, DatasetError, load_image
+from ..data.transforms import Normalize
 
 FORMATS = ("onnx", "torchscript")
 ONNX_TOLERANCE = 1e-4  # max abs logit difference allowed between ONNX Runtime and PyTorch (fp32)
@@ -51,8 +51,8 @@ class ModelInfo:
 
 def load_network(checkpoint: str | Path, network: str) -> tuple[nn.Module, ModelInfo]:
     """One trained network of a switokd checkpoint, in eval mode, with its input description."""
-    from . import config as C
-    from .models import create_model
+    from .. import config as C
+    from ..models import create_model
 
     ckpt = load_training_checkpoint(checkpoint)
     nets = ckpt["networks"]
@@ -65,7 +65,7 @@ def load_network(checkpoint: str | Path, network: str) -> tuple[nn.Module, Model
                           f"teacher, loaded from {net_cfg.checkpoint}); export it from its own run instead")
     data = ckpt.get("data")
     if data is None:  # a v1 checkpoint: read the data set's shape from its files
-        from .data import load_dataset
+        from ..data import load_dataset
         d = load_dataset(cfg.data.name, cfg.data.dir, cfg.data.image_size, 0, 1, cfg.data.channels)
         data = {"num_classes": d.num_classes, "in_chans": d.in_chans, "image_size": d.image_size,
                 "mean": list(d.mean), "std": list(d.std), "classes": d.class_names}
@@ -83,8 +83,8 @@ def load_network(checkpoint: str | Path, network: str) -> tuple[nn.Module, Model
 
 def sample_batch(checkpoint: str | Path, info: ModelInfo, n: int = 64) -> tuple[torch.Tensor, str]:
     """A real batch from the run's test split (preprocessed as in evaluation), or random inputs if the data is gone."""
-    from . import config as C
-    from .data import load_dataset
+    from .. import config as C
+    from ..data import load_dataset
 
     cfg = C.from_dict(load_training_checkpoint(checkpoint)["config"])
     try:
@@ -246,5 +246,3 @@ def predict(files: Sequence[Path], *, checkpoint: str | Path | None = None, netw
     return results
 
 
-__all__ = ["ExportError", "ModelInfo", "load_network", "export", "predict", "image_files", "FORMATS",
-           "CheckpointError"]
