@@ -122,3 +122,119 @@ def test_bad_inputs_are_one_line_errors(trained, tmp_path, capsys):
         assert len(err.splitlines()) == 1 and expect in err and "Traceback" not in err, (argv, err)
     with pytest.raises(ExportError, match="either"):
         predict([], checkpoint=ck, onnx=str(tmp_path / "x.onnx"))
+
+
+# ----------------------------------------------------------------------------- int8, bench, safetensors
+
+
+def test_int8_export_is_checked_and_refused_when_it_loses_too_much(trained, tmp_path, capsys):
+    _, runs = trained
+    ck = str(runs["resnet20"])
+    out = tmp_path / "s8.onnx"
+    assert main(["export", "--checkpoint", ck, "--quantize", "int8", "--calibration-images", "32",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "calibrated on 32 training images of mnist" in text and "test top-1 on 32 images: fp32 " in text
+    side = json.loads((tmp_path / "s8.onnx.json").read_text())
+    q = side["quantization"]
+    assert q["type"] == "int8" and q["format"] == "QDQ" and q["calibration_images"] == 32
+    assert q["calibration_source"] == "32 training images of mnist" and q["test_images"] == 32
+    # The file loads in ONNX Runtime, holds int8 weights, and its accuracy is what the sidecar says.
+    import onnx
+    from switokd.deploy import onnx_session
+    from switokd.deploy.quantize import eval_split, onnx_accuracy
+    from switokd.deploy.export import read_sidecar
+    model = onnx.load(str(out))
+    assert any(i.data_type == onnx.TensorProto.INT8 for i in model.graph.initializer)
+    assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    x, y = eval_split(ck, read_sidecar(out), 0, None)
+    assert onnx_accuracy(onnx_session(out), x, y) == pytest.approx(q["int8_acc"])
+    assert f"int8 {q['int8_acc']:.2f}%" in text and f"fp32 {q['fp32_acc']:.2f}%" in text
+    # predict works on the int8 file unchanged
+    imgs = write_images(tmp_path / "imgs")
+    assert main(["predict", "--onnx", str(out), str(imgs)]) == 0 and capsys.readouterr().out.count("%") == 12
+    # An impossible demand (int8 must beat fp32 by 1000 points): exit 3, the two accuracies, no file left.
+    refused = tmp_path / "r8.onnx"
+    assert main(["export", "--checkpoint", ck, "--quantize", "int8", "--calibration-images", "16",
+                 "--max-drop", "-1000", "--out", str(refused)]) == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fp32 " in err and "int8 " in err and "no int8 file was written" in err
+    assert not refused.exists() and not (tmp_path / "r8.onnx.json").exists()
+
+
+def test_int8_options_need_quantize(trained, tmp_path, capsys):
+    _, runs = trained
+    assert main(["export", "--checkpoint", str(runs["resnet20"]), "--max-drop", "2", "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "go with --quantize int8" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", str(runs["resnet20"]), "--quantize", "int8", "--format", "torchscript",
+                 "--out", str(tmp_path / "x.pt")]) == 2
+    assert "needs --format onnx" in capsys.readouterr().err
+
+
+def test_bench_two_files_and_a_checkpoint(trained, tmp_path, capsys):
+    _, runs = trained
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    export(runs["wrn16_1"], "student", "onnx", a)
+    export(runs["resnet20"], "student", "onnx", b)
+    assert main(["bench", str(a), str(b), "--checkpoint", str(runs["wrn16_1"]), "--batch", "1", "8",
+                 "--seconds", "0.2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "| model | size | input | latency, batch 1 (median / p90) | throughput, batch 8 |"
+    rows = lines[2:5]
+    assert rows[0].startswith(f"| a.onnx | {a.stat().st_size / 1024:,.0f} KiB | 1x28x28 | ")
+    assert rows[1].startswith("| b.onnx |") and rows[2].startswith("| pytorch eager (student of last.pt) |")
+    for r in rows:
+        lat = r.split("|")[4].strip()
+        med, p90 = (float(v) for v in lat.replace(" ms", "").split(" / "))
+        assert 0 < med <= p90 and r.rstrip().endswith("img/s |")
+    assert main(["bench", str(a), "--batch", "1", "--seconds", "0.1", "--json"]) == 0
+    js = json.loads(capsys.readouterr().out)
+    assert js[0]["input_shape"] == [1, 28, 28] and js[0]["latency_ms"]["1"]["calls"] >= 5
+    assert main(["bench", str(tmp_path / "none.onnx")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_safetensors_round_trip_and_mismatched_files(trained, tmp_path, capsys, splits):
+    _, runs = trained
+    out = tmp_path / "s.safetensors"
+    assert main(["export", "--checkpoint", str(runs["wrn16_1"]), "--format", "safetensors", "--out", str(out)]) == 0
+    assert "0.00e+00" in capsys.readouterr().out  # the reloaded file gives PyTorch's logits exactly
+    side = json.loads((tmp_path / "s.safetensors.json").read_text())
+    assert side["format"] == "safetensors" and side["model"] == "wrn16_1"
+    from safetensors.torch import load_file, save_file
+    from switokd.deploy import load_network
+    model, _ = load_network(runs["wrn16_1"], "student")
+    weights = load_file(str(out))
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    # networks.NAME.checkpoint takes the .safetensors file, and a plain state_dict saved with torch.save.
+    torch.save(model.state_dict(), tmp_path / "plain.pt")
+    for src in (out, tmp_path / "plain.pt"):
+        cfg = tiny_config(tmp_path / src.stem, overrides=["networks.teacher.model=resnet20", "data.name=mnist",
+                                                          f"data.dir={tmp_path}", f"networks.student.checkpoint={src}"])
+        tr = Trainer(cfg, data=_mnist_shaped(splits))
+        assert all(torch.equal(tr.networks["student"].model.state_dict()[k], v) for k, v in weights.items())
+    # A file with a wrong or missing tensor: one line naming the first mismatch, exit 2.
+    bad = dict(weights)
+    bad.pop("fc.bias")
+    save_file(bad, str(tmp_path / "missing.safetensors"))
+    bad = dict(weights)
+    bad["fc.weight"] = torch.zeros(3, 3)
+    save_file(bad, str(tmp_path / "shape.safetensors"))
+    (tmp_path / "junk.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    from test_conditions import _mnist
+    data = _mnist(tmp_path / "idx", n_train=40, n_test=10)
+    from conftest import DEFAULT_CONFIG
+    for name, expect in (("missing", "1 missing (first fc.bias)"), ("shape", "of another shape (first fc.weight (3, 3)"),
+                         ("junk", "cannot be read as safetensors")):
+        assert main(["train", "--config", DEFAULT_CONFIG, "data.name=mnist", f"data.dir={data}", "data.limit_train=0",
+                     f"train.out_dir={tmp_path / 'runs'}", f"networks.student.checkpoint={tmp_path / name}.safetensors"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and expect in err, err
+
+
+def _mnist_shaped(splits):
+    """The synthetic splits at MNIST's shape (1 x 28 x 28, 10 classes), for weights trained on MNIST."""
+    import dataclasses
+    x = torch.nn.functional.interpolate(splits.train_x.float(), size=28).to(torch.uint8)
+    v = torch.nn.functional.interpolate(splits.test_x.float(), size=28).to(torch.uint8)
+    return dataclasses.replace(splits, train_x=x, test_x=v, num_classes=10)

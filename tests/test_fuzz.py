@@ -16,7 +16,7 @@ from PIL import Image
 
 from switokd import config as C
 from switokd.data import DatasetError
-from switokd.data.readers import _load_cifar_batch, load_image, read_idx, read_tiny_imagenet
+from switokd.data.readers import MAX_IMAGE_PIXELS, _load_cifar_batch, load_image, read_idx, read_tiny_imagenet
 
 # 150 examples per test in the suite; HYPOTHESIS_PROFILE=thorough runs 3000.
 settings.register_profile("suite", max_examples=150)
@@ -150,3 +150,35 @@ def test_tiny_imagenet_annotations(tmp_path, annotations, wnids):
         read_tiny_imagenet(tmp_path, "val")
     except DatasetError:
         pass
+
+
+@FAST
+@given(st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1), st.sampled_from(["L", "RGB"]))
+def test_image_headers_claiming_any_size(tmp_path, width, height, mode):
+    """A PNG header may claim any size (a decompression bomb claims billions of pixels): refused or decoded,
+    never a crash, never a decode of more than the pixel limit."""
+    from hostile import png_claiming
+    p = tmp_path / "x.png"
+    p.write_bytes(png_claiming(width, height))
+    try:
+        arr = load_image(p, mode, 8)
+    except DatasetError as e:
+        assert str(p) in str(e)
+        return
+    assert width * height <= MAX_IMAGE_PIXELS and arr.shape[:2] == (8, 8)
+
+
+@FAST
+@given(st.one_of(mutations(PNG), mutations(JPEG), st.binary(max_size=200)), st.booleans())
+def test_streaming_decoder(tmp_path, data, train):
+    """The streaming loader's per-file decoder (a worker's view) on arbitrary bytes."""
+    import torch
+    from switokd.data.stream import ImageFiles
+    p = tmp_path / "x.jpg"
+    p.write_bytes(data)
+    try:
+        x, y = ImageFiles([p], torch.tensor([3]), 8, "RGB", train=train, seed=0, padding=1)[(0, 0)]
+    except DatasetError as e:
+        assert str(p) in str(e)
+        return
+    assert x.shape == (3, 8, 8) and x.dtype == torch.uint8 and y == 3

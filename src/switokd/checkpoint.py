@@ -100,8 +100,28 @@ def resolve_resume_path(path: str | Path) -> Path:
     return p
 
 
+def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file's tensors (the format holds tensors only: nothing in it can run)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} not found")
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise CheckpointError(f"{path}: reading .safetensors needs the safetensors package: "
+                              "pip install 'switokd[export]'") from None
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types on a damaged header or data
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} cannot be read as safetensors ({first})") from None
+
+
 def extract_state_dict(path: str | Path, network: str) -> dict[str, torch.Tensor]:
-    """A network's weights from a switokd checkpoint, or from a plain state_dict file."""
+    """A network's weights from a switokd checkpoint, a ``.safetensors`` file or a plain state_dict file (saved
+    with ``torch.save``); all three are read without running any code."""
+    if Path(path).suffix == ".safetensors":
+        return load_safetensors(path)
     ckpt = load_checkpoint(path)
     if isinstance(ckpt, dict) and "networks" in ckpt:
         nets = check_training_checkpoint(ckpt, path)["networks"]

@@ -137,10 +137,45 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .deploy import export
 
+    if args.quantize:
+        from .deploy.quantize import export_int8
+        if args.format != "onnx":
+            raise UsageError("--quantize int8 needs --format onnx")
+        r = export_int8(args.checkpoint, args.network, args.out, calibration_images_n=args.calibration_images,
+                        calibration_dir=args.calibration, eval_images=args.eval_images, max_drop=args.max_drop,
+                        data_dir=args.data_dir)
+        print(f"wrote {r['out']} ({r['int8_bytes'] / 1024:.0f} KiB; fp32 {r['fp32_bytes'] / 1024:.0f} KiB) "
+              f"and {r['sidecar']}")
+        print(f"calibrated on {r['calibration']}")
+        print(f"test top-1 on {r['eval_images']} images: fp32 {r['fp32_acc']:.2f}%, int8 {r['int8_acc']:.2f}% "
+              f"({r['int8_acc'] - r['fp32_acc']:+.2f} points; --max-drop {args.max_drop:g})")
+        return 0
+    if args.calibration or args.calibration_images != 512 or args.eval_images or args.max_drop != 1.0:
+        raise UsageError("--calibration, --calibration-images, --eval-images and --max-drop go with --quantize int8")
     r = export(args.checkpoint, args.network, args.format, args.out)
     print(f"wrote {r['out']} and {r['sidecar']}")
-    print(f"checked on {r['checked_on']}: max abs logit difference against PyTorch {r['max_abs_diff']:.2e}, "
-          f"top-1 agreement {100 * r['top1_agreement']:.1f}%")
+    what = "the reloaded file's" if args.format == "safetensors" else "its"
+    print(f"checked on {r['checked_on']}: max abs logit difference of {what} logits against PyTorch "
+          f"{r['max_abs_diff']:.2e}, top-1 agreement {100 * r['top1_agreement']:.1f}%")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .deploy.bench import BenchModel, bench, bench_table
+
+    models = [BenchModel.onnx(f) for f in args.models]
+    if args.checkpoint:
+        models.append(BenchModel.pytorch(args.checkpoint, args.network))
+    elif args.network != "student":
+        raise UsageError("--network goes with --checkpoint")
+    if not models:
+        raise UsageError("give ONNX files and/or --checkpoint")
+    results = bench(models, threads=args.threads, batches=args.batch, seconds=args.seconds)
+    if args.json:
+        print(json.dumps([{"model": m.name, "source": m.source, "size_bytes": m.size_bytes,
+                           "input_shape": list(m.input_shape), **r} for m, r in zip(models, results)], indent=1))
+        return 0
+    print("\n".join(bench_table(models, results, args.batch, args.threads)))
     return 0
 
 
@@ -248,9 +283,36 @@ def build_parser() -> argparse.ArgumentParser:
                                     "size, mean/std) and the class names.")
     ex.add_argument("--checkpoint", required=True, help="a run's last.pt or best.pt")
     ex.add_argument("--network", default="student", help="which network (default: student)")
-    ex.add_argument("--format", default="onnx", help="onnx (default) or torchscript")
+    ex.add_argument("--format", default="onnx", help="onnx (default), torchscript or safetensors (weights only)")
     ex.add_argument("--out", required=True, help="output file, e.g. student.onnx")
+    q = ex.add_argument_group("int8 (ONNX Runtime static quantization, checked on the test split)")
+    q.add_argument("--quantize", choices=["int8"], help="write an int8 ONNX model instead of fp32")
+    q.add_argument("--calibration-images", type=int, default=512, metavar="N",
+                   help="calibrate on N training images of the checkpoint's data set (default 512)")
+    q.add_argument("--calibration", metavar="DIR", help="calibrate on the image files of DIR instead")
+    q.add_argument("--eval-images", type=int, default=0, metavar="N",
+                   help="measure top-1 on the first N test images (default 0: all)")
+    q.add_argument("--max-drop", type=float, default=1.0, metavar="POINTS",
+                   help="refuse (exit 3, no file) if int8 loses more top-1 points than this (default 1.0)")
+    q.add_argument("--data-dir", metavar="DIR", help="where the checkpoint's data set is, if it moved")
     ex.set_defaults(fn=cmd_export)
+
+    be = sub.add_parser("bench", help="latency and throughput of exported models (and a checkpoint's network)",
+                        description="Time ONNX models with ONNX Runtime (and a checkpoint's network in PyTorch eager, "
+                                    "for comparison) on this CPU: warmed up, call by call, the models interleaved "
+                                    "round by round. Prints the file size, input shape, batch-1 latency (median, "
+                                    "p90) and the large batch's throughput.",
+                        epilog="example:\n  switokd bench student.onnx student-int8.onnx --checkpoint runs/demo/best.pt "
+                               "--threads 1 --batch 1 256", formatter_class=argparse.RawDescriptionHelpFormatter)
+    be.add_argument("models", nargs="*", metavar="FILE.onnx", help="ONNX models (their FILE.json sidecar gives the input)")
+    be.add_argument("--checkpoint", help="also time this checkpoint's network in PyTorch eager")
+    be.add_argument("--network", default="student", help="which network of --checkpoint (default: student)")
+    be.add_argument("--threads", type=int, default=1, help="intra-op threads for every runtime (default 1)")
+    be.add_argument("--batch", type=int, nargs="+", default=[1, 256], metavar="N",
+                    help="batch sizes: the smallest gives the latency, the largest the throughput (default 1 256)")
+    be.add_argument("--seconds", type=float, default=3.0, help="timed seconds per model and batch size (default 3)")
+    be.add_argument("--json", action="store_true", help="print JSON")
+    be.set_defaults(fn=cmd_bench)
 
     pr = sub.add_parser("predict", help="classify image files with a checkpoint's network or an exported ONNX model",
                         description="Read PNG/JPEG files (or folders of them), preprocess them as in evaluation and "
@@ -274,7 +336,8 @@ EXIT_CODES = """\
 exit codes:
   0    done
   2    bad config, data, checkpoint or argument (a one-line error says which and what was expected)
-  3    training diverged (non-finite loss or weights); the last good checkpoint is kept
+  3    training diverged (non-finite loss or weights); the last good checkpoint is kept;
+       export --quantize int8: int8 lost more accuracy than --max-drop (no file written)
   4    a checkpoint could not be written (disk full, I/O error, read-only); the previous one is intact
   130  interrupted by SIGINT (Ctrl-C), 143 by SIGTERM: the current step finished and a checkpoint was written
 """
@@ -301,6 +364,7 @@ def _main(argv: list[str] | None) -> int:
     from .config import ConfigError
     from .data import DatasetError
     from .deploy import ExportError
+    from .deploy.quantize import AccuracyDropError
     from .report import ReportError
     from .signals import Interrupted
     from .trainer import TrainingDiverged
@@ -316,6 +380,9 @@ def _main(argv: list[str] | None) -> int:
     except CheckpointWriteError as e:
         print(f"switokd {args.command}: error: {e}", file=sys.stderr)
         return 4
+    except AccuracyDropError as e:
+        print(f"switokd {args.command}: refused: {e}", file=sys.stderr)
+        return 3
     except (ConfigError, DatasetError, CheckpointError, ReportError, ExportError, UsageError) as e:
         print(f"switokd {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ from ..checkpoint import CheckpointError, load_training_checkpoint, load_weights
 from ..data.readers import IMAGE_SUFFIXES, DatasetError, load_image
 from ..data.transforms import Normalize
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "safetensors")
 ONNX_TOLERANCE = 1e-4  # max abs logit difference allowed between ONNX Runtime and PyTorch (fp32)
 
 
@@ -134,6 +134,23 @@ def export_torchscript(model: nn.Module, out: Path, example: torch.Tensor) -> No
         traced.save(str(out))
 
 
+def export_safetensors(model: nn.Module, info: ModelInfo, out: Path, example: torch.Tensor) -> torch.Tensor:
+    """The network's weights as safetensors; returns the logits of a fresh model loaded from the file (the check)."""
+    try:
+        from safetensors.torch import save_file
+    except ImportError:
+        raise ExportError("safetensors export needs the safetensors package: pip install 'switokd[export]'") from None
+    from ..checkpoint import load_safetensors
+    from ..models import create_model
+
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out), metadata={"model": info.model, "network": info.network, "format": "switokd"})
+    fresh = create_model(info.model, info.num_classes, info.in_chans, info.image_size)
+    load_weights(fresh, load_safetensors(out), str(out))
+    with torch.no_grad():
+        return fresh.eval()(example)
+
+
 def onnx_session(path: str | Path):
     try:
         import onnxruntime as ort
@@ -164,6 +181,8 @@ def export(checkpoint: str | Path, network: str, fmt: str, out: str | Path) -> d
     if fmt == "onnx":
         export_onnx(model, info, out, x)
         got = run_onnx(onnx_session(out), x)
+    elif fmt == "safetensors":
+        got = export_safetensors(model, info, out, x)
     else:
         export_torchscript(model, out, x)
         got = torch.jit.load(str(out))(x).detach()
