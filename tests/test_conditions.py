@@ -208,7 +208,7 @@ def test_memorisation_in_the_run_logs_and_report(tmp_path, splits):
     assert set(m) == {"teacher", "student"} and m["student"]["images"] == len(tr.conditions.noisy) == 32
     # Recompute the last epoch's figure by hand from the networks.
     sample = tr.conditions.memorisation_sample()
-    x = tr.memorisation.loader.normalize(splits.train_x[sample])
+    x = tr.conditions.memorisation.loader.normalize(splits.train_x[sample])
     for name, net in tr.networks.items():
         net.model.eval()
         with torch.no_grad():

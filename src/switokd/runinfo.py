@@ -3,14 +3,24 @@ from __future__ import annotations
 
 import platform
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Mapping, Protocol, Sized
 
 import torch
 
 from .engine import cpu_native_bf16
 
-if TYPE_CHECKING:
-    from .trainer import Trainer
+
+class RunView(Protocol):
+    """What the run header reads of a run (a ``Trainer`` has it all); runinfo needs no trainer import."""
+
+    cfg: Any
+    device: torch.device
+    precision: Any
+    networks: Mapping[str, Any]
+    data: Any
+    train_loader: Sized
+    dist: Any
+    conditions: Any
 
 
 def cpu_model() -> str:
@@ -40,7 +50,7 @@ def machine_summary(device: torch.device | None = None, threads: int | None = No
     return f"{device_summary(device, threads)}, torch {torch.__version__}, {platform.system()} {platform.machine()}"
 
 
-def run_header(tr: "Trainer") -> list[str]:
+def run_header(tr: RunView) -> list[str]:
     """The few lines a run starts with: device, precision and why, networks, data."""
     from .models import count_parameters
 

@@ -2,11 +2,12 @@
 summaries, JSONL writers."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor
@@ -355,6 +356,21 @@ def write_run_state(run_dir: Path, state: str, **info: Any) -> None:
     tmp = run_dir / (RUN_STATE + ".tmp")
     tmp.write_text(json.dumps(_clean(row)))
     os.replace(tmp, run_dir / RUN_STATE)
+
+
+@contextlib.contextmanager
+def recording_state(close: Callable[[str, str], None]) -> Iterator[None]:
+    """Run the body, then ``close(state, reason)``: finished, or what the exception that ended it says (its
+    ``run_state`` attribute, e.g. diverged; stopped otherwise) with its message."""
+    state, reason = "stopped", "an error"
+    try:
+        yield
+        state, reason = "finished", ""
+    except BaseException as e:
+        state, reason = getattr(e, "run_state", "stopped"), str(e) or type(e).__name__
+        raise
+    finally:
+        close(state, reason)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

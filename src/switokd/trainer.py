@@ -25,7 +25,7 @@ from torch import nn
 from . import config as C
 from .config import yaml_text
 from .data import DataSplits, load_dataset, make_loaders
-from .data.conditions import Memorisation, apply_conditions, drift_summary
+from .data.conditions import Memorisation, apply_conditions
 from .data.datasets import eval_loader
 from .data.readers import DatasetError
 from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, CheckpointSchedule, extract_state_dict,
@@ -36,9 +36,10 @@ from .engine import Precision, all_finite, build_optimizer, frozen_batchnorm_sta
 from .methods import Method, StepOutput, create_method
 from .models import create_model
 from .progress import Progress
+from .runinfo import run_header
 from .signals import Interrupted, StopSignals
-from .telemetry import (RunMeters, RunWriters, epoch_line, nest, run_switch_stats, shares, tensorboard_available,
-                        write_run_state)
+from .telemetry import (RunMeters, RunWriters, epoch_line, nest, recording_state, run_switch_stats, shares,
+                        tensorboard_available, write_run_state)
 
 # Keys a resumed run may change; anything else would make it a different run.
 RESUMABLE_OVERRIDES = ("train.epochs", "train.progress", "train.progress_interval_s", "train.log_interval",
@@ -48,6 +49,8 @@ RESUMABLE_OVERRIDES = ("train.epochs", "train.progress", "train.progress_interva
 
 class TrainingDiverged(RuntimeError):
     """A loss or a parameter became non-finite; the last good checkpoint is kept."""
+
+    run_state = "diverged"  # what status.json records when it ends a run
 
 
 @dataclass
@@ -119,7 +122,7 @@ class Trainer:
             data, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size, crop_padding=pad,
             hflip=cfg.data.augment and cfg.data.hflip, drop_last=t.drop_last, workers=cfg.data.workers,
             stream=self.conditions.drift, **common)
-        self.memorisation = Memorisation.build(
+        self.conditions.memorisation = Memorisation.build(
             data, self.conditions, lambda x, y: eval_loader(data, x, y, t.eval_batch_size, cfg.data.workers, **common),
             self.device)
         torch.manual_seed(t.seed)
@@ -258,19 +261,25 @@ class Trainer:
         self._interval[0] += now - self._t0
         self._t0 = now
 
+    def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every network's logits in the run's precision (call in eval mode, under no_grad)."""
+        with self.precision.autocast():
+            return self.forward(x)
+
+    def _eval_mode(self) -> None:
+        for net in self.networks.values():
+            net.model.eval()
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, dict[str, float]]:
         """Top-1 accuracy (%) and loss of every network on the test split (per-class hits in ``class_hits``)."""
-        for net in self.networks.values():
-            net.model.eval()
+        self._eval_mode()
         classes = self.data.num_classes
         hits = {n: torch.zeros(classes, device=self.device) for n in self.networks}
         loss = {n: torch.zeros((), device=self.device) for n in self.networks}
         seen = torch.zeros(classes, device=self.device)
         for x, y in self.test_loader:  # this rank's shard of the test split
-            with self.precision.autocast():
-                logits = self.forward(x)
-            for n, z in logits.items():
+            for n, z in self.predict(x).items():
                 hits[n] += torch.bincount(y[z.argmax(1) == y], minlength=classes)
                 loss[n] += nn.functional.cross_entropy(z.float(), y, reduction="sum")
             seen += torch.bincount(y, minlength=classes)
@@ -283,22 +292,6 @@ class Trainer:
         correct, losses = per_class.sum(1).tolist(), sums[len(names) * classes:-classes].tolist()
         return {n: {"acc": 100.0 * correct[i] / total, "loss": losses[i] / total} for i, n in enumerate(names)}
 
-    def measure_conditions(self, summary: dict[str, Any], evaluated: bool) -> None:
-        """Add the run conditions' diagnostics to an epoch's summary: memorisation under label noise (every
-        epoch), and under drift the test accuracy on this phase's classes and on the others (eval epochs)."""
-        if self.memorisation is not None:
-            for net in self.networks.values():
-                net.model.eval()
-
-            def predict(x: torch.Tensor) -> dict[str, torch.Tensor]:
-                with self.precision.autocast():
-                    return self.forward(x)
-
-            summary["memorisation"] = self.memorisation.measure(predict, self.dist.sum)
-        if self.conditions.drift is not None:
-            summary["drift"] = drift_summary(self.conditions.drift, self.epoch - 1,
-                                             self.class_hits if evaluated else None)
-
     def fit(self) -> dict[str, Any]:
         """Train to ``train.epochs``, evaluating, logging and checkpointing; write report.json.
 
@@ -306,43 +299,30 @@ class Trainer:
         """
         self._open_run()
         if self.cfg.train.progress and self.dist.is_main:
-            from .runinfo import run_header
             print("\n".join(run_header(self)), file=sys.stderr, flush=True)
-        state = ("stopped", "an error")
-        try:
-            with StopSignals() as self.stop:
-                while self.epoch < self.cfg.train.epochs:
-                    t0 = time.perf_counter()
-                    summary = {"epoch": self.epoch + 1, **self.train_epoch(), "lr_end": self._lrs()}
-                    self.epoch += 1
-                    self._sync_ranks()
-                    improved = False
-                    if self.epoch % self.cfg.train.eval_every == 0 or self.epoch == self.cfg.train.epochs:
-                        t_eval = time.perf_counter()
-                        summary["test"] = self.evaluate()
-                        self.progress.eval_s = time.perf_counter() - t_eval
-                        improved = self._update_best(summary["test"])
-                    self.measure_conditions(summary, "test" in summary)
-                    summary["epoch_time_s"] = time.perf_counter() - t0
-                    self.history.append(summary)
-                    self._logs.epoch(summary, self.step)
-                    self._print_epoch(summary)
-                    self.save_checkpoint(best=improved, synced=True)
-                    self._agree_on_stop()
-                    self._raise_if_stopped()
-            state = ("finished", "")
-        except Interrupted as e:
-            state = ("stopped", str(e))
-            raise
-        except TrainingDiverged as e:
-            state = ("diverged", str(e))
-            raise
-        except Exception as e:
-            state = ("stopped", f"{type(e).__name__}: {e}")
-            raise
-        finally:
-            self.stop = None
-            self._close_run(*state)
+        with recording_state(self._close_run), StopSignals() as self.stop:
+            while self.epoch < self.cfg.train.epochs:
+                t0 = time.perf_counter()
+                summary = {"epoch": self.epoch + 1, **self.train_epoch(), "lr_end": self._lrs()}
+                self.epoch += 1
+                self._sync_ranks()
+                improved = False
+                if self.epoch % self.cfg.train.eval_every == 0 or self.epoch == self.cfg.train.epochs:
+                    t_eval = time.perf_counter()
+                    summary["test"] = self.evaluate()
+                    self.progress.eval_s = time.perf_counter() - t_eval
+                    improved = self._update_best(summary["test"])
+                if self.conditions.measured:  # memorisation under label noise, per-phase accuracy under drift
+                    self._eval_mode()
+                    summary.update(self.conditions.diagnostics(self.epoch - 1, self.predict, self.dist.sum,
+                                                               self.class_hits if "test" in summary else None))
+                summary["epoch_time_s"] = time.perf_counter() - t0
+                self.history.append(summary)
+                self._logs.epoch(summary, self.step)
+                self._print_epoch(summary)
+                self.save_checkpoint(best=improved, synced=True)
+                self._agree_on_stop()
+                self._raise_if_stopped()
         report = self.report()
         if self.writable and self.run_dir is not None:
             (self.run_dir / "report.json").write_text(json.dumps(report, indent=2))
@@ -444,6 +424,7 @@ class Trainer:
         write_run_state(self.run_dir, "running", epoch=self.epoch, step=self.step)
 
     def _close_run(self, state: str = "stopped", reason: str = "") -> None:
+        self.stop = None
         self._logs.close()
         self._logs = RunWriters()
         if self.writable and self.run_dir is not None and self.run_dir.is_dir():

@@ -136,6 +136,24 @@ class Conditions:
     clean_y: Tensor | None = None  # the training labels before noise (None: no noise)
     noisy: Tensor | None = None  # indices of the training examples whose label was changed
     drift: DriftStream | None = None
+    memorisation: "Memorisation | None" = None  # built by the trainer, which knows the device and loaders
+
+    @property
+    def measured(self) -> bool:
+        """Whether an epoch has diagnostics to record (label noise or drift)."""
+        return self.memorisation is not None or self.drift is not None
+
+    def diagnostics(self, epoch: int, predict: Callable[[Tensor], dict[str, Tensor]],
+                    reduce: Callable[[Tensor], Tensor], class_hits=None) -> dict[str, Any]:
+        """An epoch's diagnostics (epoch counted from 0; networks in eval mode): ``memorisation`` under label
+        noise, every epoch; ``drift`` (phase, group and, with ``class_hits`` from an evaluation, the test accuracy
+        on the phase's classes and on the others)."""
+        out: dict[str, Any] = {}
+        if self.memorisation is not None:
+            out["memorisation"] = self.memorisation.measure(predict, reduce)
+        if self.drift is not None:
+            out["drift"] = drift_summary(self.drift, epoch, class_hits)
+        return out
 
     def describe(self) -> dict[str, Any]:
         """The conditions as plain data (``report.json``)."""
