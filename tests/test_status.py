@@ -30,7 +30,7 @@ def test_finished_run(finished, capsys):
     assert s["last.pt"]["path"].endswith("last.pt") and s["images_per_s"] > 0
     assert main(["status", str(finished)]) == 0
     out = capsys.readouterr().out
-    assert "state      finished" in out and "epoch 2/2 (done), step 8" in out and "img/s (all processes" in out
+    assert "state      finished" in out and "epoch 2/2 done, step 8" in out and "img/s (all processes" in out
     assert "switch     teacher->student: G " in out and "checkpoint last.pt (" in out
     assert "ETA" not in out
 

@@ -154,8 +154,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError("--calibration, --calibration-images, --eval-images and --max-drop go with --quantize int8")
     r = export(args.checkpoint, args.network, args.format, args.out)
     print(f"wrote {r['out']} and {r['sidecar']}")
-    what = "the reloaded file's" if args.format == "safetensors" else "its"
-    print(f"checked on {r['checked_on']}: max abs logit difference of {what} logits against PyTorch "
+    what = " (weights reloaded from the file)" if args.format == "safetensors" else ""
+    print(f"checked on {r['checked_on']}: max abs logit difference against PyTorch{what} "
           f"{r['max_abs_diff']:.2e}, top-1 agreement {100 * r['top1_agreement']:.1f}%")
     return 0
 

@@ -88,11 +88,11 @@ def run_status(path: str | Path) -> dict[str, Any]:
     out: dict[str, Any] = {"run": str(run), "method": (cfg.get("method") or {}).get("name"),
                            "state": run_state(run, status, report, epochs_total), "epochs": epochs_total}
     last_step = steps[-1] if steps else None
-    out["epoch"] = max((r["epoch"] for r in (last_step, epochs[-1] if epochs else None) if r), default=0)
+    done = epochs[-1]["epoch"] if epochs else 0  # epochs completed
     out["step"] = max([r["step"] for r in steps[-1:]] + [sum(e.get("steps", 0) for e in epochs)]
                       + [status.get("step", 0) if status else 0])
-    if epochs and epochs[-1]["epoch"] == out["epoch"] and (not last_step or last_step["step"] <= out["step"]):
-        out["epoch_done"] = True
+    finished_epoch = sum(e.get("steps", 0) for e in epochs)
+    out["epoch"], out["epoch_done"] = (done, True) if done and out["step"] <= finished_epoch else (done + 1, False)
     out["images_per_s"] = (last_step or (epochs[-1] if epochs else {})).get("images_per_s")
     out["eta_s"] = _eta(epochs, out["step"], epochs_total)
     tested = next((e for e in reversed(epochs) if "test" in e), None)
@@ -140,7 +140,8 @@ def _pairs(steps: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 def status_lines(s: dict[str, Any]) -> list[str]:
     """One block of text for a run."""
     lines = [f"{s['run']}  ({s['method']})", f"  state      {s['state']}"]
-    where = f"epoch {s['epoch']}/{s['epochs']}" + (" (done)" if s.get("epoch_done") else "") + f", step {s['step']}"
+    where = (f"epoch {s['epoch']}/{s['epochs']} done" if s["epoch_done"] else f"in epoch {s['epoch']}/{s['epochs']}")
+    where += f", step {s['step']}"
     if s.get("images_per_s"):
         where += f", {s['images_per_s']:.0f} img/s (all processes, training time)"
     if s.get("eta_s") is not None and not s["state"].startswith(("finished", "diverged")):
