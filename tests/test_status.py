@@ -45,7 +45,10 @@ def test_stopped_and_diverged_runs(tmp_path, splits, monkeypatch):
     monkeypatch.undo()
     s = run_status(tr.run_dir)
     assert s["state"].startswith("stopped: stopped by SIGTERM at epoch 1, step 3") and s["step"] == 3
-    assert s["eta_s"] is None and "test" not in s  # no epoch finished yet
+    assert "test" not in s and s["epoch"] == 1 and not s["epoch_done"]  # no epoch finished yet
+    # ETA from the last logged images/s and status.json: 4 steps per epoch, global batch 16
+    assert s["eta_s"] == pytest.approx((2 * 4 - 3) * 16 / s["images_per_s"])
+    assert "left if resumed" in "\n".join(status_lines(s))
     assert "last.pt" in s
     bad = Trainer(tiny_config(tmp_path / "nan", overrides=["networks.student.lr=1e30", "train.log_interval=1"]),
                   data=splits)

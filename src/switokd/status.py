@@ -94,7 +94,7 @@ def run_status(path: str | Path) -> dict[str, Any]:
     finished_epoch = sum(e.get("steps", 0) for e in epochs)
     out["epoch"], out["epoch_done"] = (done, True) if done and out["step"] <= finished_epoch else (done + 1, False)
     out["images_per_s"] = (last_step or (epochs[-1] if epochs else {})).get("images_per_s")
-    out["eta_s"] = _eta(epochs, out["step"], epochs_total)
+    out["eta_s"] = _eta(epochs, out["step"], epochs_total, status or {}, out["images_per_s"])
     tested = next((e for e in reversed(epochs) if "test" in e), None)
     if tested:
         out["test"] = {"epoch": tested["epoch"], **{n: r["acc"] for n, r in tested["test"].items()}}
@@ -106,19 +106,22 @@ def run_status(path: str | Path) -> dict[str, Any]:
     return out
 
 
-def _eta(epochs: list[dict[str, Any]], step: int, total_epochs: int | None) -> float | None:
-    """Seconds left: the remaining steps at the last epoch's pace, and its evaluation time per epoch left."""
-    if not epochs or not total_epochs:
-        return None
-    last = epochs[-1]
-    per_epoch = last.get("steps") or 0
-    if not per_epoch:
+def _eta(epochs: list[dict[str, Any]], step: int, total_epochs: int | None, status: dict[str, Any],
+         images_per_s: float | None) -> float | None:
+    """Seconds left: the remaining steps at the last epoch's pace and its evaluation time per epoch left; in the
+    first epoch, the remaining steps at the last logged images/s (status.json gives the steps and batch)."""
+    per_epoch = (epochs[-1].get("steps") if epochs else None) or status.get("steps_per_epoch")
+    if not per_epoch or not total_epochs:
         return None
     left_steps = max(total_epochs * per_epoch - step, 0)
-    per_step = last["train_time_s"] / per_epoch
-    extra = max(last.get("epoch_time_s", last["train_time_s"]) - last["train_time_s"], 0.0)
-    left_epochs = max(total_epochs - last["epoch"], 0)
-    return left_steps * per_step + extra * left_epochs
+    if epochs:
+        last = epochs[-1]
+        per_step = last["train_time_s"] / max(last.get("steps") or per_epoch, 1)
+        extra = max(last.get("epoch_time_s", last["train_time_s"]) - last["train_time_s"], 0.0)
+        return left_steps * per_step + extra * max(total_epochs - last["epoch"], 0)
+    if images_per_s and status.get("global_batch"):
+        return left_steps * status["global_batch"] / images_per_s
+    return None
 
 
 def _pairs(steps: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -144,8 +147,10 @@ def status_lines(s: dict[str, Any]) -> list[str]:
     where += f", step {s['step']}"
     if s.get("images_per_s"):
         where += f", {s['images_per_s']:.0f} img/s (all processes, training time)"
-    if s.get("eta_s") is not None and not s["state"].startswith(("finished", "diverged")):
-        where += f", ETA {fmt_duration(s['eta_s'])} if it runs on"
+    if s.get("eta_s") is not None and s["state"].startswith("running"):
+        where += f", ETA {fmt_duration(s['eta_s'])}"
+    elif s.get("eta_s") is not None and s["state"].startswith("stopped"):
+        where += f", about {fmt_duration(s['eta_s'])} left if resumed"
     lines.append(f"  progress   {where}")
     if "test" in s:
         t = dict(s["test"])

@@ -421,14 +421,19 @@ class Trainer:
         # On resume, rows written after the checkpoint (before a kill) are dropped: they will be written again.
         self._logs = RunWriters(self.run_dir, offsets if self.step else None, self.cfg.train.tensorboard,
                                 yaml_text(self.cfg))
-        write_run_state(self.run_dir, "running", epoch=self.epoch, step=self.step)
+        write_run_state(self.run_dir, "running", **self._run_facts())
+
+    def _run_facts(self) -> dict[str, int]:
+        """Where the run is and its size, for status.json (``switokd status`` reads no checkpoint)."""
+        return {"epoch": self.epoch, "step": self.step, "steps_per_epoch": len(self.train_loader),
+                "global_batch": self.cfg.train.batch_size * self.dist.world_size}
 
     def _close_run(self, state: str = "stopped", reason: str = "") -> None:
         self.stop = None
         self._logs.close()
         self._logs = RunWriters()
         if self.writable and self.run_dir is not None and self.run_dir.is_dir():
-            write_run_state(self.run_dir, state, reason=reason, epoch=self.epoch, step=self.step)
+            write_run_state(self.run_dir, state, reason=reason, **self._run_facts())
 
     def state_dict(self) -> dict[str, Any]:
         """The whole training state, as tensors and plain containers only (loadable with weights_only=True)."""
