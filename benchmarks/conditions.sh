@@ -19,26 +19,13 @@ COMMON=(train.threads=1 train.progress=false train.log_interval=5)
 # The size the pilot chose (benchmarks/results/conditions/README.md): 2,000 images x 40 epochs, cosine to 0.
 LONG=(data.limit_train=2000 train.epochs=40 train.eval_every=4)
 
-collect() {  # copy what a sweep wrote (but not its checkpoints) into the repository
-  local exp=$1 src=runs/conditions/$1 dst=benchmarks/results/conditions/$1
-  mkdir -p "$dst/runs"
-  cp "$src/results.md" "$src/results.json" "$dst/"
-  [ -d "$src/report" ] && rm -rf "$dst/report" && cp -r "$src/report" "$dst/report"
-  for run in "$src"/*/; do
-    name=$(basename "$run")
-    [ "$name" = report ] && continue
-    mkdir -p "$dst/runs/$name"
-    cp "$run"/config.yaml "$run"/epochs.jsonl "$run"/steps.jsonl "$dst/runs/$name/" 2>/dev/null || true
-    [ -f "$run/report.json" ] && cp "$run/report.json" "$dst/runs/$name/"
-  done
-  echo "conditions $exp: $dst/results.md"
-}
+source benchmarks/collect.sh
 
 grid() {  # grid EXP CONFIG OVERRIDES...
   local exp=$1 config=$2
   shift 2
   $SWEEP --config "$config" "${METHODS[@]}" "${SEEDS[@]}" --out "runs/conditions/$exp" "${COMMON[@]}" "$@"
-  collect "$exp"
+  collect "runs/conditions/$exp" "benchmarks/results/conditions/$exp"
 }
 
 FM=configs/fashion_mnist.yaml

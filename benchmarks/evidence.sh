@@ -15,44 +15,31 @@ SEEDS=(--seeds 0 1 2)
 # Every method of an experiment gets the same images, epochs and schedule.
 SMALL=(train.threads=1 train.progress=false train.log_interval=10 data.limit_train=10000 train.epochs=2)
 
-collect() {  # copy what a sweep wrote (but not its checkpoints) into the repository
-  local exp=$1 src=runs/evidence/$1 dst=benchmarks/results/evidence/$1
-  mkdir -p "$dst/runs"
-  cp "$src/results.md" "$src/results.json" "$dst/"
-  [ -d "$src/report" ] && rm -rf "$dst/report" && cp -r "$src/report" "$dst/report"
-  for run in "$src"/*/; do
-    name=$(basename "$run")
-    [ "$name" = report ] && continue
-    mkdir -p "$dst/runs/$name"
-    cp "$run"/config.yaml "$run"/epochs.jsonl "$run"/steps.jsonl "$dst/runs/$name/" 2>/dev/null || true
-    [ -f "$run/report.json" ] && cp "$run/report.json" "$dst/runs/$name/"
-  done
-  echo "evidence $exp: $dst/results.md"
-}
+source benchmarks/collect.sh
 
 exp_a() {  # the default pair (WRN-16-2 teaches WRN-16-1), all five methods
   $SWEEP --config configs/fashion_mnist.yaml --methods vanilla kd dml kdcl switokd "${SEEDS[@]}" \
     --out runs/evidence/a "${SMALL[@]}"
-  collect a
+  collect runs/evidence/a benchmarks/results/evidence/a
 }
 
 exp_b() {  # the paper's CIFAR-100 learning-rate protocol: teacher lr 0.1, student lr 0.01
   $SWEEP --config configs/fashion_mnist.yaml --methods vanilla dml switokd "${SEEDS[@]}" \
     --out runs/evidence/b "${SMALL[@]}" networks.student.lr=0.01
-  collect b
+  collect runs/evidence/b benchmarks/results/evidence/b
 }
 
 exp_c() {  # a setting where the switch fires: MobileNet teaches ResNet-20 (different families; see results)
   $SWEEP --config configs/fashion_mnist_mobilenet_resnet20.yaml --methods vanilla kd dml kdcl switokd "${SEEDS[@]}" \
     --out runs/evidence/c "${SMALL[@]}"
-  collect c
+  collect runs/evidence/c benchmarks/results/evidence/c
 }
 
 exp_d() {  # the basis topologies: 2T1S and 1T2S, SwitOKD against DML and KDCL with the same networks
   for topo in 2t1s 1t2s; do
     $SWEEP --config configs/fashion_mnist_$topo.yaml --methods dml kdcl switokd "${SEEDS[@]}" \
       --out runs/evidence/d-$topo "${SMALL[@]}" data.limit_train=6000
-    collect d-$topo
+    collect runs/evidence/d-$topo benchmarks/results/evidence/d-$topo
   done
 }
 

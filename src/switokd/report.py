@@ -131,10 +131,7 @@ def plot_grid_panels(runs: Sequence[RunLogs], out: Path, name: str, series_of, y
                     if not x:
                         continue
                     label = f"{method}" + (f" {net}" if len(nets) > 1 else "") + suffix + f" (n={len(series)})"
-                    ax.plot(x, m, style, color=method_color(method, i), marker="o" if len(x) < 30 else None, ms=3,
-                            alpha=1.0 - 0.3 * min(j, 2), label=label)
-                    ax.fill_between(x, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)],
-                                    color=method_color(method, i), alpha=0.15, lw=0)
+                    _band(ax, x, m, sd, method_color(method, i), style, label, alpha=1.0 - 0.3 * min(j, 2))
                     drawn = True
         ax.set(xlabel="epoch", ylabel=ylabel, title=f"{role}s")
         _integer_ticks(ax)
@@ -215,12 +212,23 @@ def plot_expert_share(runs: Sequence[RunLogs], out: Path) -> Path | None:
     for i, (label, pts) in enumerate(series):
         x, y = zip(*pts)
         ax.plot(x, y, marker="o", ms=3, color=f"C{i % 10}", label=label)
-    ax.set(xlabel="epoch", ylabel="expert-mode share of steps (%)", title="Expert share per epoch")
+    return _finish_expert_share(fig, ax, "Expert share per epoch", out)
+
+
+def _finish_expert_share(fig, ax, title: str, out: Path) -> Path:
+    ax.set(xlabel="epoch", ylabel="expert-mode share of steps (%)", title=title)
     _integer_ticks(ax)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, out / "expert_share.png")
+
+
+def _band(ax, x, mean, std, color: str, style: str, label: str, alpha: float = 1.0) -> None:
+    """A mean line with a ±std band."""
+    ax.plot(x, mean, style, color=color, marker="o" if len(x) < 30 else None, ms=3, alpha=alpha, label=label)
+    ax.fill_between(x, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)], color=color,
+                    alpha=0.15, lw=0)
 
 
 def _grid_expert_share(runs: Sequence[RunLogs], out: Path) -> Path | None:
@@ -233,17 +241,9 @@ def _grid_expert_share(runs: Sequence[RunLogs], out: Path) -> Path | None:
     for i, (method, group) in enumerate(groups.items()):
         for j, pair in enumerate(run_pairs(group[0])):
             series = [[(e, 100 * v) for e, v in expert_by_epoch(r, pair)] for r in group]
-            x, m, sd = _mean_band([s for s in series if s])
-            ax.plot(x, m, ["-", "--", ":"][j % 3], marker="o", ms=3, color=method_color(method, i),
-                    label=f"{method}: {pair} (n={len(group)})")
-            ax.fill_between(x, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)],
-                            color=method_color(method, i), alpha=0.15, lw=0)
-    ax.set(xlabel="epoch", ylabel="expert-mode share of steps (%)", title="Expert share per epoch: mean over seeds ± std")
-    _integer_ticks(ax)
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return _save(fig, out / "expert_share.png")
+            _band(ax, *_mean_band([s for s in series if s]), method_color(method, i), ["-", "--", ":"][j % 3],
+                  f"{method}: {pair} (n={len(group)})")
+    return _finish_expert_share(fig, ax, "Expert share per epoch: mean over seeds ± std", out)
 
 
 def plot_memorisation(runs: Sequence[RunLogs], out: Path) -> Path | None:
