@@ -1,10 +1,11 @@
-"""The summary table of the evidence grid (README, "What SwitOKD does here"), read from its results.json files.
+"""The summary tables of the seeded grids (README), read from their results.json files.
 
-  python benchmarks/evidence_summary.py [--dir benchmarks/results/evidence]
+  python benchmarks/evidence_summary.py                      # the 2-epoch evidence grid (benchmarks/results/evidence)
+  python benchmarks/evidence_summary.py --grid conditions    # the long-training grid (benchmarks/results/conditions)
 
 One row per experiment and student: each method's last-epoch accuracy (mean ± sample std over seeds), SwitOKD's
-expert share, and SwitOKD against the best other method (a difference within one standard deviation is a tie,
-as in the sweeps' own tables).
+expert share, SwitOKD minus DML paired by seed (mean ± std of the per-seed differences) and SwitOKD's verdict
+against DML, KDCL and vanilla (a difference within one standard deviation is a tie, as in the sweeps' tables).
 """
 from __future__ import annotations
 
@@ -16,19 +17,42 @@ from pathlib import Path
 from switokd.sweep import group_by_method, mean_std, network_share, verdict
 
 METHODS = ["vanilla", "kd", "dml", "kdcl", "switokd"]
-SETTINGS = {  # experiment folder: what it is (benchmarks/evidence.sh has the sizes and commands)
-    "a": "default pair, WRN-16-2 → WRN-16-1",
-    "b": "paper's lr protocol (student lr 0.01), WRN-16-2 → WRN-16-1",
-    "c": "MobileNet → ResNet-20 (the switch fires)",
-    "d-2t1s": "2T1S: WRN-16-2 + ResNet-20 → WRN-16-1",
-    "d-1t2s": "1T2S: WRN-16-2 → ResNet-20 + WRN-16-1",
+SETTINGS = {  # grid -> experiment folder -> what it is (benchmarks/evidence.sh, conditions.sh have the commands)
+    "evidence": {
+        "a": "default pair, WRN-16-2 → WRN-16-1",
+        "b": "paper's lr protocol (student lr 0.01), WRN-16-2 → WRN-16-1",
+        "c": "MobileNet → ResNet-20 (the switch fires)",
+        "d-2t1s": "2T1S: WRN-16-2 + ResNet-20 → WRN-16-1",
+        "d-1t2s": "1T2S: WRN-16-2 → ResNet-20 + WRN-16-1",
+    },
+    "conditions": {
+        "clean": "clean labels, 2,000 images, 40 epochs",
+        "sym40": "40% symmetric noise, 2,000 images, 40 epochs",
+        "sym40-noaug": "40% symmetric noise, no augmentation",
+        "pairflip30-noaug": "30% pair-flip noise, no augmentation",
+        "few50": "50 labels per class (500 images), 100 epochs",
+        "drift": "drift: 5 phases, 2 classes = 80% of each",
+        "pairs100": "100 classes (pairs), ResNet-20 → WRN-16-1, student lr 0.01",
+        "pairs100-mbv1-r20": "100 classes (pairs), MobileNet → ResNet-20",
+    },
 }
 
 
-def rows(root: Path) -> list[str]:
-    out = ["| exp | setting | student | " + " | ".join(METHODS) + " | SwitOKD expert share | SwitOKD vs best other |",
-           "|---|---|---|" + "---:|" * len(METHODS) + "---:|---|"]
-    for exp, setting in SETTINGS.items():
+def paired(ours: list[dict], theirs: list[dict], net: str) -> str:
+    """SwitOKD minus the other method, seed by seed: mean ± std of the differences."""
+    by_seed = {r["seed"]: r["networks"][net]["last_acc"] for r in theirs}
+    diffs = [r["networks"][net]["last_acc"] - by_seed[r["seed"]] for r in ours if r["seed"] in by_seed]
+    if not diffs:
+        return ""
+    m, s = mean_std(diffs)
+    return f"{m:+.2f} ± {s:.2f}"
+
+
+def rows(root: Path, settings: dict[str, str]) -> list[str]:
+    out = ["| exp | setting | student | " + " | ".join(METHODS) + " | SwitOKD expert share | SwitOKD − DML, paired "
+           "| vs DML | vs KDCL | vs vanilla |",
+           "|---|---|---|" + "---:|" * len(METHODS) + "---:|---:|---|---|---|"]
+    for exp, setting in settings.items():
         path = root / exp / "results.json"
         if not path.is_file():
             continue
@@ -43,19 +67,19 @@ def rows(root: Path) -> list[str]:
             cells = [f"{acc[m][0]:.2f} ± {acc[m][1]:.2f}" if m in acc else "" for m in METHODS]
             share = network_share(ours, "expert_share", lambda p: p.endswith("->" + net))
             share = share + "%" if share != "-" else share
-            others = {m: a for m, a in acc.items() if m != "switokd"}
-            best = max(others, key=lambda m: others[m][0])
-            d = acc["switokd"][0] - others[best][0]
+            vs = [verdict(acc["switokd"], acc[m]) if m in acc else "" for m in ("dml", "kdcl", "vanilla")]
             out.append(f"| ({exp}) | {setting}, {len(ours)} seeds | {net} | " + " | ".join(cells)
-                       + f" | {share} | {verdict(acc['switokd'], others[best])} ({d:+.2f} vs {best}) |")
+                       + f" | {share} | {paired(ours, by.get('dml', []), net)} | " + " | ".join(vs) + " |")
     return out
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dir", default=str(Path(__file__).parent / "results" / "evidence"))
+    p.add_argument("--grid", choices=sorted(SETTINGS), default="evidence")
+    p.add_argument("--dir", help="the grid's results folder (default benchmarks/results/<grid>)")
     args = p.parse_args(argv)
-    print("\n".join(rows(Path(args.dir))))
+    root = Path(args.dir) if args.dir else Path(__file__).parent / "results" / args.grid
+    print("\n".join(rows(root, SETTINGS[args.grid])))
     return 0
 
 
