@@ -146,7 +146,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                         data_dir=args.data_dir)
         print(f"wrote {r['out']} ({r['int8_bytes'] / 1024:.0f} KiB; fp32 {r['fp32_bytes'] / 1024:.0f} KiB) "
               f"and {r['sidecar']}")
-        print(f"calibrated on {r['calibration']}")
+        agree = ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["top1_agreement_with_fp32"].items())
+        print(f"calibrated on {r['calibration']}; weights scaled {r['weights_scale']} (top-1 agreement with fp32 on "
+              f"{r['selection_images']} held-out images: {agree})")
         print(f"test top-1 on {r['eval_images']} images: fp32 {r['fp32_acc']:.2f}%, int8 {r['int8_acc']:.2f}% "
               f"({r['int8_acc'] - r['fp32_acc']:+.2f} points; --max-drop {args.max_drop:g})")
         return 0
