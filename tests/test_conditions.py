@@ -282,7 +282,8 @@ def test_cifar_reader_with_noise(tmp_path):
     ("data.labels_per_class=-1", "data.labels_per_class"), ("data.labels_per_class=100000", "data.labels_per_class"),
     ("data.drift_share=0", "data.drift_share"), ("data.drift_share=1.5", "data.drift_share"),
     ("data.drift_phases=-2", "data.drift_phases"), ("data.drift_phases=1", "data.drift_phases"),
-    ("data.drift_phases=11", "data.drift_phases"), ("data.split_seed=-1", "data.split_seed"),
+    ("data.drift_phases=11 train.epochs=20", "data.drift_phases"), ("data.split_seed=-1", "data.split_seed"),
+    ("data.drift_phases=4 train.epochs=3", "data.drift_phases"),
     ("data.label_noise=lots", "data.label_noise"),
 ])
 def test_bad_condition_values_exit_2_naming_the_key_and_write_nothing(tmp_path, capsys, override, key):

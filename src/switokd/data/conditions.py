@@ -206,10 +206,14 @@ def apply_conditions(data: Any, d: Any, epochs: int) -> tuple[Any, Conditions]:
         if d.drift_phases > data.num_classes:
             raise DatasetError(f"data.drift_phases={d.drift_phases}: more phases than the {data.num_classes} classes "
                                "(each phase needs a group of classes of its own)")
+        if d.drift_phases > epochs:
+            raise DatasetError(f"data.drift_phases={d.drift_phases}: more phases than train.epochs={epochs} "
+                               "(every phase needs at least one epoch)")
         drift = DriftStream(clean_y if clean_y is not None else data.train_y, data.num_classes, d.drift_phases,
                             d.drift_share, epochs, seed)
-        per = max(epochs // d.drift_phases, 1)
-        lines.append(f"drift {d.drift_phases} phases of ~{per} epochs (split seed {seed}): in each, one group of "
+        per = epochs / d.drift_phases
+        length = f"{per:g} epochs" if per == int(per) else f"{int(per)}-{int(per) + 1} epochs"
+        lines.append(f"drift {d.drift_phases} phases of {length} (split seed {seed}): in each, one group of "
                      f"classes is {d.drift_share:.0%} of the stream; groups {drift.groups}")
     return data, Conditions(lines, clean_y, noisy, drift)
 
