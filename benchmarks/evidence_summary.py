@@ -27,6 +27,7 @@ SETTINGS = {  # grid -> experiment folder -> what it is (benchmarks/evidence.sh,
     },
     "conditions": {
         "clean": "clean labels, 2,000 images, 40 epochs",
+        "clean80": "clean labels, 2,000 images, 80 epochs",
         "sym40": "40% symmetric noise, 2,000 images, 40 epochs",
         "sym40-noaug": "40% symmetric noise, no augmentation",
         "pairflip30-noaug": "30% pair-flip noise, no augmentation",
