@@ -50,14 +50,14 @@ def paired(ours: list[dict], theirs: list[dict], net: str) -> str:
 
 
 def rows(root: Path, settings: dict[str, str]) -> list[str]:
-    out = ["| exp | setting | student | " + " | ".join(METHODS) + " | SwitOKD expert share | SwitOKD − DML, paired "
+    grids = {exp: group_by_method(json.loads((root / exp / "results.json").read_text()))
+             for exp in settings if (root / exp / "results.json").is_file()}
+    methods = [m for m in METHODS if any(m in by for by in grids.values())]  # the grid's methods only
+    out = ["| exp | setting | student | " + " | ".join(methods) + " | SwitOKD expert share | SwitOKD − DML, paired "
            "| vs DML | vs KDCL | vs vanilla |",
-           "|---|---|---|" + "---:|" * len(METHODS) + "---:|---:|---|---|---|"]
-    for exp, setting in settings.items():
-        path = root / exp / "results.json"
-        if not path.is_file():
-            continue
-        by = group_by_method(json.loads(path.read_text()))
+           "|---|---|---|" + "---:|" * len(methods) + "---:|---:|---|---|---|"]
+    for exp, by in grids.items():
+        setting = settings[exp]
         ours = by.get("switokd", [])
         if not ours:
             continue
@@ -65,7 +65,7 @@ def rows(root: Path, settings: dict[str, str]) -> list[str]:
         for net in students:
             acc = {m: mean_std([r["networks"][net]["last_acc"] for r in runs]) for m, runs in by.items()
                    if net in runs[0]["networks"]}
-            cells = [f"{acc[m][0]:.2f} ± {acc[m][1]:.2f}" if m in acc else "" for m in METHODS]
+            cells = [f"{acc[m][0]:.2f} ± {acc[m][1]:.2f}" if m in acc else "" for m in methods]
             share = network_share(ours, "expert_share", lambda p: p.endswith("->" + net))
             share = share + "%" if share != "-" else share
             vs = [verdict(acc["switokd"], acc[m]) if m in acc else "" for m in ("dml", "kdcl", "vanilla")]
