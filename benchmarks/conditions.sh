@@ -4,7 +4,7 @@
 #
 #   bash benchmarks/conditions.sh clean drift    # one or more experiments (default: all, in this order)
 #
-# Experiments: clean sym40 sym40-noaug pairflip30-noaug few50 drift pairs100 clean80.
+# Experiments: clean sym40 sym40-noaug pairflip30-noaug few50 drift pairs100 clean80 pairflip30-noaug-xfam.
 # Each is one `switokd sweep` into runs/conditions/<exp>/ (resumable: run the same command again after an
 # interruption, in this session or a later one), then its results, report and the runs' logs (not their
 # checkpoints) are copied into benchmarks/results/conditions/<exp>/. One torch thread per run, so two
@@ -39,6 +39,12 @@ exp_sym40-noaug() { grid sym40-noaug $FM "${LONG[@]}" data.label_noise=0.4 data.
 exp_pairflip30-noaug() {
   grid pairflip30-noaug $FM "${LONG[@]}" data.label_noise=0.3 data.label_noise_kind=pairflip data.augment=false
 }
+# The switch fired under pair-flip noise without augmentation (WRN-16-2 -> WRN-16-1): the same condition with
+# the cross-family pair of evidence (c), MobileNet teaching ResNet-20.
+exp_pairflip30-noaug-xfam() {
+  grid pairflip30-noaug-xfam configs/fashion_mnist_mobilenet_resnet20.yaml "${LONG[@]}" data.label_noise=0.3 \
+    data.label_noise_kind=pairflip data.augment=false
+}
 # 50 labelled images per class (500 in all), drawn from the whole training set; more epochs, as few steps each.
 exp_few50() { grid few50 $FM data.labels_per_class=50 train.epochs=100 train.eval_every=10; }
 # 5 phases of 8 epochs; in each, a group of 2 classes is 80% of the stream.
@@ -51,6 +57,6 @@ exp_pairs100() {
     networks.student.lr=0.01 "networks.teacher.milestones=[14,20,25]" "networks.student.milestones=[14,20,25]"
 }
 
-for e in "${@:-clean sym40 sym40-noaug pairflip30-noaug few50 drift pairs100 clean80}"; do
+for e in "${@:-clean sym40 sym40-noaug pairflip30-noaug few50 drift pairs100 clean80 pairflip30-noaug-xfam}"; do
   for x in $e; do "exp_$x"; done
 done

@@ -34,7 +34,7 @@ SETTINGS = {  # grid -> experiment folder -> what it is (benchmarks/evidence.sh,
         "few50": "50 labels per class (500 images), 100 epochs",
         "drift": "drift: 5 phases, 2 classes = 80% of each",
         "pairs100": "100 classes (pairs), ResNet-20 → WRN-16-1, student lr 0.01",
-        "pairs100-mbv1-r20": "100 classes (pairs), MobileNet → ResNet-20",
+        "pairflip30-noaug-xfam": "30% pair-flip noise, no augmentation, MobileNet → ResNet-20",
     },
 }
 
