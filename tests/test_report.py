@@ -85,6 +85,12 @@ def test_explain_in_words():
     assert "paused for the student on 18.0% of the training steps, in epochs 2-3, 5" in text
     assert "saved about 12.0% of the teacher's training compute" in text  # two thirds of the paused share
     assert "shared only 40% of the probability" in text and "learned from a fixed teacher" in text
+    for e, fit in zip(fired.epochs, (0.1, 0.45, 0.7, 0.9, 0.95)):  # the same run under label noise
+        e["memorisation"] = {"teacher": {"noisy_label": fit, "true_label": 1 - fit, "images": 100}}
+    (text,) = explain(fired)
+    assert "closer to the training labels, some of them deliberately wrong here, (distance" in text
+    assert ("The first pause came in epoch 2; by the end of it the teacher predicted the wrong label for 45% of "
+            "the training images whose label had been changed") in text
     (text,) = explain(type(never)("c", never.path, [], [], {"method": "dml"}))
     assert text == "This run used dml, which has no switch: every network learned on every step."
 

@@ -126,11 +126,18 @@ def explain(run: "RunLogs") -> list[str]:
             s1 = (f"{who} was paused for {whom} on {share:.1%} of the training steps, in "
                   f"{when}. On those steps it only ran forward to give the student its predictions, skipping its "
                   f"own learning; that saved about {saved:.1%} of the teacher's training compute.")
+        noisy = {e["epoch"]: e["memorisation"] for e in run.epochs if "memorisation" in e}
         s2 = ""
         if d_t is not None and d_s is not None:
             lead = "teacher" if d_t < d_s else "student"
-            s2 = (f" On average the {lead} was closer to the correct labels (distance to the labels: teacher "
+            labels = "training labels, some of them deliberately wrong here," if noisy else "correct labels"
+            s2 = (f" On average the {lead} was closer to the {labels} (distance to the labels: teacher "
                   f"{d_t:.2f}, student {d_s:.2f}; lower is better).")
+        first = next((ep for ep, v in expert_by_epoch(run, pair) if v > 0), None)
+        if first in noisy and teacher in noisy[first]:
+            fit = noisy[first][teacher]["noisy_label"]
+            s2 += (f" The first pause came in epoch {first}; by the end of it the teacher predicted the wrong label "
+                   f"for {fit:.0%} of the training images whose label had been changed.")
         s3 = ""
         if rho is not None and eps is not None:
             if rho >= eps:
