@@ -51,11 +51,14 @@ def main(argv=None) -> int:
     ax = axes[0]
     band(ax, *by_epoch(ours, lambda e: 100 * e["switch"]["expert_share"][PAIR]), COLOURS["switokd"],
          "SwitOKD: expert-mode steps")
-    for method in ("dml", "switokd"):
+    noisy = any("memorisation" in e for e in ours[0].epochs)
+    for method in ("dml", "switokd") if noisy else ():
         band(ax, *by_epoch(runs[method], lambda e: 100 * e["memorisation"]["teacher"]["noisy_label"]
                            if "memorisation" in e else None),
              COLOURS[method], f"{method}: teacher predicts the flipped label", style="--")
-    ax.set(title="When the switch fired", xlabel="epoch", ylabel="% of steps / % of flipped images")
+    ax.set(title="When the switch fired", xlabel="epoch",
+           ylabel="% of steps / % of flipped images" if noisy else "% of steps")
+    ax.set_ylim(bottom=0)  # shares: the band's lower edge can dip below 0, the share cannot
     ax = axes[1]
     band(ax, *by_epoch(ours, lambda e: e["train"]["pair"][PAIR]["gap"]), "black", "G (gap)")
     band(ax, *by_epoch(ours, lambda e: e["train"]["pair"][PAIR]["threshold"]), "tab:orange", "δ (threshold)")
