@@ -24,10 +24,8 @@ from torch import nn
 
 from . import config as C
 from .config import yaml_text
-from .data import DataSplits, load_dataset, make_loaders
-from .data.conditions import Memorisation, apply_conditions
-from .data.datasets import eval_loader
-from .data.readers import DatasetError
+from .data import DataSplits
+from .data.pipeline import build_run_data
 from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, CheckpointSchedule, extract_state_dict,
                          load_training_checkpoint, load_weights, resolve_resume_path, rng_state, save_atomic,
                          set_rng_state)
@@ -106,25 +104,11 @@ class Trainer:
         self.precision = Precision(t.precision, self.device)
         self.method = build_method(cfg)
         self.method.reduce = self.dist.sum  # decisions on the global batch: every rank takes the same mode
-        if data is None:
-            d = cfg.data
-            data = load_dataset(d.name, d.dir, d.image_size, d.limit_train, d.limit_test, d.channels, d.in_memory)
-        # Noisy or scarce labels and drift (data.*): new splits, the same on every rank (checked below).
-        self.data, self.conditions = apply_conditions(data, cfg.data, t.epochs)
-        data = self.data
-        if not self.dist.same_on_all_ranks(data.train_y):
-            raise DatasetError(f"rank {self.dist.rank}: the training labels differ between processes; every rank "
-                               "must read the same files with the same data.* keys (data.split_seed included)")
-        pad = (data.crop_padding if cfg.data.crop_padding is None else cfg.data.crop_padding) if cfg.data.augment else 0
-        common = dict(mean=data.mean, std=data.std, device=self.device, channels_last=t.channels_last, seed=t.seed,
-                      rank=self.dist.rank, world_size=self.dist.world_size)
-        self.train_loader, self.test_loader = make_loaders(
-            data, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size, crop_padding=pad,
-            hflip=cfg.data.augment and cfg.data.hflip, drop_last=t.drop_last, workers=cfg.data.workers,
-            stream=self.conditions.drift, **common)
-        self.conditions.memorisation = Memorisation.build(
-            data, self.conditions, lambda x, y: eval_loader(data, x, y, t.eval_batch_size, cfg.data.workers, **common),
-            self.device)
+        # The splits with noise, few labels and drift applied (the same on every rank), and this rank's loaders.
+        run_data = build_run_data(cfg, data, self.device, self.dist.rank, self.dist.world_size,
+                                  self.dist.same_on_all_ranks)
+        self.data, self.conditions = run_data.data, run_data.conditions
+        self.train_loader, self.test_loader = run_data.train_loader, run_data.test_loader
         torch.manual_seed(t.seed)
         self.networks: dict[str, Network] = {n.name: self._build_network(n) for n in cfg.networks}
         self.lr_scale = float(self.dist.world_size) if t.scale_lr else 1.0

@@ -1,0 +1,45 @@
+"""A run's data, from its config: the splits with the run conditions applied, the loaders and the diagnostics.
+
+Kept out of the trainer: it only needs the result (``RunData``), whatever the data set and conditions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from .conditions import Conditions, Memorisation, apply_conditions
+from .datasets import DataSplits, eval_loader, load_dataset, make_loaders
+from .readers import DatasetError
+
+
+@dataclass
+class RunData:
+    data: DataSplits  # the splits the run trains and tests on (conditions applied)
+    conditions: Conditions
+    train_loader: Any  # TensorLoader or StreamingLoader: this rank's shard of each global batch
+    test_loader: Any
+
+
+def build_run_data(cfg: Any, data: DataSplits | None, device: torch.device, rank: int = 0, world_size: int = 1,
+                   same_on_all_ranks: Callable[[Tensor], bool] = lambda t: True) -> RunData:
+    """Load ``cfg.data`` (unless ``data`` is given), apply noise, few labels and drift (the same on every rank:
+    checked with ``same_on_all_ranks``), and build the training and test loaders of this rank."""
+    d, t = cfg.data, cfg.train
+    if data is None:
+        data = load_dataset(d.name, d.dir, d.image_size, d.limit_train, d.limit_test, d.channels, d.in_memory)
+    data, conditions = apply_conditions(data, d, t.epochs)
+    if not same_on_all_ranks(data.train_y):
+        raise DatasetError(f"rank {rank}: the training labels differ between processes; every rank must read the "
+                           "same files with the same data.* keys (data.split_seed included)")
+    pad = (data.crop_padding if d.crop_padding is None else d.crop_padding) if d.augment else 0
+    common = dict(mean=data.mean, std=data.std, device=device, channels_last=t.channels_last, seed=t.seed,
+                  rank=rank, world_size=world_size)
+    train_loader, test_loader = make_loaders(
+        data, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size, crop_padding=pad,
+        hflip=d.augment and d.hflip, drop_last=t.drop_last, workers=d.workers, stream=conditions.drift, **common)
+    conditions.memorisation = Memorisation.build(
+        data, conditions, lambda x, y: eval_loader(data, x, y, t.eval_batch_size, d.workers, **common), device)
+    return RunData(data, conditions, train_loader, test_loader)
