@@ -35,6 +35,20 @@ def test_finished_run(finished, capsys):
     assert "ETA" not in out
 
 
+def test_run_shorter_than_the_log_interval(finished, tmp_path):
+    """No step row (fewer steps than train.log_interval): the switch line comes from the epochs log."""
+    import shutil
+    run = tmp_path / "short"
+    shutil.copytree(finished, run)
+    (run / "steps.jsonl").write_text("")
+    epochs = [json.loads(line) for line in (run / "epochs.jsonl").read_text().splitlines()]
+    pair = run_status(run)["pairs"]["teacher->student"]
+    assert pair["gap"] == epochs[-1]["train"]["pair"]["teacher->student"]["gap"]
+    shares = [e["switch"]["expert_share"]["teacher->student"] for e in epochs]
+    assert pair["expert_share"] == pytest.approx(sum(shares) / len(shares))  # equal steps per epoch
+    assert any(line.startswith("  switch     teacher->student: G ") for line in status_lines(run_status(run)))
+
+
 def test_stopped_and_diverged_runs(tmp_path, splits, monkeypatch):
     from test_checkpoint import _interrupt_after
     from switokd.signals import Interrupted

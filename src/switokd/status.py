@@ -98,7 +98,7 @@ def run_status(path: str | Path) -> dict[str, Any]:
     tested = next((e for e in reversed(epochs) if "test" in e), None)
     if tested:
         out["test"] = {"epoch": tested["epoch"], **{n: r["acc"] for n, r in tested["test"].items()}}
-    out["pairs"] = _pairs(steps)
+    out["pairs"] = _pairs(_pair_rows(steps, epochs))
     for name in ("last.pt", "best.pt"):
         p = run / name
         if p.is_file():
@@ -122,6 +122,17 @@ def _eta(epochs: list[dict[str, Any]], step: int, total_epochs: int | None, stat
     if images_per_s and status.get("global_batch"):
         return left_steps * status["global_batch"] / images_per_s
     return None
+
+
+def _pair_rows(steps: list[dict[str, Any]], epochs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The log that reaches furthest, as rows of (step, pair statistics, expert share): the steps log, or the
+    epochs log where it ends later (a run shorter than ``train.log_interval`` writes no step row)."""
+    rows, step = [], 0
+    for e in epochs:
+        step += e.get("steps", 0)
+        rows.append({"step": step, "pair": e.get("train", {}).get("pair", {}),
+                     "expert_share": e.get("switch", {}).get("expert_share", {})})
+    return rows if rows and (not steps or rows[-1]["step"] > steps[-1]["step"]) else steps
 
 
 def _pairs(steps: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
