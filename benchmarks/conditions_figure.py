@@ -13,24 +13,19 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from switokd.report import METHOD_COLORS as COLOURS, read_run
+from switokd.analysis import curve, expert_by_epoch, memorisation
+from switokd.report import band, mean_band, method_color, method_groups, read_run
 
 PAIR = "teacher->student"
 
 
-def by_epoch(runs, value) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Epochs where every run has a value, and the mean and std over the runs there."""
-    per = [{e["epoch"]: v for e in r.epochs if (v := value(e)) is not None} for r in runs]
-    epochs = sorted(set.intersection(*(set(p) for p in per)))
-    vals = np.array([[p[e] for e in epochs] for p in per], dtype=float)
-    return np.array(epochs), vals.mean(0), vals.std(0, ddof=1) if len(runs) > 1 else np.zeros(len(epochs))
+def across_seeds(ax, runs, series, colour: str, style: str, label: str) -> None:
+    """The mean over ``runs`` of ``series(run)`` (a list of (epoch, value)) with a ±std band."""
+    band(ax, *mean_band([series(r) for r in runs]), colour, style, label)
 
 
-def band(ax, x, m, s, colour, label, style="-"):
-    ax.plot(x, m, style, color=colour, label=label)
-    ax.fill_between(x, m - s, m + s, color=colour, alpha=0.15, linewidth=0)
+def pair_stat(key: str):
+    return lambda r: [(e["epoch"], e["train"]["pair"][PAIR][key]) for e in r.epochs]
 
 
 def main(argv=None) -> int:
@@ -42,31 +37,26 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs: dict[str, list] = {}
-    for d in sorted((args.dir / "runs").iterdir()):
-        run = read_run(d)
-        runs.setdefault(run.report.get("method", d.name.split("-seed")[0]), []).append(run)
+    runs = method_groups([read_run(d) for d in sorted((args.dir / "runs").iterdir())])
     ours = runs["switokd"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     ax = axes[0]
-    band(ax, *by_epoch(ours, lambda e: 100 * e["switch"]["expert_share"][PAIR]), COLOURS["switokd"],
-         "SwitOKD: expert-mode steps")
-    noisy = any("memorisation" in e for e in ours[0].epochs)
+    across_seeds(ax, ours, lambda r: [(e, 100 * v) for e, v in expert_by_epoch(r, PAIR)],
+                 method_color("switokd", 0), "-", "SwitOKD: expert-mode steps")
+    noisy = any(memorisation(r, "teacher") for r in ours)
     for method in ("dml", "switokd") if noisy else ():
-        band(ax, *by_epoch(runs[method], lambda e: 100 * e["memorisation"]["teacher"]["noisy_label"]
-                           if "memorisation" in e else None),
-             COLOURS[method], f"{method}: teacher predicts the flipped label", style="--")
+        across_seeds(ax, runs[method], lambda r: [(e, 100 * a) for e, a, _ in memorisation(r, "teacher")],
+                     method_color(method, 0), "--", f"{method}: teacher predicts the flipped label")
     ax.set(title="When the switch fired", xlabel="epoch",
            ylabel="% of steps / % of flipped images" if noisy else "% of steps")
     ax.set_ylim(bottom=0)  # shares: the band's lower edge can dip below 0, the share cannot
     ax = axes[1]
-    band(ax, *by_epoch(ours, lambda e: e["train"]["pair"][PAIR]["gap"]), "black", "G (gap)")
-    band(ax, *by_epoch(ours, lambda e: e["train"]["pair"][PAIR]["threshold"]), "tab:orange", "δ (threshold)")
+    across_seeds(ax, ours, pair_stat("gap"), "black", "-", "G (gap)")
+    across_seeds(ax, ours, pair_stat("threshold"), "tab:orange", "-", "δ (threshold)")
     ax.set(title="SwitOKD: G against δ (epoch means)", xlabel="epoch")
     ax = axes[2]
-    for method, rs in sorted(runs.items(), key=lambda kv: list(COLOURS).index(kv[0]) if kv[0] in COLOURS else 99):
-        band(ax, *by_epoch(rs, lambda e: e["test"]["student"]["acc"] if "test" in e else None),
-             COLOURS.get(method, "grey"), method, style="o-")
+    for i, (method, group) in enumerate(runs.items()):
+        across_seeds(ax, group, lambda r: curve(r, "student"), method_color(method, i), "-", method)
     ax.set(title="Students' test accuracy", xlabel="epoch", ylabel="%")
     for ax in axes:
         ax.grid(alpha=0.3)

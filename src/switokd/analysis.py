@@ -106,6 +106,7 @@ def explain(run: "RunLogs") -> list[str]:
         return [f"This run used {method}, which has no switch: every network learned on every step."]
     out = []
     paused = run.report.get("paused_share", {})
+    noisy = {e["epoch"]: e["memorisation"] for e in run.epochs if "memorisation" in e}  # under label noise
     for pair in pairs:
         teacher, student = pair.split("->")
         who = "The teacher" if teacher == "teacher" else f"The teacher {teacher}"
@@ -126,7 +127,6 @@ def explain(run: "RunLogs") -> list[str]:
             s1 = (f"{who} was paused for {whom} on {share:.1%} of the training steps, in "
                   f"{when}. On those steps it only ran forward to give the student its predictions, skipping its "
                   f"own learning; that saved about {saved:.1%} of the teacher's training compute.")
-        noisy = {e["epoch"]: e["memorisation"] for e in run.epochs if "memorisation" in e}
         s2 = ""
         if d_t is not None and d_s is not None:
             lead = "teacher" if d_t < d_s else "student"

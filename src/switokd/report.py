@@ -94,7 +94,7 @@ def is_grid(runs: Sequence[RunLogs]) -> bool:
     return any(len(g) > 1 for g in method_groups(runs).values())
 
 
-def _mean_band(series: Sequence[Sequence[tuple[float, float]]]):
+def mean_band(series: Sequence[Sequence[tuple[float, float]]]):
     """Mean and sample std at the x values every series has."""
     import statistics
     common = sorted(set.intersection(*(set(x for x, _ in s) for s in series))) if series else []
@@ -127,11 +127,11 @@ def plot_grid_panels(runs: Sequence[RunLogs], out: Path, name: str, series_of, y
                     series = [s for s in series if s]
                     if not series:
                         continue
-                    x, m, sd = _mean_band(series)
+                    x, m, sd = mean_band(series)
                     if not x:
                         continue
                     label = f"{method}" + (f" {net}" if len(nets) > 1 else "") + suffix + f" (n={len(series)})"
-                    _band(ax, x, m, sd, method_color(method, i), style, label, alpha=1.0 - 0.3 * min(j, 2))
+                    band(ax, x, m, sd, method_color(method, i), style, label, alpha=1.0 - 0.3 * min(j, 2))
                     drawn = True
         ax.set(xlabel="epoch", ylabel=ylabel, title=f"{role}s")
         _integer_ticks(ax)
@@ -224,7 +224,7 @@ def _finish_expert_share(fig, ax, title: str, out: Path) -> Path:
     return _save(fig, out / "expert_share.png")
 
 
-def _band(ax, x, mean, std, color: str, style: str, label: str, alpha: float = 1.0) -> None:
+def band(ax, x, mean, std, color: str, style: str, label: str, alpha: float = 1.0) -> None:
     """A mean line with a ±std band."""
     ax.plot(x, mean, style, color=color, marker="o" if len(x) < 30 else None, ms=3, alpha=alpha, label=label)
     ax.fill_between(x, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)], color=color,
@@ -241,7 +241,7 @@ def _grid_expert_share(runs: Sequence[RunLogs], out: Path) -> Path | None:
     for i, (method, group) in enumerate(groups.items()):
         for j, pair in enumerate(run_pairs(group[0])):
             series = [[(e, 100 * v) for e, v in expert_by_epoch(r, pair)] for r in group]
-            _band(ax, *_mean_band([s for s in series if s]), method_color(method, i), ["-", "--", ":"][j % 3],
+            band(ax, *mean_band([s for s in series if s]), method_color(method, i), ["-", "--", ":"][j % 3],
                   f"{method}: {pair} (n={len(group)})")
     return _finish_expert_share(fig, ax, "Expert share per epoch: mean over seeds ± std", out)
 
