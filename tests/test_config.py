@@ -94,7 +94,7 @@ def test_shipped_configs_are_valid(path):
 def test_force_mode_is_for_switokd_only(tmp_path):
     from switokd.trainer import build_method
     assert build_method(C.load_config(None, ["method.force_mode=expert"])).force_mode == "expert"
-    with pytest.raises(C.ConfigError, match="'method.force_mode' applies to switokd only, not 'dml'"):
+    with pytest.raises(C.ConfigError, match="'method.force_mode' applies to switokd and uniokd only, not 'dml'"):
         build_method(C.load_config(None, ["method.name=dml", "method.force_mode=expert"]))
     with pytest.raises(C.ConfigError, match="'method.name'"):
         build_method(C.load_config(None, ["method.name=dmll"]))

@@ -4,6 +4,7 @@ import copy
 import pytest
 import torch
 
+from switokd import config as C
 from switokd.methods import METHODS, SwitOKDPair, create_method
 from switokd.trainer import Trainer
 
@@ -225,7 +226,7 @@ def test_role_errors_say_what_is_missing(name, roles, message):
 def test_option_errors_say_what_is_wrong():
     with pytest.raises(TypeError) as e:
         create_method("dml", ROLES, temperature=2)
-    assert str(e.value) == "method 'dml' got unknown options ['temperature']"
+    assert str(e.value) == "method 'dml' has no option 'temperature' (its options: none)"
     for roles in (ROLES, {"t1": "teacher", "t2": "teacher", "s": "student"}):
         with pytest.raises(ValueError) as e:
             create_method("switokd", roles, force_mode="paused")
@@ -271,3 +272,77 @@ def test_cohort_pauses_one_teacher_and_steps_the_next():
     assert held.stepping == ("s",) and held.expert == {"t1->s": True, "t2->s": True}
     learning = create_method("switokd", roles, force_mode="learning").step(z, Y_EXPERT)
     assert learning.stepping == ("t1", "t2", "s")
+
+
+# ------------------------------------------------------------------ method.loss, logit_std, options, a user's method
+
+
+def test_method_config_keys_build_the_method():
+    from switokd.methods import method_from_config
+    m = method_from_config(C.load_config(None, ["method.name=dml", "method.loss=dkd", "method.loss_options.beta=2",
+                                                "method.logit_std=true"]))
+    assert (m.distill.name, m.distill.beta, m.distill.logit_std, m.weights.tau) == ("dkd", 2.0, True, 4.0)
+    assert C.method_label(C.load_config(None, ["method.name=dml", "method.loss=dist"]).method) == "dml+dist"
+    m = method_from_config(C.load_config(None, ["method.name=uniokd", "method.options={expert_tau: 3}"]))
+    assert m.expert_tau == 3.0
+    # The older keys keep working.
+    assert method_from_config(C.load_config(None, ["method.name=kdcl", "method.kdcl_ensemble=mean"])).ensemble.__name__ == "mean_ensemble"
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["method.loss=dkx"], "config key 'method.loss': unknown distillation loss 'dkx'. Did you mean 'dkd'?"),
+    (["method.loss=dkd", "method.loss_options.gamma=1"],
+     "config key 'method.loss_options': distillation loss 'dkd' has no option 'gamma' (its options: alpha, beta, warmup)"),
+    (["method.loss=dkd", "method.loss_options.warmup=-1"],
+     "config key 'method.loss_options': dkd warmup must be a whole number of epochs >= 0, got -1"),
+    (["method.options.foo=1"], "config key 'method.options': method 'switokd' has no option 'foo' (its options: force_mode)"),
+    (["method.name=vanilla", "method.loss=dkd"], "config key 'method.name': method 'vanilla' trains on the labels alone"),
+    (["method.name=uniokd", "method.tau=3"], "config key 'method.tau': method 'uniokd' sets its temperatures"),
+    (["method.name=uniokd", "method.loss=dist"], "config key 'method.loss': method 'uniokd' is defined with the KL loss"),
+    (["method.name=dkd", "method.loss=kl"], "config key 'method.name': method 'dkd' is offline KD with the dkd loss"),
+    (["method.name=nomodule_here:f"], "config key 'method.name': method 'nomodule_here:f': cannot import nomodule_here"),
+    (["method.options={tau: 2}"], "config key 'method.options': tau are method.* keys of their own"),
+    (["method.loss_options=3"], "config key 'method.loss_options': expected a mapping"),
+])
+def test_bad_method_keys_name_the_key(overrides, message):
+    from switokd.methods import method_from_config
+    with pytest.raises(C.ConfigError) as e:
+        method_from_config(C.load_config(None, overrides))
+    assert str(e.value).startswith(message), str(e.value)
+
+
+USER_METHOD = '''
+from switokd.methods import Method, StepOutput
+
+
+class HalfKD(Method):
+    """A user's method: the student learns from the teacher with half the KL weight; the teacher alone."""
+
+    name = "halfkd"
+
+    def __init__(self, roles, *, share: float = 0.5, **kw):
+        super().__init__(roles, **kw)
+        self.share = share
+
+    def step(self, logits, targets):
+        t, s = self.teachers[0], self.students[0]
+        losses = {t: self.loss(logits[t], targets, []), s: self.loss(logits[s], targets, [logits[t]])}
+        losses[s]["loss"] = losses[s]["ce"] + self.share * losses[s]["kl"]
+        return StepOutput(losses, (t, s))
+
+
+def make(roles, **kw):
+    return HalfKD(roles, **kw)
+'''
+
+
+def test_a_users_method_is_one_file(tmp_path, monkeypatch):
+    (tmp_path / "my_methods.py").write_text(USER_METHOD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from switokd.methods import method_from_config
+    m = method_from_config(C.load_config(None, ["method.name=my_methods:make", "method.options.share=0.25"]))
+    assert type(m).__name__ == "HalfKD" and m.share == 0.25
+    out = m.step({"teacher": torch.randn(4, 10), "student": torch.randn(4, 10)}, torch.arange(4))
+    assert out.stepping == ("teacher", "student")
+    with pytest.raises(C.ConfigError, match="has no option 'sharing'"):
+        method_from_config(C.load_config(None, ["method.name=my_methods:make", "method.options.sharing=1"]))

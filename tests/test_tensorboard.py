@@ -26,7 +26,9 @@ def test_tags_and_steps(tmp_path, splits):
     tr = Trainer(tiny_config(tmp_path, overrides=OVER), data=splits)
     tr.fit()
     tags, acc = scalars(tr.run_dir)
-    for tag in ("loss/teacher/loss", "loss/student/ce", "loss/student/kl", "pair/teacher->student/gap",
+    # The teacher logs a loss only in intervals where it learned (the switch may pause it throughout one).
+    assert tags["loss/teacher/loss"] and set(tags["loss/teacher/loss"]) <= {2, 4, 6, 8, 10, 12, 14, 16}
+    for tag in ("loss/student/ce", "loss/student/kl", "pair/teacher->student/gap",
                 "pair/teacher->student/threshold", "pair/teacher->student/epsilon",
                 "pair/teacher->student/shared_ratio", "expert_share/teacher->student", "lr/teacher", "lr/student",
                 "images_per_s"):

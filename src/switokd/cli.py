@@ -207,8 +207,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     elif args.what == "methods":
         from .methods import METHODS
 
+        from .methods import LOSSES
+
         for name in METHODS.names():
             doc = (METHODS.get(name).__doc__ or "").strip().splitlines()
+            print(f"{name:<10} {doc[0] if doc else ''}")
+        print("\ndistillation losses (method.loss; method.logit_std=true standardizes the logits for any of them):")
+        for name in LOSSES.names():
+            doc = (LOSSES.get(name).__doc__ or "").strip().splitlines()
             print(f"{name:<10} {doc[0] if doc else ''}")
     else:
         from .data import DATASETS
@@ -254,7 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog="example:\n  switokd sweep --config configs/fashion_mnist.yaml --methods vanilla kd dml "
                                "kdcl switokd --seeds 0 1 2 --out runs/sweep data.limit_train=10000")
     sw.add_argument("--config", required=True, help="YAML config file")
-    sw.add_argument("--methods", nargs="+", default=["vanilla", "kd", "dml", "kdcl", "switokd"])
+    sw.add_argument("--methods", nargs="+", default=["vanilla", "kd", "dml", "kdcl", "switokd"],
+                    help="methods and variants: NAME[+LOSS][+ls][@key=value,...], e.g. dml+dkd kd+ls@tau=2 "
+                         "(+LOSS sets method.loss, +ls method.logit_std=true, @ any method.* key; the part before "
+                         "@ names the runs and the column)")
     sw.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     sw.add_argument("--out", default="runs/sweep", help="directory for the runs and the results (default runs/sweep)")
     sw.add_argument("--no-report", action="store_true", help="skip the HTML/PNG report")

@@ -64,11 +64,16 @@ class NetworkConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "switokd"  # vanilla | kd | dml | kdcl | switokd
-    tau: float | None = None  # None: the method's default (kd 4, others 1)
+    name: str = "switokd"  # vanilla | kd | dml | kdcl | switokd | uniokd | dkd | dist, or package.module:factory
+    tau: float | None = None  # None: the loss's recipe (dkd 4, dist 1), else the method's (kd 4, others 1)
     ce_weight: float = 1.0
-    kl_weight: float = 1.0
+    kl_weight: float = 1.0  # the weight of the distillation term, whatever the loss
     tau2: bool | None = None  # scale KL by tau^2; None: the method's default (kd, kdcl on)
+    loss: str | None = None  # the distillation loss: kl | dkd | dist (None: the method's own, kl but for dkd, dist)
+    loss_options: dict[str, Any] = field(default_factory=dict)  # the loss's options, e.g. {beta: 8, warmup: 20}
+    logit_std: bool = False  # z-score both sides' logits over the classes before the temperature
+    options: dict[str, Any] = field(default_factory=dict)  # the method's own options, checked by the method
+    label: str = ""  # the method's name in reports and tables ("": name, then +loss and +ls, e.g. dml+dkd)
     freeze_teacher_bn: bool = False  # switokd: paused teachers keep their BatchNorm statistics
     kdcl_ensemble: str = "minlogit"  # kdcl: minlogit | mean
     force_mode: str | None = None  # switokd: hold every switch in "learning" or "expert" (ablations, benchmarks)
@@ -157,6 +162,12 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0])  # every non-None member of the union refused the value
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"config key {key!r}: expected a mapping of names to values, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key {key!r}: expected a list, got {value!r} ({type(value).__name__})")
@@ -377,6 +388,19 @@ def _validate_conditions(d: DataConfig) -> None:
         raise ConfigError("config key 'data.drift_phases': drift needs at least 2 phases (0 turns it off), got 1")
     if not 0.0 < d.drift_share <= 1.0:
         raise ConfigError(f"config key 'data.drift_share': must be in (0, 1], got {d.drift_share}")
+
+
+def method_label(m: MethodConfig) -> str:
+    """The method's name in reports and tables: ``method.label``, else the name with ``+LOSS`` and ``+ls``.
+
+    Example:
+        >>> method_label(MethodConfig(name="dml", loss="dkd", logit_std=True))
+        'dml+dkd+ls'
+    """
+    if m.label:
+        return m.label
+    own = {"dkd": "dkd", "dist": "dist"}.get(m.name, "kl")
+    return m.name + (f"+{m.loss}" if m.loss not in (None, own) else "") + ("+ls" if m.logit_std else "")
 
 
 def describe_conditions(d: DataConfig) -> str:

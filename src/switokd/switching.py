@@ -25,6 +25,7 @@ wrong in different ways from the teacher, not merely when it is behind.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,7 @@ __all__ = [
     "distillation_gap",
     "label_distance",
     "switch_weight",
+    "uniokd_weight",
     "adaptive_threshold",
     "SwitchStats",
     "switch_stats",
@@ -65,6 +67,17 @@ def switch_weight(student_label_distance: Tensor, teacher_label_distance: Tensor
     d_s, d_t = student_label_distance, teacher_label_distance
     denom = (d_s + d_t).clamp_min(torch.finfo(torch.float32).tiny)
     return torch.exp(-d_t / denom)
+
+
+def uniokd_weight(student_label_distance: Tensor, teacher_label_distance: Tensor) -> Tensor:
+    """UniOKD's eps = exp(-(2 - d_T) * d_T / (d_S + d_T)) (Qian et al.'s successor to SwitOKD).
+
+    The factor 2 - d_T (in [0, 2]) is the teacher's accuracy margin: a teacher that fits the labels well
+    (d_T < 1) gets a smaller eps than SwitOKD's, so a lower bar delta and an earlier pause.
+    """
+    d_s, d_t = student_label_distance, teacher_label_distance
+    denom = (d_s + d_t).clamp_min(torch.finfo(torch.float32).tiny)
+    return torch.exp(-(2.0 - d_t) * d_t / denom)
 
 
 def adaptive_threshold(student_label_distance: Tensor, teacher_label_distance: Tensor) -> Tensor:
@@ -136,10 +149,13 @@ def pair_sums(teacher_logits: Tensor, student_logits: Tensor, targets: Tensor, t
     return per_example.sum(dim=1)
 
 
-def stats_from_sums(sums: Tensor) -> SwitchStats:
-    """A pair's statistics and mode from its (possibly all-reduced) ``pair_sums``."""
+def stats_from_sums(sums: Tensor, weight: Callable[[Tensor, Tensor], Tensor] = switch_weight) -> SwitchStats:
+    """A pair's statistics and mode from its (possibly all-reduced) ``pair_sums``.
+
+    ``weight(d_S, d_T)`` is the rule for eps: SwitOKD's ``switch_weight`` or UniOKD's ``uniokd_weight``.
+    """
     gap, d_t, d_s, shared, t_off, lead = sums[:6] / sums[6]
-    eps = switch_weight(d_s, d_t)
+    eps = weight(d_s, d_t)
     delta = d_s - eps * d_t
     expert = (gap > delta) & (d_t < d_s)
     ratio = shared / t_off.clamp_min(torch.finfo(torch.float32).tiny)

@@ -31,7 +31,7 @@ from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, CheckpointSchedule,
                          set_rng_state)
 from .distributed import Distributed
 from .engine import Precision, all_finite, build_optimizer, frozen_batchnorm_stats, resolve_device, set_lr
-from .methods import Method, StepOutput, create_method
+from .methods import Method, StepOutput, method_from_config
 from .models import create_model
 from .progress import Progress
 from .runinfo import run_header
@@ -69,18 +69,8 @@ class Network:
 
 
 def build_method(cfg: C.Config) -> Method:
-    m = cfg.method
-    options: dict[str, Any] = dict(tau=m.tau, tau2=m.tau2, ce_weight=m.ce_weight, kl_weight=m.kl_weight)
-    if m.name == "kdcl":
-        options["ensemble"] = m.kdcl_ensemble
-    if m.name == "switokd":
-        options["force_mode"] = m.force_mode
-    elif m.force_mode is not None:
-        raise C.ConfigError(f"config key 'method.force_mode' applies to switokd only, not {m.name!r}")
-    try:
-        return create_method(m.name, {n.name: n.role for n in cfg.networks}, **options)
-    except (KeyError, ValueError) as e:
-        raise C.ConfigError(f"config key 'method.name': {e.args[0]}") from None
+    """The config's method (``switokd.methods.method_from_config``)."""
+    return method_from_config(cfg)
 
 
 class Trainer:
@@ -208,6 +198,7 @@ class Trainer:
         for net in self.networks.values():
             net.model.train(not net.frozen)
         self.train_loader.set_epoch(self.epoch)
+        self.method.set_epoch(self.epoch + 1)  # a loss's warm-up (DKD) reads the 1-based epoch
         self.progress.start_epoch(self.epoch, self.batch)
         schedule = CheckpointSchedule(self.cfg.train.checkpoint_every, self.cfg.train.checkpoint_every_s)
         self._t0 = time.perf_counter()
@@ -542,7 +533,7 @@ class Trainer:
         train_time = sum(h["train_time_s"] for h in self.history)
         wall_time = sum(h.get("epoch_time_s", h["train_time_s"]) for h in self.history)
         images = sum(h.get("images_per_s", 0.0) * h["train_time_s"] for h in self.history)
-        return {"method": self.cfg.method.name, "dataset": self.cfg.data.name, "epochs": self.epoch,
+        return {"method": C.method_label(self.cfg.method), "dataset": self.cfg.data.name, "epochs": self.epoch,
                 "precision": self.precision.name, "networks": nets, **shares(dict(self.meters.totals)),
                 "switch_stats": run_switch_stats(self.history), "train_time_s": train_time, "wall_time_s": wall_time,
                 "images_per_s": images / max(train_time, 1e-9), "processes": self.dist.world_size,

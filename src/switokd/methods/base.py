@@ -10,15 +10,25 @@ pass and no step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Mapping, Sequence
+import inspect
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from torch import Tensor
 
-from ..losses import cross_entropy, kl_div
+from ..losses import cross_entropy
 from ..registry import Registry
 from ..switching import SwitchStats
+from .distill import KL, LOSSES, DistillLoss, create_loss
 
 METHODS: Registry = Registry("method")
+
+
+class MethodOptionError(ValueError):
+    """A method refuses a value; ``key`` names the config key at fault (for ``method_from_config``'s message)."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass
@@ -46,18 +56,24 @@ class LossWeights:
     tau2: bool = False
 
 
-def distill_loss(logits: Tensor, targets: Tensor, soft_targets: Sequence[Tensor], w: LossWeights, reduce: str = "sum") -> dict[str, Tensor]:
-    """ce_weight * CE(z, y) + kl_weight * (sum or mean over soft targets of KL(p_u^tau || p^tau))."""
+def distill_loss(logits: Tensor, targets: Tensor, soft_targets: Sequence[Tensor], w: LossWeights,
+                 reduce: str = "sum", loss: DistillLoss | None = None) -> dict[str, Tensor]:
+    """ce_weight * CE(z, y) + kl_weight * (sum or mean over soft targets of the distillation term).
+
+    The term is ``loss`` (default: KL(p_u^tau || p^tau), times tau^2 with ``w.tau2``); it is logged under
+    the loss's name ("kl", "dkd", "dist").
+    """
     if reduce not in ("sum", "mean"):
         raise ValueError(f"distill_loss: reduce must be 'sum' or 'mean', got {reduce!r}")
+    loss = loss or KL(tau=w.tau, tau2=w.tau2)
     ce = cross_entropy(logits, targets)
     out = {"ce": ce}
     if soft_targets:
-        kl = sum(kl_div(t, logits, w.tau, w.tau2) for t in soft_targets)
+        term = sum(loss(t, logits, targets) for t in soft_targets)
         if reduce == "mean":
-            kl = kl / len(soft_targets)
-        out["kl"] = kl
-        out["loss"] = w.ce_weight * ce + w.kl_weight * kl
+            term = term / len(soft_targets)
+        out[loss.name] = term
+        out["loss"] = w.ce_weight * ce + w.kl_weight * term
     else:
         out["loss"] = w.ce_weight * ce
     return out
@@ -68,31 +84,75 @@ def _identity(t: Tensor) -> Tensor:
 
 
 class Method:
-    """Base class: holds the roles and the loss weights; subclasses implement ``step``."""
+    """Base class: holds the roles, the loss weights and the distillation loss; subclasses implement ``step``.
+
+    Args:
+        roles: network name -> ``"teacher"`` or ``"student"``, in the cohort's order.
+        tau: the temperature (None: the loss's recipe default for dkd and dist, else the method's).
+        tau2: multiply the KL term by tau^2 (None: the method's default).
+        ce_weight, kl_weight: the weights of CE and of the distillation term.
+        loss: the distillation loss's name (``switokd.methods.LOSSES``; None: the method's, usually "kl").
+        loss_options: that loss's own options (for example ``{"beta": 8.0}`` for dkd).
+        logit_std: z-score both sides' logits before the temperature (logit standardization).
+        **options: the method's own options; an unknown one is a ``TypeError`` naming it.
+    """
 
     name: ClassVar[str] = ""
     default_tau: ClassVar[float] = 1.0
     default_tau2: ClassVar[bool] = False
+    default_loss: ClassVar[str] = "kl"
     min_networks: ClassVar[int] = 1
+    offline: ClassVar[bool] = False  # teachers are frozen, trained beforehand (the sweep trains them first)
+    distills: ClassVar[bool] = True  # false: no distillation term, so a loss other than kl is refused
 
     def __init__(self, roles: Mapping[str, str], *, tau: float | None = None, tau2: bool | None = None,
-                 ce_weight: float = 1.0, kl_weight: float = 1.0, **options) -> None:
+                 ce_weight: float = 1.0, kl_weight: float = 1.0, loss: str | None = None,
+                 loss_options: Mapping[str, Any] | None = None, logit_std: bool = False, **options) -> None:
         self.roles = dict(roles)
         self.names = list(roles)
         self.teachers = [n for n, r in roles.items() if r == "teacher"]
         self.students = [n for n, r in roles.items() if r == "student"]
-        self.weights = LossWeights(
-            tau=self.default_tau if tau is None else tau,
-            ce_weight=ce_weight,
-            kl_weight=kl_weight,
-            tau2=self.default_tau2 if tau2 is None else tau2,
-        )
+        bad = {n: r for n, r in self.roles.items() if r not in ("teacher", "student")}
+        if bad:
+            raise ValueError(f"method {self.name!r}: roles must be 'teacher' or 'student', got {bad}")
         if len(self.names) < self.min_networks:
             raise ValueError(f"method {self.name!r} needs at least {self.min_networks} networks, got {len(self.names)}")
         if options:
-            raise TypeError(f"method {self.name!r} got unknown options {sorted(options)}")
+            raise TypeError(f"method {self.name!r} has no option {', '.join(map(repr, sorted(options)))}"
+                            f" (its options: {', '.join(self.option_names()) or 'none'})")
+        loss = self.default_loss if loss is None else loss
+        if not self.distills and (loss != "kl" or loss_options or logit_std):
+            raise ValueError(f"method {self.name!r} trains on the labels alone: it has no distillation loss to set")
+        loss_cls = LOSSES.get(loss)
+        if tau is None:
+            tau = loss_cls.default_tau if loss_cls.default_tau is not None else self.default_tau
+        self.weights = LossWeights(tau=tau, ce_weight=ce_weight, kl_weight=kl_weight,
+                                   tau2=self.default_tau2 if tau2 is None else tau2)
+        self.distill: DistillLoss = create_loss(loss, tau=tau, tau2=self.weights.tau2, logit_std=logit_std,
+                                                **dict(loss_options or {}))
         # Sums statistics across processes before a decision; the identity in one process (set by the trainer).
         self.reduce: Callable[[Tensor], Tensor] = _identity
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """The method's own options: the named parameters its ``__init__`` chain adds to the base class's."""
+        base = set(inspect.signature(Method.__init__).parameters) | {"roles"}
+        names: list[str] = []
+        for klass in cls.__mro__:
+            if klass is Method or "__init__" not in vars(klass):
+                continue
+            for p, v in inspect.signature(klass.__init__).parameters.items():
+                if p not in base and p not in names and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL):
+                    names.append(p)
+        return names
+
+    def set_epoch(self, epoch: int) -> None:
+        """Tell the method the current epoch (1-based) before its steps: DKD's warm-up reads it."""
+        self.distill.epoch = epoch
+
+    def loss(self, logits: Tensor, targets: Tensor, soft_targets: Sequence[Tensor], reduce: str = "sum") -> dict[str, Tensor]:
+        """CE plus this method's distillation term against each soft target (``distill_loss``)."""
+        return distill_loss(logits, targets, soft_targets, self.weights, reduce, self.distill)
 
     @property
     def frozen(self) -> frozenset[str]:
@@ -108,4 +168,4 @@ class Method:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(teachers={self.teachers}, students={self.students}, {self.weights})"
+        return f"{type(self).__name__}(teachers={self.teachers}, students={self.students}, {self.weights}, {self.distill})"

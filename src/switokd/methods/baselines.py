@@ -1,4 +1,4 @@
-"""The baselines the paper compares against: Vanilla, offline KD, DML and KDCL."""
+"""The baselines: Vanilla, offline KD (and its DKD and DIST forms), DML and KDCL."""
 from __future__ import annotations
 
 from typing import Mapping
@@ -6,7 +6,7 @@ from typing import Mapping
 from torch import Tensor
 
 from ..losses import mean_ensemble, minlogit_ensemble
-from .base import METHODS, Method, StepOutput, distill_loss
+from .base import METHODS, Method, StepOutput
 
 
 @METHODS.register()
@@ -14,25 +14,27 @@ class Vanilla(Method):
     """Each network alone, cross-entropy only."""
 
     name = "vanilla"
+    distills = False
 
     def step(self, logits: Mapping[str, Tensor], targets: Tensor) -> StepOutput:
-        losses = {n: distill_loss(logits[n], targets, [], self.weights) for n in self.names}
+        losses = {n: self.loss(logits[n], targets, []) for n in self.names}
         return StepOutput(losses, tuple(self.names))
 
 
 @METHODS.register()
 class KD(Method):
     """Offline KD (Hinton et al. 2015): frozen, trained teachers; students learn
-    CE + tau^2 * KL(p_T^tau || p_S^tau), averaged over teachers."""
+    CE + tau^2 * KL(p_T^tau || p_S^tau), averaged over teachers (or another ``method.loss``)."""
 
     name = "kd"
     default_tau = 4.0
     default_tau2 = True
+    offline = True
 
     def __init__(self, roles, **kw) -> None:
         super().__init__(roles, **kw)
         if not self.teachers or not self.students:
-            raise ValueError("method 'kd' needs at least one teacher and one student")
+            raise ValueError(f"method {self.name!r} needs at least one teacher and one student")
 
     @property
     def frozen(self) -> frozenset[str]:
@@ -40,8 +42,34 @@ class KD(Method):
 
     def step(self, logits: Mapping[str, Tensor], targets: Tensor) -> StepOutput:
         soft = [logits[t] for t in self.teachers]
-        losses = {s: distill_loss(logits[s], targets, soft, self.weights, reduce="mean") for s in self.students}
+        losses = {s: self.loss(logits[s], targets, soft, reduce="mean") for s in self.students}
         return StepOutput(losses, tuple(self.students))
+
+
+class _OfflineWithLoss(KD):
+    """Offline KD with a fixed distillation loss, named as mdistiller and torchdistill name it."""
+
+    def __init__(self, roles, *, loss: str | None = None, **kw) -> None:
+        if loss is not None and loss != self.default_loss:
+            raise ValueError(f"method {self.name!r} is offline KD with the {self.default_loss} loss; for the "
+                             f"{loss} loss use method.name=kd method.loss={loss}")
+        super().__init__(roles, loss=self.default_loss, **kw)
+
+
+@METHODS.register()
+class DKDMethod(_OfflineWithLoss):
+    """Decoupled KD (Zhao et al. 2022) from frozen teachers: CE + DKD (alpha 1, beta 8, tau 4, warm-up 20)."""
+
+    name = "dkd"
+    default_loss = "dkd"
+
+
+@METHODS.register()
+class DISTMethod(_OfflineWithLoss):
+    """DIST (Huang et al. 2022) from frozen teachers: CE + DIST (beta 1, gamma 1, tau 1)."""
+
+    name = "dist"
+    default_loss = "dist"
 
 
 @METHODS.register()
@@ -53,10 +81,8 @@ class DML(Method):
     min_networks = 2
 
     def step(self, logits: Mapping[str, Tensor], targets: Tensor) -> StepOutput:
-        losses = {
-            n: distill_loss(logits[n], targets, [logits[u] for u in self.names if u != n], self.weights, reduce="mean")
-            for n in self.names
-        }
+        losses = {n: self.loss(logits[n], targets, [logits[u] for u in self.names if u != n], reduce="mean")
+                  for n in self.names}
         return StepOutput(losses, tuple(self.names))
 
 
@@ -70,7 +96,7 @@ class KDCL(Method):
     default_tau2 = True
     min_networks = 2
 
-    def __init__(self, roles, ensemble: str = "minlogit", **kw) -> None:
+    def __init__(self, roles, *, ensemble: str = "minlogit", **kw) -> None:
         super().__init__(roles, **kw)
         if ensemble not in ("minlogit", "mean"):
             raise ValueError(f"kdcl ensemble must be 'minlogit' or 'mean', got {ensemble!r}")
@@ -78,5 +104,5 @@ class KDCL(Method):
 
     def step(self, logits: Mapping[str, Tensor], targets: Tensor) -> StepOutput:
         target = self.ensemble([logits[n] for n in self.names], targets)
-        losses = {n: distill_loss(logits[n], targets, [target], self.weights) for n in self.names}
+        losses = {n: self.loss(logits[n], targets, [target]) for n in self.names}
         return StepOutput(losses, tuple(self.names))
