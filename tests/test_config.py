@@ -224,3 +224,24 @@ def test_saved_config_keeps_the_dataclass_order(tmp_path):
     C.dump_yaml(C.load_config(None), tmp_path / "c.yaml")
     top = [ln.split(":")[0] for ln in (tmp_path / "c.yaml").read_text().splitlines() if ln[:1].isalpha()]
     assert top == ["preset", "data", "method", "train", "networks"]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.epochs=0", "config key 'train.epochs': must be >= 1, got 0"),
+    ("data.limit_train=-5", "config key 'data.limit_train': must be >= 0, got -5"),
+    ("train.threads=-3", "config key 'train.threads': must be >= 0, got -3"),
+    ("data.workers=-1", "config key 'data.workers': must be >= 0, got -1"),
+    ("data.channels=2", "config key 'data.channels': 2 is not one of 0, 1, 3"),
+    ("networks.student.momentum=1.5", "config key 'networks.student.momentum': must be in [0, 1), got 1.5"),
+    ("networks.student.weight_decay=-1", "config key 'networks.student.weight_decay': must be >= 0, got -1.0"),
+    ("method.kl_weight=-1", "config key 'method.kl_weight': must be >= 0, got -1.0"),
+])
+def test_numeric_keys_have_their_range_checked(override, message):
+    with pytest.raises(C.ConfigError) as e:
+        C.load_config(None, [override])
+    assert str(e.value) == message
+
+
+def test_an_unknown_key_gets_a_did_you_mean():
+    with pytest.raises(C.ConfigError, match=r"unknown config key 'train.epoch'; did you mean 'epochs'\?"):
+        C.load_config(None, ["train.epoch=3"])

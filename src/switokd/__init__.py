@@ -1,10 +1,28 @@
-"""switokd: Switchable Online Knowledge Distillation (SwitOKD) and online-KD baselines for PyTorch."""
+"""switokd: Switchable Online Knowledge Distillation (SwitOKD), UniOKD and the field's strongest logit-based
+distillation methods, online and offline, for PyTorch.
+
+The public API:
+
+- ``Trainer``, ``load_config``: train a cohort from a config (the CLI is a thin layer over these);
+- ``create_method``, ``list_methods``: a method's step (logits in, named losses and the stepping networks out)
+  for your own loop;
+- ``create_model``, ``list_models``, ``register_model``: the model registry;
+- ``DataSplits``: in-memory data for ``Trainer(cfg, data=...)``;
+- ``decide``, ``switch_stats``: the switch's pure maths;
+- ``SwitokdError``: the base of every error the library raises (with the CLI's exit code).
+"""
 __version__ = "0.1.0"
 
+from .errors import SwitokdError  # noqa: E402
 from .switching import (SwitchDecision, SwitchStats, adaptive_threshold, decide, distillation_gap,  # noqa: E402
-                        label_distance, offlabel_stats, switch_stats, switch_weight)
+                        label_distance, offlabel_stats, switch_stats, switch_weight, uniokd_weight)
+from .models import create_model, list_models, register_model  # noqa: E402
+from .config import Config, load_config  # noqa: E402
+from .methods import create_method, list_methods  # noqa: E402
+from .data import DataSplits  # noqa: E402
+from .trainer import Trainer  # noqa: E402
 
-from .models import create_model, register_model  # noqa: E402
-
-__all__ = ["__version__", "create_model", "register_model", "decide", "distillation_gap", "label_distance", "adaptive_threshold", "switch_weight",
-           "offlabel_stats", "switch_stats", "SwitchDecision", "SwitchStats"]
+__all__ = ["__version__", "Trainer", "load_config", "Config", "create_method", "list_methods", "create_model",
+           "list_models", "register_model", "DataSplits", "decide", "switch_stats", "SwitokdError",
+           "distillation_gap", "label_distance", "adaptive_threshold", "switch_weight", "uniokd_weight",
+           "offlabel_stats", "SwitchDecision", "SwitchStats"]

@@ -25,12 +25,7 @@ REQUIRED = {"format": str, "config": dict, "epoch": int, "step": int, "networks"
             "switch_totals": dict, "rng": dict, "history": list, "best": dict}
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable, unsafe or does not fit the run."""
-
-
-class CheckpointWriteError(CheckpointError):
-    """A checkpoint could not be written; the previous one is intact."""
+from .errors import CheckpointError, CheckpointWriteError  # noqa: E402  (re-exported)
 
 
 def _why_unreadable(e: Exception) -> str:

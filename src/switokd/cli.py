@@ -10,8 +10,7 @@ from pathlib import Path
 from . import __version__
 
 
-class UsageError(ValueError):
-    """A command-line argument is wrong (exit code 2, one line)."""
+from .errors import UsageError  # noqa: E402  (re-exported)
 
 
 class Parser(argparse.ArgumentParser):
@@ -75,31 +74,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from . import config as C
-    from .checkpoint import CheckpointError, load_training_checkpoint, load_weights
     from .trainer import Trainer
 
-    ckpt = load_training_checkpoint(args.checkpoint)
-    tree = ckpt["config"]
-    for o in args.overrides:
-        C.apply_override(tree, o)
-    try:
-        cfg = C.from_dict(tree)
-    except C.ConfigError as e:
-        raise CheckpointError(f"{args.checkpoint}: its config is not valid here ({e})") from None
-    # Every network comes from the checkpoint: a kd teacher's own source file is not needed.
-    trainer = Trainer(cfg, writable=False, initial_weights=False)
-    if set(ckpt["networks"]) != set(trainer.networks):
-        raise CheckpointError(f"{args.checkpoint}: networks {sorted(ckpt['networks'])} differ from its config's "
-                              f"{sorted(trainer.networks)}")
-    for name, net in trainer.networks.items():
-        load_weights(net.model, ckpt["networks"][name]["model"], f"{args.checkpoint}, network {name!r}")
+    trainer = Trainer.from_checkpoint(args.checkpoint, args.overrides, evaluate_only=True)
     results = trainer.evaluate()
-    print(f"{args.checkpoint}: epoch {ckpt['epoch']}, {cfg.data.name} test split ({len(trainer.data.test_y)} images)")
+    if args.json:  # JSON alone on stdout, so that a parser can read it
+        print(json.dumps(results))
+        return 0
+    print(f"{args.checkpoint}: epoch {trainer.epoch}, {trainer.data.name} test split ({len(trainer.data.test_y)} images)")
     for n, r in results.items():
         print(f"  {n:<10} {trainer.networks[n].cfg.model:<18} acc {r['acc']:.2f}%  loss {r['loss']:.4f}")
-    if args.json:
-        print(json.dumps(results))
     return 0
 
 
@@ -371,14 +355,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from .checkpoint import CheckpointError, CheckpointWriteError
-    from .config import ConfigError
-    from .data import DatasetError
-    from .deploy import ExportError
-    from .deploy.quantize import AccuracyDropError
-    from .report import ReportError
-    from .signals import Interrupted
-    from .trainer import TrainingDiverged
+    from .errors import SwitokdError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -388,20 +365,8 @@ def _main(argv: list[str] | None) -> int:
     args.argv = argv[1:]
     try:
         return args.fn(args)
-    except CheckpointWriteError as e:
-        print(f"switokd {args.command}: error: {e}", file=sys.stderr)
-        return 4
-    except AccuracyDropError as e:
-        print(f"switokd {args.command}: refused: {e}", file=sys.stderr)
-        return 3
-    except (ConfigError, DatasetError, CheckpointError, ReportError, ExportError, UsageError) as e:
-        print(f"switokd {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as e:
-        print(f"switokd {args.command}: diverged: {e}", file=sys.stderr)
-        return 3
-    except Interrupted as e:
-        print(f"switokd {args.command}: {e}", file=sys.stderr)
+    except SwitokdError as e:  # every error of the library: one line, its own exit code
+        print(f"switokd {args.command}: " + (f"{e.label}: " if e.label else "") + str(e), file=sys.stderr)
         return e.exit_code
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()

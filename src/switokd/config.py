@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import re
 import types
 import typing
@@ -18,8 +19,7 @@ from typing import Any, Union
 import yaml
 
 
-class ConfigError(ValueError):
-    """A configuration key or value is invalid."""
+from .errors import ConfigError  # noqa: E402  (re-exported: switokd.config.ConfigError)
 
 
 @dataclass
@@ -196,7 +196,9 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     for k, v in data.items():
         key = f"{prefix}.{k}" if prefix else str(k)
         if k not in names:
-            raise ConfigError(f"unknown config key {key!r} (valid keys here: {', '.join(sorted(names))})")
+            close = difflib.get_close_matches(str(k), names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown config key {key!r}{hint} (valid keys here: {', '.join(sorted(names))})")
         tp = hints[k]
         if dataclasses.is_dataclass(tp):
             kwargs[k] = _build(tp, v, key)
@@ -291,7 +293,22 @@ def _merge(base: dict, top: dict) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults, then the YAML file, then each override in order; validated."""
+    """Defaults, then the YAML file, then each override in order; validated.
+
+    Args:
+        path: a YAML file (None: the defaults alone).
+        overrides: ``key=value`` strings, values parsed as YAML; networks by name or index
+            (``networks.student.lr=0.01``).
+
+    Returns:
+        The ``Config``. An unknown key, a wrong type or a value out of range is a ``ConfigError`` naming it.
+
+    Example:
+        >>> from switokd import load_config
+        >>> cfg = load_config(None, ["method.name=dml", "train.epochs=2"])
+        >>> cfg.method.name, cfg.train.epochs, [n.name for n in cfg.networks]
+        ('dml', 2, ['teacher', 'student'])
+    """
     tree = to_dict(Config())
     user_networks = False
     if path is not None:
@@ -334,7 +351,7 @@ def validate(cfg: Config) -> None:
     """Cross-field checks that a type check cannot make."""
     def one_of(key: str, value: str, allowed) -> None:
         if value not in allowed:
-            raise ConfigError(f"config key {key!r}: {value!r} is not one of {', '.join(allowed)}")
+            raise ConfigError(f"config key {key!r}: {value!r} is not one of {', '.join(map(str, allowed))}")
 
     one_of("train.precision", cfg.train.precision, PRECISIONS)
     if cfg.preset:
@@ -348,9 +365,18 @@ def validate(cfg: Config) -> None:
     for k, v in positive.items():
         if v < 1:
             raise ConfigError(f"config key {k!r}: must be >= 1, got {v}")
-    for k in ("checkpoint_every_s", "checkpoint_every", "progress_interval_s"):
+    for k in ("checkpoint_every_s", "checkpoint_every", "progress_interval_s", "threads"):
         if getattr(cfg.train, k) < 0:
             raise ConfigError(f"config key 'train.{k}': must be >= 0, got {getattr(cfg.train, k)}")
+    for k in ("limit_train", "limit_test", "workers", "image_size"):
+        if getattr(cfg.data, k) < 0:
+            raise ConfigError(f"config key 'data.{k}': must be >= 0, got {getattr(cfg.data, k)}")
+    if cfg.data.crop_padding is not None and cfg.data.crop_padding < 0:
+        raise ConfigError(f"config key 'data.crop_padding': must be >= 0, got {cfg.data.crop_padding}")
+    one_of("data.channels", cfg.data.channels, (0, 1, 3))
+    for k in ("ce_weight", "kl_weight"):
+        if getattr(cfg.method, k) < 0:
+            raise ConfigError(f"config key 'method.{k}': must be >= 0, got {getattr(cfg.method, k)}")
     _validate_conditions(cfg.data)
     if cfg.method.tau is not None and cfg.method.tau <= 0:
         raise ConfigError(f"config key 'method.tau': must be > 0, got {cfg.method.tau}")
@@ -368,6 +394,13 @@ def validate(cfg: Config) -> None:
         one_of(f"{key}.schedule", n.schedule, SCHEDULES)
         if n.lr < 0:
             raise ConfigError(f"config key '{key}.lr': must be >= 0, got {n.lr}")
+        if not 0.0 <= n.momentum < 1.0:
+            raise ConfigError(f"config key '{key}.momentum': must be in [0, 1), got {n.momentum}")
+        if n.weight_decay < 0 or n.gamma <= 0:
+            bad = ("weight_decay", n.weight_decay, ">= 0") if n.weight_decay < 0 else ("gamma", n.gamma, "> 0")
+            raise ConfigError(f"config key '{key}.{bad[0]}': must be {bad[2]}, got {bad[1]}")
+        if any(m < 0 for m in n.milestones):
+            raise ConfigError(f"config key '{key}.milestones': epochs must be >= 0, got {n.milestones}")
         if sorted(n.milestones) != n.milestones:
             raise ConfigError(f"config key '{key}.milestones': must be increasing, got {n.milestones}")
 

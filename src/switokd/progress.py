@@ -12,6 +12,8 @@ import sys
 import time
 from typing import Any, Callable, TextIO
 
+from .log import logger
+
 
 def fmt_duration(seconds: float) -> str:
     s = max(0, int(round(seconds)))
@@ -30,7 +32,7 @@ class Progress:
         self.enabled = enabled
         self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
         self.interval_s = interval_s
-        self.stream = stream or sys.stderr
+        self.stream = stream if stream is not None else sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
         self.bar: Any = None
         self.epoch = 0
@@ -66,7 +68,10 @@ class Progress:
         elif now - self.t_last >= self.interval_s:
             self.t_last = now
             self.summary = summary() if summary else ""
-            print(self.line(now), file=self.stream, flush=True)
+            if self.stream is sys.stderr:
+                logger.info(self.line(now))  # routable like every other line of the library
+            else:
+                print(self.line(now), file=self.stream, flush=True)
 
     def end_epoch(self) -> None:
         if self.bar is not None:

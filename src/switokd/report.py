@@ -15,8 +15,7 @@ from typing import Any, Sequence
 from .telemetry import read_jsonl
 
 
-class ReportError(ValueError):
-    """A run directory cannot be reported on (missing or unreadable logs)."""
+from .errors import ReportError  # noqa: E402  (re-exported)
 
 
 @dataclass

@@ -7,9 +7,13 @@ import threading
 from types import FrameType
 from typing import Callable
 
+from .errors import SwitokdError
 
-class Interrupted(Exception):
+
+class Interrupted(SwitokdError):
     """The run stopped on a signal after writing a checkpoint; ``exit_code`` is 128 + signum."""
+
+    label = ""  # its message says what happened
 
     def __init__(self, signum: int, message: str) -> None:
         super().__init__(message)

@@ -165,7 +165,26 @@ def stats_from_sums(sums: Tensor, weight: Callable[[Tensor, Tensor], Tensor] = s
 def switch_stats(
     teacher_logits: Tensor, student_logits: Tensor, targets: Tensor, tau: float = 1.0
 ) -> SwitchStats:
-    """All switching statistics for one teacher-student pair, without a host sync."""
+    """All switching statistics for one teacher-student pair, without a host sync.
+
+    Args:
+        teacher_logits: the teacher's logits ``[N, C]`` (detached inside; any float dtype).
+        student_logits: the student's logits ``[N, C]``.
+        targets: class indices ``[N]``.
+        tau: the temperature of the gap G (the label distances are always at tau = 1).
+
+    Returns:
+        ``SwitchStats``: 0-d tensors ``expert`` (bool), ``gap``, ``threshold``, ``epsilon``, the label distances
+        and the diagnostics (``shared_ratio``, ``student_lead``, ...).
+
+    Example:
+        >>> import torch
+        >>> from switokd import switch_stats
+        >>> y = torch.tensor([0, 1])
+        >>> s = switch_stats(torch.tensor([[4.0, 0.0], [0.0, 4.0]]), torch.zeros(2, 2), y)
+        >>> round(float(s.gap), 3), bool(s.expert)
+        (0.964, False)
+    """
     return stats_from_sums(pair_sums(teacher_logits, student_logits, targets, tau))
 
 
@@ -184,7 +203,24 @@ class SwitchDecision:
 def decide(
     teacher_logits: Tensor, student_logits: Tensor, targets: Tensor, tau: float = 1.0
 ) -> SwitchDecision:
-    """Decide this step's mode for one pair: expert (teacher paused) or learning."""
+    """Decide this step's mode for one pair: expert (teacher paused) or learning.
+
+    Args:
+        teacher_logits: the teacher's logits ``[N, C]``.
+        student_logits: the student's logits ``[N, C]``.
+        targets: class indices ``[N]``.
+        tau: the temperature of the gap G.
+
+    Returns:
+        ``SwitchDecision`` with ``expert`` as a Python bool (one host synchronisation) and the statistics.
+
+    Example:
+        >>> import torch
+        >>> from switokd import decide
+        >>> # The teacher is right; the student is wrong, on another class than the teacher's leftover mass.
+        >>> decide(torch.tensor([[4.0, 1.0, -4.0]]), torch.tensor([[0.0, -4.0, 4.0]]), torch.tensor([0])).expert
+        True
+    """
     s = switch_stats(teacher_logits, student_logits, targets, tau)
     return SwitchDecision(
         bool(s.expert), s.gap, s.threshold, s.epsilon, s.teacher_label_distance, s.student_label_distance

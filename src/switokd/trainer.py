@@ -13,7 +13,6 @@ import contextlib
 import json
 import math
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,8 @@ from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, CheckpointSchedule,
                          load_training_checkpoint, load_weights, resolve_resume_path, rng_state, save_atomic,
                          set_rng_state)
 from .distributed import Distributed
+from .errors import TrainingDiverged
+from .log import logger
 from .engine import Precision, all_finite, build_optimizer, frozen_batchnorm_stats, resolve_device, set_lr
 from .methods import Method, StepOutput, method_from_config
 from .models import create_model
@@ -45,10 +46,6 @@ RESUMABLE_OVERRIDES = ("train.epochs", "train.progress", "train.progress_interva
                        "train.checkpoint_every", "train.tensorboard", "data.dir")
 
 
-class TrainingDiverged(RuntimeError):
-    """A loss or a parameter became non-finite; the last good checkpoint is kept."""
-
-    run_state = "diverged"  # what status.json records when it ends a run
 
 
 @dataclass
@@ -74,7 +71,21 @@ def build_method(cfg: C.Config) -> Method:
 
 
 class Trainer:
-    """Trains a cohort of networks with one method. ``fit()`` runs the epochs."""
+    """Trains a cohort of networks with one method. ``fit()`` runs the epochs.
+
+    Args:
+        cfg: the run's ``Config`` (``load_config``).
+        data: the data (a ``DataSplits``); None reads ``cfg.data.name`` from ``cfg.data.dir``.
+        run_dir: where the run writes (default ``train.out_dir/train.run_name``).
+        writable: false writes nothing (evaluation, tests).
+        initial_weights: false skips ``networks.NAME.checkpoint`` (the caller restores every network).
+
+    Example:
+        >>> from switokd import Trainer, load_config
+        >>> cfg = load_config("configs/fashion_mnist.yaml", ["train.epochs=1", "data.limit_train=512"])  # doctest: +SKIP
+        >>> report = Trainer(cfg).fit()  # doctest: +SKIP
+        >>> report["networks"]["student"]["last_acc"]  # doctest: +SKIP
+    """
 
     def __init__(self, cfg: C.Config, data: DataSplits | None = None, run_dir: str | Path | None = None,
                  *, writable: bool = True, initial_weights: bool = True) -> None:
@@ -274,7 +285,7 @@ class Trainer:
         """
         self._open_run()
         if self.cfg.train.progress and self.dist.is_main:
-            print("\n".join(run_header(self)), file=sys.stderr, flush=True)
+            logger.info("\n".join(run_header(self)))
         with recording_state(self._close_run), StopSignals() as self.stop:
             while self.epoch < self.cfg.train.epochs:
                 t0 = time.perf_counter()
@@ -376,7 +387,7 @@ class Trainer:
 
     def _print_epoch(self, s: dict[str, Any]) -> None:
         if self.cfg.train.progress and self.dist.is_main:
-            print(epoch_line(s, self.cfg.train.epochs), file=sys.stderr, flush=True)
+            logger.info(epoch_line(s, self.cfg.train.epochs))
 
     # ------------------------------------------------------------------ run directory, checkpoints
 
@@ -505,22 +516,45 @@ class Trainer:
         return path
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = (), data: DataSplits | None = None) -> "Trainer":
-        """Rebuild a run from its checkpoint (a ``last.pt`` or its run directory) to continue training."""
+    def from_checkpoint(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = (), data: DataSplits | None = None,
+                        *, evaluate_only: bool = False) -> "Trainer":
+        """Rebuild a run from its checkpoint (a ``last.pt``/``best.pt`` or its run directory).
+
+        Args:
+            path: the checkpoint, or the run directory holding ``last.pt``.
+            overrides: ``key=value`` changes; to continue training only those in ``RESUMABLE_OVERRIDES``.
+            data: the run's data, when it was not a built-in data set.
+            evaluate_only: load the networks' weights only, for evaluation: any override is allowed and
+                nothing is written (``switokd eval``).
+
+        Example:
+            >>> trainer = Trainer.from_checkpoint("runs/demo")  # doctest: +SKIP
+            >>> trainer.fit()  # continues to train.epochs  # doctest: +SKIP
+        """
         path = resolve_resume_path(path)
         ckpt = load_training_checkpoint(path)
         tree = ckpt["config"]
         for o in overrides:
             key = o.split("=", 1)[0].strip()
-            if key not in RESUMABLE_OVERRIDES:
+            if not evaluate_only and key not in RESUMABLE_OVERRIDES:
                 raise C.ConfigError(f"override {key!r} cannot change on --resume (allowed: {', '.join(RESUMABLE_OVERRIDES)})")
             C.apply_override(tree, o)
         try:
             cfg = C.from_dict(tree)
         except C.ConfigError as e:
             raise CheckpointError(f"{path}: its config is not valid here ({e})") from None
-        trainer = cls(cfg, data=data, run_dir=Path(path).parent, initial_weights=False)
-        trainer.load_state_dict(ckpt, path)
+        # Every network comes from the checkpoint: a kd teacher's own source file is not needed.
+        trainer = cls(cfg, data=data, run_dir=None if evaluate_only else Path(path).parent,
+                      writable=not evaluate_only, initial_weights=False)
+        if not evaluate_only:
+            trainer.load_state_dict(ckpt, path)
+            return trainer
+        if set(ckpt["networks"]) != set(trainer.networks):
+            raise CheckpointError(f"{path}: networks {sorted(ckpt['networks'])} differ from its config's "
+                                  f"{sorted(trainer.networks)}")
+        for name, net in trainer.networks.items():
+            load_weights(net.model, ckpt["networks"][name]["model"], f"{path}, network {name!r}")
+        trainer.epoch = ckpt["epoch"]
         return trainer
 
     def report(self) -> dict[str, Any]:

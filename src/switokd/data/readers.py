@@ -17,8 +17,7 @@ import torch
 from torch import Tensor
 
 
-class DatasetError(RuntimeError):
-    """A data file is missing or not in the expected format."""
+from ..errors import DatasetError  # noqa: E402  (re-exported)
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}

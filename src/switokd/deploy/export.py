@@ -26,8 +26,7 @@ FORMATS = ("onnx", "torchscript", "safetensors")
 ONNX_TOLERANCE = 1e-4  # max abs logit difference allowed between ONNX Runtime and PyTorch (fp32)
 
 
-class ExportError(ValueError):
-    """An export or prediction cannot be done as asked (exit code 2, one line)."""
+from ..errors import ExportError  # noqa: E402  (re-exported)
 
 
 @dataclass

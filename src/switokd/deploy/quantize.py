@@ -28,8 +28,7 @@ GRANULARITIES = {"per output channel": True, "per tensor": False}  # the weights
 SELECTION_IMAGES = 1000  # training images, held out from calibration, on which the granularity is chosen
 
 
-class AccuracyDropError(ExportError):
-    """The int8 model loses more accuracy than allowed (exit code 3); no int8 file is kept."""
+from ..errors import AccuracyDropError  # noqa: E402  (re-exported)
 
 
 def _require_quantization():

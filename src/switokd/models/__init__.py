@@ -70,8 +70,13 @@ def create_model(name: str, num_classes: int = 10, in_chans: int = 3, image_size
     return model
 
 
+def list_models() -> list[str]:
+    """The registered models' names (``switokd list models``)."""
+    return MODELS.names()
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MODELS", "create_model", "count_parameters", "register_model", "resolve_factory"]
+__all__ = ["MODELS", "create_model", "list_models", "count_parameters", "register_model", "resolve_factory"]
