@@ -13,8 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from switokd.analysis import curve, expert_by_epoch, memorisation
-from switokd.report import band, mean_band, method_color, method_groups, read_run
+from switokd.runs.analysis import curve, expert_by_epoch, memorisation
+from switokd.runs.report import band, mean_band, method_color, method_groups, read_run
 
 PAIR = "teacher->student"
 

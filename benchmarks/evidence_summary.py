@@ -14,7 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from switokd.sweep import group_by_method, mean_std, network_share, verdict
+from switokd.runs.stats import mean_std, verdict
+from switokd.sweep import group_by_method, network_share
 
 METHODS = ["vanilla", "kd", "dml", "kdcl", "switokd"]
 SETTINGS = {  # grid -> experiment folder -> what it is (benchmarks/evidence.sh, conditions.sh have the commands)

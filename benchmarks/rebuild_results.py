@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from switokd.report import write_report
+from switokd.runs.report import write_report
 from switokd.sweep import write_results
 
 

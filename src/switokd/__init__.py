@@ -11,7 +11,7 @@ The public API:
 - ``decide``, ``switch_stats``: the switch's pure maths;
 - ``SwitokdError``: the base of every error the library raises (with the CLI's exit code).
 """
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 from .errors import SwitokdError  # noqa: E402
 from .switching import (SwitchDecision, SwitchStats, adaptive_threshold, decide, distillation_gap,  # noqa: E402

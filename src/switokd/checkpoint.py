@@ -26,6 +26,7 @@ REQUIRED = {"format": str, "config": dict, "epoch": int, "step": int, "networks"
 
 
 from .errors import CheckpointError, CheckpointWriteError  # noqa: E402  (re-exported)
+from .runs import files as F
 
 
 def _why_unreadable(e: Exception) -> str:
@@ -89,9 +90,9 @@ def resolve_resume_path(path: str | Path) -> Path:
     """``--resume`` takes a run directory (its ``last.pt``) or a checkpoint file."""
     p = Path(path)
     if p.is_dir():
-        if not (p / "last.pt").is_file():
+        if not (p / F.LAST).is_file():
             raise CheckpointError(f"run directory {p} has no last.pt to resume from")
-        return p / "last.pt"
+        return p / F.LAST
     return p
 
 

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
+from .version import __version__
 
 
 from .errors import UsageError  # noqa: E402  (re-exported)
@@ -99,7 +99,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .runs.report import write_report
 
     out = Path(args.out) if args.out else (Path(args.runs[0]) / "report" if len(args.runs) == 1 else Path("report"))
     page = write_report(args.runs, out)
@@ -108,7 +108,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .status import run_status, status_lines
+    from .runs.status import run_status, status_lines
 
     states = [run_status(r) for r in args.runs]
     if args.json:

@@ -9,7 +9,6 @@ seed's ``vanilla`` run (whose teacher learns from the labels alone).
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -17,6 +16,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import config as C
+from .runs import analysis
+from .runs.files import read_run
+from .runs.report import write_report
+from .runs.stats import fmt, group_by, mean_std, verdict  # noqa: F401  (mean_std, verdict: re-exported)
+from .errors import ReportError
+from .runs import files as F
 
 TEACHER_RUN = "teacher-alone"
 
@@ -97,9 +102,9 @@ def plan(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[in
             extra: tuple[str, ...] = ()
             if offline[label]:
                 if "vanilla" in labels:
-                    source = out / f"vanilla-seed{seed}" / "last.pt"
+                    source = out / f"vanilla-seed{seed}" / F.LAST
                 else:
-                    source = out / f"{TEACHER_RUN}-seed{seed}" / "last.pt"
+                    source = out / f"{TEACHER_RUN}-seed{seed}" / F.LAST
                     if not trained:
                         only = "[" + ", ".join(_net_yaml(base, t) for t in teachers) + "]"
                         specs.append(RunSpec(f"{TEACHER_RUN}-seed{seed}", "vanilla", seed,
@@ -118,14 +123,14 @@ def _net_yaml(cfg: C.Config, name: str) -> str:
 
 def run_state(run_dir: Path, epochs: int) -> str:
     """``done`` (report.json with all epochs), ``partial`` (a checkpoint to continue) or ``new``."""
-    report = run_dir / "report.json"
+    report = run_dir / F.REPORT
     if report.is_file():
         try:
             if json.loads(report.read_text()).get("epochs") == epochs:
                 return "done"
         except (OSError, ValueError):
             pass
-    return "partial" if (run_dir / "last.pt").is_file() else "new"
+    return "partial" if (run_dir / F.LAST).is_file() else "new"
 
 
 def run_one(cfg_path: str | Path | None, spec: RunSpec, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
@@ -138,44 +143,22 @@ def run_one(cfg_path: str | Path | None, spec: RunSpec, out: Path, log: Callable
     state = run_state(run_dir, cfg.train.epochs)
     if state == "done":
         log(f"sweep: {spec.name}: finished earlier, skipped")
-        return json.loads((run_dir / "report.json").read_text())
+        return json.loads((run_dir / F.REPORT).read_text())
     if state == "partial":
-        saved = load_training_checkpoint(run_dir / "last.pt")["config"]
+        saved = load_training_checkpoint(run_dir / F.LAST)["config"]
         if C.from_dict(saved) != cfg:
             raise C.ConfigError(f"sweep: {run_dir} holds a run with another config; move it away or use another --out")
         log(f"sweep: {spec.name}: continuing from its checkpoint")
-        trainer = Trainer.from_checkpoint(run_dir / "last.pt")
+        trainer = Trainer.from_checkpoint(run_dir / F.LAST)
     else:
         log(f"sweep: {spec.name}: starting")
         trainer = Trainer(cfg)
     return trainer.fit()
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    vals = [float(v) for v in values]
-    if not vals:
-        return math.nan, math.nan
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
-
-
-def fmt(values: Sequence[float], digits: int = 2, scale: float = 1.0) -> str:
-    m, s = mean_std([v * scale for v in values])
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
-
-
 def group_by_method(reports: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """The runs' reports per method, in the order the methods first appear."""
-    by_method: dict[str, list[dict[str, Any]]] = {}
-    for r in reports:
-        by_method.setdefault(r["method"], []).append(r)
-    return by_method
-
-
-def verdict(ours: tuple[float, float], theirs: tuple[float, float]) -> str:
-    """'tie', 'ahead' or 'behind' for two (mean, std): a difference within the larger std is a tie."""
-    d = ours[0] - theirs[0]
-    return "tie" if abs(d) <= max(ours[1], theirs[1]) else ("ahead" if d > 0 else "behind")
+    return group_by(reports, lambda r: r["method"])
 
 
 def results_table(reports: Sequence[dict[str, Any]]) -> str:
@@ -247,9 +230,6 @@ def write_results(out: Path, reports: Sequence[dict[str, Any]], header: Sequence
 def log_tables(out: Path, reports: Sequence[dict[str, Any]]) -> list[str]:
     """The tables drawn from the runs' own logs (``OUT/<run>/epochs.jsonl``): SwitOKD against each method paired
     by seed, the training curves (peak, last, plateau, memorisation, drift) and when each switch fired."""
-    from . import analysis
-    from .report import ReportError, read_run
-
     by_method: dict[str, list[Any]] = {}
     seeds: dict[str, int] = {}
     for r in reports:
@@ -299,7 +279,6 @@ def sweep(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[i
         reports.append(r)
         write_results(out, reports, header)
     if report and reports:
-        from .report import ReportError, write_report
         try:
             write_report([out / r["run"] for r in reports], out / "report")
         except ReportError as e:  # matplotlib missing: the tables are written all the same

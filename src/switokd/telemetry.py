@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 import torch
 from torch import Tensor
 
+from .runs.files import RUN_STATE, pair_means, read_jsonl  # noqa: F401  (read_jsonl: re-exported)
+from .runs import files as F
+
 if TYPE_CHECKING:
     from .methods import StepOutput
 
@@ -150,18 +153,7 @@ class RunMeters:
         self.last_expert = dict(state.get("last_expert", {}))
 
 
-def run_switch_stats(history: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Each pair's logged statistics averaged over a run's epochs (weighted by their steps)."""
-    sums: dict[str, dict[str, float]] = {}
-    weights: dict[str, float] = {}
-    for h in history:
-        w = h.get("steps", 1)
-        for p, stats in h.get("train", {}).get("pair", {}).items():
-            acc = sums.setdefault(p, {})
-            for k, v in stats.items():
-                acc[k] = acc.get(k, 0.0) + w * v
-            weights[p] = weights.get(p, 0.0) + w
-    return {p: {k: v / weights[p] for k, v in acc.items()} for p, acc in sums.items()}
+run_switch_stats = pair_means  # each pair's statistics averaged over the run's epochs (runs.files)
 
 
 def epoch_line(s: dict[str, Any], epochs: int) -> str:
@@ -312,8 +304,8 @@ class RunWriters:
             self.epochs: JsonlWriter | NullWriter = NullWriter()
             return
         cut = offsets is not None
-        self.steps = JsonlWriter(run_dir / "steps.jsonl", truncate_to=offsets.get("steps", 0) if cut else None)
-        self.epochs = JsonlWriter(run_dir / "epochs.jsonl", truncate_to=offsets.get("epochs", 0) if cut else None)
+        self.steps = JsonlWriter(run_dir / F.STEPS, truncate_to=offsets.get("steps", 0) if cut else None)
+        self.epochs = JsonlWriter(run_dir / F.EPOCHS, truncate_to=offsets.get("epochs", 0) if cut else None)
         if tensorboard:
             self.tb = TensorBoardWriter(run_dir / "tensorboard", offsets.get("tensorboard", {}) if cut else None,
                                         None if cut else config_text)
@@ -342,7 +334,6 @@ class RunWriters:
                 w.close()
 
 
-RUN_STATE = "status.json"
 
 
 def write_run_state(run_dir: Path, state: str, **info: Any) -> None:
@@ -373,6 +364,3 @@ def recording_state(close: Callable[[str, str], None]) -> Iterator[None]:
         close(state, reason)
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

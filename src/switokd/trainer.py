@@ -37,6 +37,7 @@ from .models import create_model
 from .progress import Progress
 from .runinfo import run_header
 from .signals import Interrupted, StopSignals
+from .runs import files as F
 from .telemetry import (RunMeters, RunWriters, epoch_line, nest, recording_state, run_switch_stats, shares,
                         tensorboard_available, write_run_state)
 
@@ -311,7 +312,7 @@ class Trainer:
                 self._raise_if_stopped()
         report = self.report()
         if self.writable and self.run_dir is not None:
-            (self.run_dir / "report.json").write_text(json.dumps(report, indent=2))
+            (self.run_dir / F.REPORT).write_text(json.dumps(report, indent=2))
         return report
 
     def _update_best(self, test: dict[str, dict[str, float]]) -> bool:
@@ -397,12 +398,12 @@ class Trainer:
         if self.run_dir is None:
             name = self.cfg.train.run_name or f"{self.cfg.method.name}-{self.cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
             self.run_dir = Path(self.cfg.train.out_dir) / name
-            if (self.run_dir / "last.pt").exists() and self.step == 0:
+            if (self.run_dir / F.LAST).exists() and self.step == 0:
                 raise CheckpointError(
                     f"run directory {self.run_dir} already holds a checkpoint; continue it with "
                     f"`switokd train --resume {self.run_dir}` or choose another train.run_name")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        C.dump_yaml(self.cfg, self.run_dir / "config.yaml")
+        C.dump_yaml(self.cfg, self.run_dir / F.CONFIG)
         offsets = self._log_offsets or {}
         # On resume, rows written after the checkpoint (before a kill) are dropped: they will be written again.
         self._logs = RunWriters(self.run_dir, offsets if self.step else None, self.cfg.train.tensorboard,
@@ -509,10 +510,10 @@ class Trainer:
         if not self.writable:
             return None
         state = self.state_dict()
-        path = self.run_dir / "last.pt"
+        path = self.run_dir / F.LAST
         save_atomic(state, path)
         if best:
-            save_atomic(state, self.run_dir / "best.pt")
+            save_atomic(state, self.run_dir / F.BEST)
         return path
 
     @classmethod

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__
+from ..version import __version__
 from ..checkpoint import CheckpointError, load_training_checkpoint, load_weights
 from ..data.readers import IMAGE_SUFFIXES, DatasetError, load_image
 from ..data.transforms import Normalize

@@ -1,0 +1,49 @@
+"""Statistics over seeds, written once: mean ± std, its cell text, a tie/ahead/behind verdict, grouping."""
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any, Callable, Sequence, TypeVar
+
+T = TypeVar("T")
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value).
+
+    Example:
+        >>> mean_std([1.0, 2.0, 3.0])
+        (2.0, 1.0)
+    """
+    vals = [float(v) for v in values]
+    if not vals:
+        return math.nan, math.nan
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def fmt(values: Sequence[float], digits: int = 2, scale: float = 1.0, sign: bool = False) -> str:
+    """``"mean ± std"`` of the values times ``scale``; ``sign`` writes the mean with its sign.
+
+    Example:
+        >>> fmt([0.5, 0.7], 1, 100.0, sign=True)
+        '+60.0 ± 14.1'
+    """
+    m, s = mean_std([v * scale for v in values])
+    return f"{m:+.{digits}f} ± {s:.{digits}f}" if sign else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def verdict(ours: tuple[float, float], theirs: tuple[float, float]) -> str:
+    """'tie', 'ahead' or 'behind' for two (mean, std): a difference within the larger std is a tie."""
+    d = ours[0] - theirs[0]
+    return "tie" if abs(d) <= max(ours[1], theirs[1]) else ("ahead" if d > 0 else "behind")
+
+
+def group_by(items: Sequence[T], key: Callable[[T], Any]) -> dict[Any, list[T]]:
+    """The items per key, in the order the keys first appear (runs per method, for example)."""
+    out: dict[Any, list[T]] = {}
+    for item in items:
+        out.setdefault(key(item), []).append(item)
+    return out
+
+
+__all__ = ["mean_std", "fmt", "verdict", "group_by"]
