@@ -101,6 +101,7 @@ class TrainConfig:
     sync_bn: bool = False  # every network's BatchNorm as SyncBatchNorm under several CUDA processes
     scale_lr: bool = False  # several processes: lr x number of processes (the linear scaling rule)
     tensorboard: bool = False  # also write TensorBoard events to RUN_DIR/tensorboard/ (pip install 'switokd[tensorboard]')
+    loggers: list[str] = field(default_factory=lambda: ["jsonl"])  # sinks: jsonl (always), tensorboard, mlflow, yours
 
 
 def default_networks() -> list[NetworkConfig]:

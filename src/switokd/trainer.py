@@ -38,13 +38,13 @@ from .progress import Progress
 from .runinfo import run_header
 from .signals import Interrupted, StopSignals
 from .runs import files as F
-from .telemetry import (RunMeters, RunWriters, epoch_line, nest, recording_state, run_switch_stats, shares,
-                        tensorboard_available, write_run_state)
+from .telemetry import (RunMeters, RunWriters, check_loggers, epoch_line, nest, recording_state, run_switch_stats,
+                        shares, write_run_state)
 
 # Keys a resumed run may change; anything else would make it a different run.
 RESUMABLE_OVERRIDES = ("train.epochs", "train.progress", "train.progress_interval_s", "train.log_interval",
                        "train.device", "train.threads", "train.eval_every", "train.checkpoint_every_s",
-                       "train.checkpoint_every", "train.tensorboard", "data.dir")
+                       "train.checkpoint_every", "train.tensorboard", "train.loggers", "data.dir")
 
 
 
@@ -97,9 +97,9 @@ class Trainer:
         t = cfg.train
         if t.threads > 0:
             torch.set_num_threads(t.threads)
-        if t.tensorboard and not tensorboard_available():
-            raise C.ConfigError("config key 'train.tensorboard': needs the tensorboard package; "
-                                "pip install 'switokd[tensorboard]' (or set train.tensorboard=false)")
+        # Sinks for the metrics (train.tensorboard is the older spelling of loggers: [..., tensorboard]).
+        self.loggers = list(dict.fromkeys([*t.loggers, *(["tensorboard"] if t.tensorboard else [])]))
+        check_loggers(self.loggers)
         self.dist = Distributed.from_env()
         self.device = resolve_device(t.device, self.dist.local_rank if self.dist.enabled else None)
         self.dist.init(self.device)
@@ -406,8 +406,7 @@ class Trainer:
         C.dump_yaml(self.cfg, self.run_dir / F.CONFIG)
         offsets = self._log_offsets or {}
         # On resume, rows written after the checkpoint (before a kill) are dropped: they will be written again.
-        self._logs = RunWriters(self.run_dir, offsets if self.step else None, self.cfg.train.tensorboard,
-                                yaml_text(self.cfg))
+        self._logs = RunWriters(self.run_dir, offsets if self.step else None, self.loggers, yaml_text(self.cfg))
         write_run_state(self.run_dir, "running", **self._run_facts())
 
     def _run_facts(self) -> dict[str, int]:
