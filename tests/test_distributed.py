@@ -56,7 +56,7 @@ def _worker(rank, world, port, out, cfg_overrides, splits, resume):
     else:
         tr = Trainer(tiny_config(Path(out) / "run", overrides=cfg_overrides), data=splits)
     record = {"steps": [], "epochs": []}
-    real_step, real_eval = tr.method.step, tr.evaluate
+    real_step, real_eval = tr.method.step, tr.evaluate_split
 
     def step(logits, y):
         res = real_step(logits, y)
@@ -69,7 +69,7 @@ def _worker(rank, world, port, out, cfg_overrides, splits, resume):
         record["epochs"].append(_state(tr))  # after the epoch's last step and the buffer sync
         return real_eval()
 
-    tr.method.step, tr.evaluate = step, evaluate
+    tr.method.step, tr.evaluate_split = step, evaluate
     report = tr.fit()
     tr.method.step = real_step
     # A step with the teacher paused, then a learning step: no hang, and the teacher untouched by the first.

@@ -24,20 +24,20 @@ from .errors import ConfigError  # noqa: E402  (re-exported: switokd.config.Conf
 
 @dataclass
 class DataConfig:
-    name: str = "fashion_mnist"
+    name: str = "fashion_mnist"  # a registered data set (switokd list datasets)
     dir: str | None = None  # None: the data set's default location (if it has one)
-    augment: bool = True
+    augment: bool = True  # random crops (and flips) while training
     crop_padding: int | None = None  # None: the data set's usual padding
-    hflip: bool = True
+    hflip: bool = True  # random horizontal flips, with augment
     image_size: int = 0  # image_folder only: resize every image to this size (0 keeps it)
     channels: int = 0  # 1 (gray) or 3 (color) forces it; 0: the data set's own (image_folder: color if any file is)
     in_memory: bool = True  # false: image_folder is decoded from disk while training (imagenet always is)
     workers: int = 4  # streamed data sets: DataLoader worker processes that decode images
     limit_train: int = 0  # keep the first N training examples (0 keeps all)
-    limit_test: int = 0
+    limit_test: int = 0  # keep the first N test examples (0 keeps all)
     # Run conditions (training split only; README "Noisy labels, scarce labels and drift"), all drawn from
     # split_seed, independent of train.seed: every method, seed and rank sees the same labels and stream.
-    split_seed: int = 0
+    split_seed: int = 0  # the seed of every run condition (noise, few labels, drift)
     label_noise: float = 0.0  # share of training labels changed, in [0, 1)
     label_noise_kind: str = "symmetric"  # symmetric | pairflip
     labels_per_class: int = 0  # keep exactly N training images per class (0: all)
@@ -47,16 +47,16 @@ class DataConfig:
 
 @dataclass
 class NetworkConfig:
-    name: str = "net"
-    model: str = "resnet20"
+    name: str = "net"  # the network's name (logs, checkpoints, overrides)
+    model: str = "resnet20"  # a registered model (switokd list models) or package.module:factory
     role: str = "student"  # teacher | student
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
+    lr: float = 0.1  # SGD learning rate
+    momentum: float = 0.9  # SGD momentum, in [0, 1)
+    nesterov: bool = False  # Nesterov momentum
+    weight_decay: float = 5e-4  # L2 weight decay
     schedule: str = "multistep"  # multistep | cosine | constant
-    milestones: list[int] = field(default_factory=lambda: [100, 150, 200])
-    gamma: float = 0.1
+    milestones: list[int] = field(default_factory=lambda: [100, 150, 200])  # multistep: epochs of each lr drop
+    gamma: float = 0.1  # multistep: the factor at each milestone
     checkpoint: str | None = None  # initial weights: a switokd checkpoint or a state_dict file
     checkpoint_network: str | None = None  # which network of that checkpoint (default: this name)
     sync_bn: bool = False  # several CUDA processes: SyncBatchNorm (batch statistics over the global batch)
@@ -66,7 +66,7 @@ class NetworkConfig:
 class MethodConfig:
     name: str = "switokd"  # vanilla | kd | dml | kdcl | switokd | uniokd | dkd | dist, or package.module:factory
     tau: float | None = None  # None: the loss's recipe (dkd 4, dist 1), else the method's (kd 4, others 1)
-    ce_weight: float = 1.0
+    ce_weight: float = 1.0  # the weight of cross-entropy on the labels
     kl_weight: float = 1.0  # the weight of the distillation term, whatever the loss
     tau2: bool | None = None  # scale KL by tau^2; None: the method's default (kd, kdcl on)
     loss: str | None = None  # the distillation loss: kl | dkd | dist (None: the method's own, kl but for dkd, dist)
@@ -81,19 +81,19 @@ class MethodConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 300
-    batch_size: int = 128
-    eval_batch_size: int = 1000
-    drop_last: bool = False
+    epochs: int = 300  # epochs to train (>= 1)
+    batch_size: int = 128  # the global batch (over every process)
+    eval_batch_size: int = 1000  # the test split's batch size
+    drop_last: bool = False  # drop a last incomplete training batch
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: bf16 where the device runs it natively)
-    channels_last: bool = False
+    channels_last: bool = False  # channels-last memory format (faster on some GPUs)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # CPU threads for torch (0: torch's default)
-    seed: int = 0
+    seed: int = 0  # weights, order and augmentation (the run conditions use data.split_seed)
     log_interval: int = 50  # steps between rows of steps.jsonl
-    out_dir: str = "runs"
+    out_dir: str = "runs"  # runs are written to out_dir/run_name
     run_name: str = ""  # default: <method>-<dataset>-<time>
-    progress: bool = True
+    progress: bool = True  # the run header, progress lines (a bar on a terminal) and epoch lines
     progress_interval_s: float = 30.0  # without a terminal: seconds between progress lines
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
     checkpoint_every_s: float = 300.0  # also write last.pt inside an epoch this often (0: at epoch ends only)

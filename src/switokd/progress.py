@@ -73,6 +73,10 @@ class Progress:
             else:
                 print(self.line(now), file=self.stream, flush=True)
 
+    def evaluated(self, seconds: float) -> None:
+        """Tell how long the last evaluation took: it counts into the run's ETA."""
+        self.eval_s = seconds
+
     def end_epoch(self) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -1,0 +1,59 @@
+"""The cohort's networks: each built from its config entry, with its initial weights and its optimizer."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import config as C
+from .checkpoint import extract_state_dict, load_weights
+from .engine import build_optimizer
+from .models import create_model
+
+
+@dataclass
+class Network:
+    """One network of the cohort and what trains it (no optimizer if frozen)."""
+
+    cfg: C.NetworkConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer | None
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def frozen(self) -> bool:
+        return self.optimizer is None
+
+
+def build_network(n: C.NetworkConfig, cfg: C.Config, data, *, frozen: bool, device: torch.device, dist,
+                  initial_weights: bool = True) -> Network:
+    """Build ``networks.NAME``: the model for the data's classes and shape, its ``checkpoint`` weights, SyncBN
+    under several CUDA processes, rank 0's weights on every rank, and an optimizer unless ``frozen``."""
+    try:
+        model = create_model(n.model, data.num_classes, data.in_chans, data.image_size)
+    except KeyError as e:
+        raise C.ConfigError(f"config key 'networks.{n.name}.model': {e.args[0]}") from None
+    if n.checkpoint and initial_weights:
+        sd = extract_state_dict(n.checkpoint, n.checkpoint_network or n.name)
+        load_weights(model, sd, f"{n.checkpoint} for networks.{n.name} ({n.model})")
+    elif frozen and initial_weights:
+        raise C.ConfigError(
+            f"method {cfg.method.name!r} keeps networks.{n.name} frozen, so it needs trained weights: "
+            f"set networks.{n.name}.checkpoint=PATH (for example a vanilla run's last.pt)")
+    if dist.enabled and (n.sync_bn or cfg.train.sync_bn):
+        if device.type != "cuda":
+            raise C.ConfigError(f"config key 'networks.{n.name}.sync_bn' (or train.sync_bn): PyTorch's "
+                                "SyncBatchNorm runs on GPUs only; turn it off for CPU (gloo) training")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    dist.broadcast_module(model)  # every rank starts from rank 0's weights
+    if frozen:
+        model.eval().requires_grad_(False)
+        return Network(n, model, None)
+    return Network(n, model, build_optimizer(model, n))

@@ -1,0 +1,135 @@
+"""The trainer's whole state as one checkpointable dict, its restoration, and the run's report.
+
+A checkpoint is the whole training state: every network and optimizer (the LR schedule is a function of the
+step), the grad scaler, the switching totals, RNG states, the epoch, step and position inside the epoch, the
+running metric sums, the sinks' positions, the history and the config. One written inside an epoch continues
+bit-exactly.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from . import config as C
+from .checkpoint import (CHECKPOINT_FORMAT, load_training_checkpoint, load_weights, resolve_resume_path,
+                         rng_state, set_rng_state)
+from .errors import CheckpointError
+from .telemetry import run_switch_stats, shares
+
+Trainer = Any  # switokd.trainer.Trainer (not imported: the trainer imports this module)
+
+
+def training_state(tr: "Trainer") -> dict[str, Any]:
+    """The whole training state, as tensors and plain containers only (loadable with weights_only=True)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "config": C.to_dict(tr.cfg),
+        "epoch": tr.epoch,
+        "step": tr.step,
+        # Where in the epoch: the loader's order and augmentation are a function of (seed, epoch).
+        "loader": {"batch": tr.batch, "train_time_s": tr.epoch_time, "images": tr.epoch_images},
+        # No scheduler state: the learning rate is a function of ``step`` and the config.
+        "networks": {n: {"model": net.model.state_dict(),
+                         "optimizer": net.optimizer.state_dict() if net.optimizer else None}
+                     for n, net in tr.networks.items()},
+        "scaler": tr.precision.scaler.state_dict(),
+        "switch_totals": dict(tr.meters.totals),
+        "meters": tr.meters.state_dict(),
+        "logs": tr.rundir.logs.tell(),
+        "world_size": tr.dist.world_size,
+        "rng": rng_state(),
+        "history": tr.history,
+        "best": tr.best,
+        "best_score": tr.best_score,
+        "data": {"name": tr.data.name, "classes": list(tr.data.class_names), "mean": list(tr.data.mean),
+                 "std": list(tr.data.std), "in_chans": tr.data.in_chans, "image_size": tr.data.image_size,
+                 "num_classes": tr.data.num_classes},
+    }
+
+
+def restore(tr: "Trainer", ckpt: dict[str, Any], path: str | Path = "checkpoint") -> None:
+    """Restore a state from ``training_state`` (or a v1 checkpoint, which continues at its epoch's end)."""
+    if set(ckpt["networks"]) != set(tr.networks):
+        raise CheckpointError(f"{path}: networks {sorted(ckpt['networks'])} differ from the config's {sorted(tr.networks)}")
+    try:
+        for n, net in tr.networks.items():
+            s = ckpt["networks"][n]
+            load_weights(net.model, s["model"], f"{path}, network {n!r}")
+            if net.optimizer is not None:
+                net.optimizer.load_state_dict(s["optimizer"])
+        tr.precision.scaler.load_state_dict(ckpt["scaler"])
+        tr.epoch, tr.step = ckpt["epoch"], ckpt["step"]
+        loader = ckpt.get("loader", {})
+        tr.batch, tr.epoch_time, tr.epoch_images = (loader.get("batch", 0), loader.get("train_time_s", 0.0),
+                                                         loader.get("images", 0))
+        tr.meters.load_state_dict(ckpt.get("meters", {}), ckpt["switch_totals"], tr.device)
+        tr.log_offsets = ckpt.get("logs")
+        tr.history, tr.best = list(ckpt["history"]), dict(ckpt["best"])
+        tr.best_score = ckpt.get("best_score", -1.0)
+        set_rng_state(ckpt["rng"])
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        raise CheckpointError(f"{path}: malformed training state ({type(e).__name__}: {e})") from None
+    saved_world = ckpt.get("world_size", 1)
+    if saved_world != tr.dist.world_size:
+        if tr.batch:
+            raise CheckpointError(
+                f"{path} was written by {saved_world} process(es) in the middle of epoch {tr.epoch + 1}; "
+                f"resume it with {saved_world}, or resume from a checkpoint written at an epoch's end with any number")
+        # At an epoch's end the global batch may change: the step count follows the new batches per epoch.
+        tr.step = tr.epoch * len(tr.train_loader)
+    if not 0 <= tr.batch < max(len(tr.train_loader), 1):
+        raise CheckpointError(f"{path}: its position (batch {tr.batch}) is outside this data set's "
+                              f"{len(tr.train_loader)} batches per epoch; data or batch size changed")
+
+
+def build_report(tr: "Trainer") -> dict[str, Any]:
+    """Last-epoch and best-epoch accuracy of each network, and the switching shares of the run (report.json)."""
+    last = next((h["test"] for h in reversed(tr.history) if "test" in h), {})
+    nets = {n: {"model": net.cfg.model, "role": net.cfg.role,
+                "last_acc": last.get(n, {}).get("acc"),
+                "best_acc": tr.best.get(n, {}).get("acc"), "best_epoch": tr.best.get(n, {}).get("epoch")}
+            for n, net in tr.networks.items()}
+    train_time = sum(h["train_time_s"] for h in tr.history)
+    wall_time = sum(h.get("epoch_time_s", h["train_time_s"]) for h in tr.history)
+    images = sum(h.get("images_per_s", 0.0) * h["train_time_s"] for h in tr.history)
+    return {"method": C.method_label(tr.cfg.method), "dataset": tr.cfg.data.name, "epochs": tr.epoch,
+            "precision": tr.precision.name, "networks": nets, **shares(dict(tr.meters.totals)),
+            "switch_stats": run_switch_stats(tr.history), "train_time_s": train_time, "wall_time_s": wall_time,
+            "images_per_s": images / max(train_time, 1e-9), "processes": tr.dist.world_size,
+            **({"conditions": tr.conditions.describe()} if tr.conditions.lines else {}),
+            **({"memorisation": tr.history[-1]["memorisation"]}
+               if tr.history and "memorisation" in tr.history[-1] else {}),
+            "run_dir": str(tr.rundir.path) if tr.rundir.path else None}
+
+
+def from_checkpoint(cls: type, path: str | Path, overrides, data, *, evaluate_only: bool,
+                    resumable: tuple[str, ...]) -> "Trainer":
+    """``Trainer.from_checkpoint``: the config from the checkpoint with ``overrides``, then the whole state
+    (to continue) or the networks' weights alone (``evaluate_only``)."""
+    path = resolve_resume_path(path)
+    ckpt = load_training_checkpoint(path)
+    tree = ckpt["config"]
+    for o in overrides:
+        key = o.split("=", 1)[0].strip()
+        if not evaluate_only and key not in resumable:
+            raise C.ConfigError(f"override {key!r} cannot change on --resume (allowed: {', '.join(resumable)})")
+        C.apply_override(tree, o)
+    try:
+        cfg = C.from_dict(tree)
+    except C.ConfigError as e:
+        raise CheckpointError(f"{path}: its config is not valid here ({e})") from None
+    # Every network comes from the checkpoint: a kd teacher's own source file is not needed.
+    trainer = cls(cfg, data=data, run_dir=None if evaluate_only else Path(path).parent,
+                  writable=not evaluate_only, initial_weights=False)
+    if not evaluate_only:
+        trainer.load_state_dict(ckpt, path)
+        return trainer
+    if set(ckpt["networks"]) != set(trainer.networks):
+        raise CheckpointError(f"{path}: networks {sorted(ckpt['networks'])} differ from its config's "
+                              f"{sorted(trainer.networks)}")
+    for name, net in trainer.networks.items():
+        load_weights(net.model, ckpt["networks"][name]["model"], f"{path}, network {name!r}")
+    trainer.epoch = ckpt["epoch"]
+    return trainer
