@@ -51,6 +51,21 @@ def assert_same_networks(ref, other) -> None:
                    for i in sa["state"]), n
 
 
+def free_port() -> int:
+    """A free TCP port on the loopback interface (for a gloo or NCCL rendezvous)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rank_env(rank, world, port):
+    """This process as rank ``rank`` of ``world`` (torchrun's variables), one torch thread."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+
+
 @pytest.fixture
 def splits():
     return synthetic_splits()

@@ -300,7 +300,7 @@ def test_bad_condition_values_exit_2_naming_the_key_and_write_nothing(tmp_path, 
 
 
 def _rank_worker(rank, world, port, out, data_dir, split_seeds):
-    from test_distributed import _env
+    from conftest import rank_env as _env
     _env(rank, world, port)
     cfg = tiny_config(Path(out) / f"run{rank}", overrides=[
         "data.name=mnist", f"data.dir={data_dir}", "data.limit_train=0", "data.label_noise=0.4",
@@ -319,7 +319,7 @@ def _rank_worker(rank, world, port, out, data_dir, split_seeds):
 @pytest.mark.slow
 @pytest.mark.parametrize("split_seeds,agree", [((0, 0), True), ((0, 1), False)])
 def test_every_rank_gets_the_same_labels(tmp_path, split_seeds, agree):
-    from test_distributed import free_port
+    from conftest import free_port
     data = _mnist(tmp_path / "data", n_train=96, n_test=10)
     mp.spawn(_rank_worker, args=(2, free_port(), str(tmp_path), str(data), split_seeds), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))

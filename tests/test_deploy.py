@@ -35,10 +35,10 @@ def trained(tmp_path_factory):
 
 
 @pytest.mark.parametrize("student", ["wrn16_1", "resnet20", "mobilenetv2_x0.5"])
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2"])
 def test_export_round_trip(trained, tmp_path, student, fmt):
     _, runs = trained
-    out = tmp_path / f"s.{'onnx' if fmt == 'onnx' else 'pt'}"
+    out = tmp_path / f"s.{ {'onnx': 'onnx', 'pt2': 'pt2'}.get(fmt, 'pt') }"
     r = export(runs[student], "student", fmt, out)
     assert r["max_abs_diff"] <= 1e-4 and r["top1_agreement"] == 1.0 and "test images of mnist" in r["checked_on"]
     side = json.loads((tmp_path / (out.name + ".json")).read_text())
@@ -50,7 +50,15 @@ def test_export_round_trip(trained, tmp_path, student, fmt):
     x = torch.randn(5, 1, 28, 28)
     with torch.no_grad():
         ref = model(x)
-    got = run_onnx(onnx_session(out), x) if fmt == "onnx" else torch.jit.load(str(out))(x)
+    if fmt == "onnx":
+        got = run_onnx(onnx_session(out), x)
+    elif fmt == "pt2":
+        got = torch.export.load(str(out)).module()(x)
+    else:
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load: TorchScript is being retired
+            got = torch.jit.load(str(out))(x)
     assert (got - ref).abs().max().item() <= 1e-4
 
 

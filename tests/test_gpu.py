@@ -39,7 +39,7 @@ def test_torchrun_nccl(tmp_path):
     import sys
     from pathlib import Path
     from test_data import make_mnist_dir
-    from test_distributed import free_port
+    from conftest import free_port
     root = Path(__file__).resolve().parents[1]
     (tmp_path / "data").mkdir()
     data = make_mnist_dir(tmp_path / "data", n_train=64, n_test=32)

@@ -278,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "size, mean/std) and the class names.")
     ex.add_argument("--checkpoint", required=True, help="a run's last.pt or best.pt")
     ex.add_argument("--network", default="student", help="which network (default: student)")
-    ex.add_argument("--format", default="onnx", help="onnx (default), torchscript or safetensors (weights only)")
+    ex.add_argument("--format", default="onnx", help="onnx (default), pt2 (torch.export), torchscript or safetensors "
+                                                      "(weights only)")
     ex.add_argument("--out", required=True, help="output file, e.g. student.onnx")
     q = ex.add_argument_group("int8 (ONNX Runtime static quantization, checked on the test split)")
     q.add_argument("--quantize", choices=["int8"], help="write an int8 ONNX model instead of fp32")

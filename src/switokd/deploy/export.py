@@ -1,4 +1,6 @@
-"""A student you can ship: export a trained network to ONNX or TorchScript, and predict on image files.
+"""A student you can ship: export a trained network (ONNX, TorchScript, torch.export's .pt2, safetensors) and
+predict on image files. Each format is one entry of ``EXPORTERS``: a function that writes the file and returns
+the logits of the model read back from it, so that every format is checked against PyTorch the same way.
 
 Every export writes a JSON sidecar beside the model (``FILE.json``) with what a user needs to feed it:
 the model name, input channels and size, the normalisation mean/std and the class names. The input is
@@ -22,7 +24,10 @@ from ..checkpoint import CheckpointError, load_training_checkpoint, load_weights
 from ..data.readers import IMAGE_SUFFIXES, DatasetError, load_image
 from ..data.transforms import Normalize
 
-FORMATS = ("onnx", "torchscript", "safetensors")
+from ..registry import Registry
+
+# name -> fn(model, info, out, example) -> logits of the model read back from ``out`` (the check)
+EXPORTERS: Registry = Registry("export format")
 ONNX_TOLERANCE = 1e-4  # max abs logit difference allowed between ONNX Runtime and PyTorch (fp32)
 
 
@@ -133,6 +138,12 @@ def export_torchscript(model: nn.Module, out: Path, example: torch.Tensor) -> No
         traced.save(str(out))
 
 
+def export_pt2(model: nn.Module, out: Path, example: torch.Tensor) -> None:
+    """torch.export's ExportedProgram (``.pt2``), with a dynamic batch dimension: TorchScript's successor."""
+    ep = torch.export.export(model, (example[:2],), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    torch.export.save(ep, str(out))
+
+
 def export_safetensors(model: nn.Module, info: ModelInfo, out: Path, example: torch.Tensor) -> torch.Tensor:
     """The network's weights as safetensors; returns the logits of a fresh model loaded from the file (the check)."""
     try:
@@ -148,6 +159,31 @@ def export_safetensors(model: nn.Module, info: ModelInfo, out: Path, example: to
     load_weights(fresh, load_safetensors(out), str(out))
     with torch.no_grad():
         return fresh.eval()(example)
+
+
+@EXPORTERS.register("onnx")
+def _onnx(model: nn.Module, info: ModelInfo, out: Path, x: torch.Tensor) -> torch.Tensor:
+    export_onnx(model, info, out, x)
+    return run_onnx(onnx_session(out), x)
+
+
+@EXPORTERS.register("torchscript")
+def _torchscript(model: nn.Module, info: ModelInfo, out: Path, x: torch.Tensor) -> torch.Tensor:
+    export_torchscript(model, out, x)
+    with warnings.catch_warnings():  # torch.jit.load is deprecated in favour of torch.export (the pt2 format)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.load(str(out))(x).detach()
+
+
+@EXPORTERS.register("pt2")
+def _pt2(model: nn.Module, info: ModelInfo, out: Path, x: torch.Tensor) -> torch.Tensor:
+    export_pt2(model, out, x)
+    with torch.no_grad():
+        return torch.export.load(str(out)).module()(x).detach()
+
+
+EXPORTERS.register("safetensors")(export_safetensors)
+FORMATS = tuple(EXPORTERS.names())
 
 
 def onnx_session(path: str | Path):
@@ -168,8 +204,8 @@ def run_onnx(session, x: torch.Tensor) -> torch.Tensor:
 
 def export(checkpoint: str | Path, network: str, fmt: str, out: str | Path) -> dict[str, Any]:
     """Export one network; check it against PyTorch on a real batch; write the sidecar. Returns what was checked."""
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt not in EXPORTERS:
+        raise ExportError(f"unknown format {fmt!r}; use one of {', '.join(EXPORTERS.names())}")
     out = Path(out)
     if out.parent and not out.parent.is_dir():
         raise ExportError(f"output directory {out.parent} does not exist")
@@ -177,18 +213,11 @@ def export(checkpoint: str | Path, network: str, fmt: str, out: str | Path) -> d
     x, what = sample_batch(checkpoint, info)
     with torch.no_grad():
         ref = model(x)
-    if fmt == "onnx":
-        export_onnx(model, info, out, x)
-        got = run_onnx(onnx_session(out), x)
-    elif fmt == "safetensors":
-        got = export_safetensors(model, info, out, x)
-    else:
-        export_torchscript(model, out, x)
-        got = torch.jit.load(str(out))(x).detach()
+    got = EXPORTERS.get(fmt)(model, info, out, x)
     diff = (got - ref).abs().max().item()
-    if fmt == "onnx" and not diff <= ONNX_TOLERANCE:
+    if fmt in ("onnx", "pt2") and not diff <= ONNX_TOLERANCE:
         out.unlink(missing_ok=True)
-        raise ExportError(f"the ONNX model's logits differ from PyTorch's by {diff:.2e} (> {ONNX_TOLERANCE:g}); "
+        raise ExportError(f"the {fmt} model's logits differ from PyTorch's by {diff:.2e} (> {ONNX_TOLERANCE:g}); "
                           "nothing was kept")
     info.format = fmt
     sidecar = Path(str(out) + ".json")

@@ -17,7 +17,7 @@ from test_checkpoint import strip_timing
 from test_data import make_mnist_dir
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def args_for(data, out, name):

@@ -4,7 +4,6 @@ Workers are spawned with torch.multiprocessing and run the real Trainer; a torch
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,23 +18,14 @@ from switokd.distributed import rank_slice, shard_bounds
 from switokd.switching import decide
 from switokd.telemetry import read_jsonl
 
-from conftest import synthetic_splits, tiny_config
+from conftest import free_port, rank_env, synthetic_splits, tiny_config
 from test_data import make_mnist_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(rank, world, port):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+_env = rank_env
 
 
 def _state(tr):
