@@ -346,3 +346,48 @@ def test_a_users_method_is_one_file(tmp_path, monkeypatch):
     assert out.stepping == ("teacher", "student")
     with pytest.raises(C.ConfigError, match="has no option 'sharing'"):
         method_from_config(C.load_config(None, ["method.name=my_methods:make", "method.options.sharing=1"]))
+
+
+# ------------------------------------------------------------------ token-level logits, ignore_index
+
+
+@pytest.mark.parametrize("name", ["switokd", "uniokd", "dml", "kdcl", "vanilla"])
+def test_token_logits_with_ignore_index_equal_the_kept_rows(name):
+    """[B, T, C] logits with -100 labels give exactly what the [N, C] rows of the kept positions give."""
+    from switokd import decide, switch_stats
+    g = torch.Generator().manual_seed(0)
+    zt, zs = torch.randn(3, 7, 11, generator=g) * 3, torch.randn(3, 7, 11, generator=g) * 3
+    y = torch.randint(0, 11, (3, 7), generator=g)
+    y[0, 4:] = -100
+    y[2, :2] = -100
+    keep = y.reshape(-1) != -100
+    m = create_method(name, ROLES)
+    tok = m.step({"teacher": zt, "student": zs}, y)
+    row = m.step({"teacher": zt.reshape(-1, 11)[keep], "student": zs.reshape(-1, 11)[keep]}, y.reshape(-1)[keep])
+    assert tok.stepping == row.stepping and tok.expert == row.expert
+    for n in row.losses:
+        for k, v in row.losses[n].items():
+            assert tok.losses[n][k].item() == pytest.approx(v.item(), rel=1e-6), (n, k)
+    s_tok, s_row = switch_stats(zt, zs, y), switch_stats(zt.reshape(-1, 11)[keep], zs.reshape(-1, 11)[keep], y.reshape(-1)[keep])
+    assert s_tok.gap.item() == pytest.approx(s_row.gap.item()) and decide(zt, zs, y).expert == bool(s_row.expert)
+
+
+@pytest.mark.parametrize("logits,labels,message", [
+    ({"teacher": torch.randn(4, 10)}, torch.arange(4), "no logits for network(s) 'student' (got 'teacher'"),
+    ({"teacher": torch.randn(4, 10), "student": torch.randn(4, 9)}, torch.arange(4), "the networks' logits differ in shape"),
+    ({"teacher": torch.randn(2, 3, 10), "student": torch.randn(2, 3, 10)}, torch.zeros(2, 4, dtype=torch.long),
+     "logits of shape (2, 3, 10) need labels of shape (2, 3), got (2, 4)"),
+    ({"teacher": torch.randn(2, 10), "student": torch.randn(2, 10)}, torch.tensor([3, 12]),
+     "label 12 is outside the 10 classes"),
+    ({"teacher": torch.randn(2, 10), "student": torch.randn(2, 10)}, torch.tensor([-100, -100]),
+     "every label of the batch is ignore_index (-100)"),
+])
+def test_bad_logits_or_labels_are_one_line(logits, labels, message):
+    with pytest.raises(ValueError) as e:
+        create_method("switokd", ROLES).step(logits, labels)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_role_typo_is_one_line():
+    with pytest.raises(ValueError, match=r"roles must be 'teacher' or 'student', got \{'student': 'studnet'\}"):
+        create_method("dml", {"teacher": "teacher", "student": "studnet"})

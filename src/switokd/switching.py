@@ -162,8 +162,27 @@ def stats_from_sums(sums: Tensor, weight: Callable[[Tensor, Tensor], Tensor] = s
     return SwitchStats(expert, gap, delta, eps, d_t, d_s, shared, t_off, ratio, lead)
 
 
+def _rows(teacher_logits: Tensor, student_logits: Tensor, targets: Tensor,
+          ignore_index: int | None) -> tuple[Tensor, Tensor, Tensor]:
+    """[N, C] or [B, T, C] logits to [N, C] rows without the positions labelled ``ignore_index``."""
+    zt, zs = teacher_logits, student_logits
+    if zt.shape != zs.shape or zt.dim() < 2 or tuple(targets.shape) != tuple(zt.shape[:-1]):
+        raise ValueError(f"switch statistics: teacher logits {tuple(zt.shape)} and student logits {tuple(zs.shape)} "
+                         f"need the same shape, [N, C] or [B, T, C], and labels of shape {tuple(zt.shape[:-1])}; "
+                         f"got labels {tuple(targets.shape)}")
+    c = zt.shape[-1]
+    zt, zs, y = zt.reshape(-1, c), zs.reshape(-1, c), targets.reshape(-1)
+    if ignore_index is not None:
+        keep = y != ignore_index
+        zt, zs, y = zt[keep], zs[keep], y[keep]
+        if y.numel() == 0:
+            raise ValueError(f"switch statistics: every label is ignore_index ({ignore_index})")
+    return zt, zs, y
+
+
 def switch_stats(
-    teacher_logits: Tensor, student_logits: Tensor, targets: Tensor, tau: float = 1.0
+    teacher_logits: Tensor, student_logits: Tensor, targets: Tensor, tau: float = 1.0,
+    ignore_index: int | None = -100,
 ) -> SwitchStats:
     """All switching statistics for one teacher-student pair, without a host sync.
 
@@ -172,6 +191,8 @@ def switch_stats(
         student_logits: the student's logits ``[N, C]``.
         targets: class indices ``[N]``.
         tau: the temperature of the gap G (the label distances are always at tau = 1).
+        ignore_index: labels of positions left out ([B, T, C] token logits with -100 padding, as Hugging Face
+            writes them); None keeps every position.
 
     Returns:
         ``SwitchStats``: 0-d tensors ``expert`` (bool), ``gap``, ``threshold``, ``epsilon``, the label distances
@@ -185,7 +206,7 @@ def switch_stats(
         >>> round(float(s.gap), 3), bool(s.expert)
         (0.964, False)
     """
-    return stats_from_sums(pair_sums(teacher_logits, student_logits, targets, tau))
+    return stats_from_sums(pair_sums(*_rows(teacher_logits, student_logits, targets, ignore_index), tau))
 
 
 @dataclass(frozen=True)
@@ -201,7 +222,8 @@ class SwitchDecision:
 
 
 def decide(
-    teacher_logits: Tensor, student_logits: Tensor, targets: Tensor, tau: float = 1.0
+    teacher_logits: Tensor, student_logits: Tensor, targets: Tensor, tau: float = 1.0,
+    ignore_index: int | None = -100,
 ) -> SwitchDecision:
     """Decide this step's mode for one pair: expert (teacher paused) or learning.
 
@@ -210,6 +232,7 @@ def decide(
         student_logits: the student's logits ``[N, C]``.
         targets: class indices ``[N]``.
         tau: the temperature of the gap G.
+        ignore_index: labels of positions left out (``switch_stats``).
 
     Returns:
         ``SwitchDecision`` with ``expert`` as a Python bool (one host synchronisation) and the statistics.
@@ -221,7 +244,7 @@ def decide(
         >>> decide(torch.tensor([[4.0, 1.0, -4.0]]), torch.tensor([[0.0, -4.0, 4.0]]), torch.tensor([0])).expert
         True
     """
-    s = switch_stats(teacher_logits, student_logits, targets, tau)
+    s = switch_stats(teacher_logits, student_logits, targets, tau, ignore_index)
     return SwitchDecision(
         bool(s.expert), s.gap, s.threshold, s.epsilon, s.teacher_label_distance, s.student_label_distance
     )

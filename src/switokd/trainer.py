@@ -77,6 +77,7 @@ class Trainer:
         self.precision = Precision(t.precision, self.device)
         self.method = build_method(cfg)
         self.method.reduce = self.dist.sum  # decisions on the global batch: every rank takes the same mode
+        self.method.ignore_index = None  # the data's labels are checked when read: no per-step mask or sync
         # The splits with noise, few labels and drift applied (the same on every rank), and this rank's loaders.
         run_data = build_run_data(cfg, data, self.device, self.dist.rank, self.dist.world_size,
                                   self.dist.same_on_all_ranks)

@@ -83,6 +83,59 @@ def _identity(t: Tensor) -> Tensor:
     return t
 
 
+IGNORE_INDEX = -100  # as torch's cross_entropy and Hugging Face's labels
+
+
+def flatten_batch(logits: Mapping[str, Tensor], targets: Tensor, names: Sequence[str], method: str,
+                  ignore_index: int | None = IGNORE_INDEX) -> tuple[dict[str, Tensor], Tensor]:
+    """Every network's logits as ``[N, C]`` rows and the labels as ``[N]``, without the ignored positions.
+
+    Takes ``[N, C]`` logits with ``[N]`` labels or token-level ``[B, T, C]`` logits with ``[B, T]`` labels (a
+    sequence model's); positions labelled ``ignore_index`` count in no statistic and no loss. A missing
+    network, a shape that does not fit or a label outside the classes is a ``ValueError`` naming it.
+    ``ignore_index`` None skips the mask and the label check (no host synchronisation: the trainer's labels
+    are checked when the data is read).
+    """
+    missing = [n for n in names if n not in logits]
+    if missing:
+        raise ValueError(f"method {method!r}: no logits for network(s) {', '.join(map(repr, missing))} "
+                         f"(got {', '.join(map(repr, logits)) or 'none'}; the method's networks: {', '.join(names)})")
+    first = logits[names[0]]
+    shapes = {n: tuple(logits[n].shape) for n in names}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"method {method!r}: the networks' logits differ in shape: {shapes}")
+    if first.dim() < 2 or tuple(targets.shape) != tuple(first.shape[:-1]):
+        raise ValueError(f"method {method!r}: logits of shape {tuple(first.shape)} need labels of shape "
+                         f"{tuple(first.shape[:-1])}, got {tuple(targets.shape)} (logits are [N, C] or [B, T, C])")
+    c = first.shape[-1]
+    if ignore_index is None:  # labels known to be valid (the trainer's): no mask, no host synchronisation
+        if first.dim() == 2:
+            return dict(logits), targets
+        return {n: logits[n].reshape(-1, c) for n in names}, targets.reshape(-1)
+    flat_y = targets.reshape(-1)
+    keep = flat_y != ignore_index
+    y = flat_y[keep] if not bool(keep.all()) else flat_y
+    if y.numel() == 0:
+        raise ValueError(f"method {method!r}: every label of the batch is ignore_index ({ignore_index})")
+    if bool(((y < 0) | (y >= c)).any()):
+        bad = y[(y < 0) | (y >= c)][0].item()
+        raise ValueError(f"method {method!r}: label {bad} is outside the {c} classes (and is not ignore_index "
+                         f"{ignore_index})")
+    if first.dim() == 2 and y is flat_y:
+        return dict(logits), targets  # the common case: nothing to copy
+    out = {n: (logits[n].reshape(-1, c)[keep] if y is not flat_y else logits[n].reshape(-1, c)) for n in names}
+    return out, y
+
+
+def _flattening(step: Callable) -> Callable:
+    """Wrap a method's ``step`` so that it sees [N, C] logits of the positions that count (``flatten_batch``)."""
+    def wrapped(self, logits, targets):
+        return step(self, *flatten_batch(logits, targets, self.names, self.name, self.ignore_index))
+    wrapped.__wrapped__ = step  # type: ignore[attr-defined]
+    wrapped.__doc__, wrapped.__name__ = step.__doc__, step.__name__
+    return wrapped
+
+
 class Method:
     """Base class: holds the roles, the loss weights and the distillation loss; subclasses implement ``step``.
 
@@ -104,6 +157,14 @@ class Method:
     min_networks: ClassVar[int] = 1
     offline: ClassVar[bool] = False  # teachers are frozen, trained beforehand (the sweep trains them first)
     distills: ClassVar[bool] = True  # false: no distillation term, so a loss other than kl is refused
+
+    ignore_index: int | None = IGNORE_INDEX  # labels that count in no statistic and no loss (None: no check)
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        # Every method's step takes [N, C] or [B, T, C] logits with ignore_index; its own code sees [N, C].
+        if "step" in cls.__dict__ and not hasattr(cls.__dict__["step"], "__wrapped__"):
+            cls.step = _flattening(cls.__dict__["step"])  # type: ignore[method-assign]
 
     def __init__(self, roles: Mapping[str, str], *, tau: float | None = None, tau2: bool | None = None,
                  ce_weight: float = 1.0, kl_weight: float = 1.0, loss: str | None = None,
