@@ -6,6 +6,8 @@ refused before anything in it runs.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import os
 import random
 import re
@@ -130,23 +132,94 @@ def extract_state_dict(path: str | Path, network: str) -> dict[str, torch.Tensor
     raise CheckpointError(f"{path} is neither a switokd checkpoint nor a state_dict of tensors")
 
 
-def load_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
-    """``model.load_state_dict`` with a one-line error naming the first missing, unexpected or misshapen key."""
+@dataclass
+class WeightsReport:
+    """What ``load_weights`` did: tensors loaded as they were, adapted (a stem conv's input channels), left
+    at their initialisation (not in the file, or of another shape), and the file's tensors it did not use."""
+
+    loaded: list[str] = field(default_factory=list)
+    adapted: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        total = len(self.loaded) + len(self.adapted) + len(self.left)
+        parts = [f"{len(self.loaded)} of {total} tensors loaded"]
+        if self.adapted:
+            parts.append(f"{len(self.adapted)} adapted ({', '.join(self.adapted)})")
+        if self.left:
+            shown = ", ".join(self.left[:6]) + (f", ... {len(self.left) - 6} more" if len(self.left) > 6 else "")
+            parts.append(f"{len(self.left)} left at their initialisation ({shown})")
+        if self.unused:
+            parts.append(f"{len(self.unused)} of the file's unused")
+        return "; ".join(parts) + "".join(f". {n}" for n in self.notes)
+
+
+def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """A stem conv's RGB weight ``[O, 3, k, k]`` for ``in_chans`` input channels, by timm's rule: summed over
+    the three colours for one channel (on a gray image, which is three equal colour planes, it answers as the
+    RGB weight does); for another count, the colours repeated in turn and scaled by 3 / in_chans, which keeps
+    the weight's overall scale (exactly the RGB answer on equal planes when in_chans is a multiple of 3)."""
+    if weight.shape[1] != 3:
+        raise CheckpointError(f"cannot adapt a stem conv of {weight.shape[1]} input channels (only RGB, 3)")
+    w = weight.float()
+    if in_chans == 1:
+        w = w.sum(dim=1, keepdim=True)
+    else:
+        w = w.repeat(1, -(-in_chans // 3), 1, 1)[:, :in_chans] * (3.0 / in_chans)
+    return w.to(weight.dtype)
+
+
+def load_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str,
+                 strict: bool = True) -> WeightsReport:
+    """Load ``state`` into ``model``: strictly (every tensor present and of its shape, or a one-line error
+    naming the first that is not), or not (``strict=False``: a tensor of another shape, such as a new
+    classifier head, stays at its initialisation; the stem conv of another input-channel count is adapted by
+    ``adapt_input_conv``). A model's ``upgrade_state_dict`` renames an older layout first."""
+    upgrade = getattr(model, "upgrade_state_dict", None)
+    if upgrade is not None:
+        state = upgrade(state)
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    extra = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if missing or extra or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (first {missing[0]})")
-        if extra:
-            parts.append(f"{len(extra)} unexpected (first {extra[0]})")
-        if shapes:
-            parts.append(f"{len(shapes)} of another shape (first {shapes[0]}, checkpoint vs model)")
-        raise CheckpointError(f"{what}: the weights do not fit the model: {'; '.join(parts)}")
-    model.load_state_dict(state)
+    if strict:
+        missing = [k for k in own if k not in state]
+        extra = [k for k in state if k not in own]
+        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                  if k in state and tuple(state[k].shape) != tuple(v.shape)]
+        if missing or extra or shapes:
+            parts = []
+            if missing:
+                parts.append(f"{len(missing)} missing (first {missing[0]})")
+            if extra:
+                parts.append(f"{len(extra)} unexpected (first {extra[0]})")
+            if shapes:
+                parts.append(f"{len(shapes)} of another shape (first {shapes[0]}, checkpoint vs model)")
+            raise CheckpointError(f"{what}: the weights do not fit the model: {'; '.join(parts)} "
+                                  "(networks.NAME.checkpoint_strict=false loads what fits)")
+        model.load_state_dict(state)
+        return WeightsReport(loaded=list(own))
+    report, merged = WeightsReport(unused=[k for k in state if k not in own]), dict(own)
+    stem = next((k for k, v in own.items() if v.dim() == 4), None)  # the first conv's weight
+    for k, v in own.items():
+        src = state.get(k)
+        if src is None:
+            report.left.append(k)
+        elif tuple(src.shape) == tuple(v.shape):
+            merged[k] = src
+            report.loaded.append(k)
+        elif k == stem and src.dim() == 4 and src.shape[0] == v.shape[0] and src.shape[2:] == v.shape[2:] \
+                and src.shape[1] == 3:
+            merged[k] = adapt_input_conv(src, v.shape[1])
+            report.adapted.append(f"{k}: 3 -> {v.shape[1]} input channels")
+        else:
+            report.left.append(k)
+            if k == stem and getattr(model, "small_input", False):
+                report.notes.append(f"{k}: small images use the CIFAR stem ({tuple(v.shape[2:])} kernel, stride 1); "
+                                    f"the file's is {tuple(src.shape[2:])}, an ImageNet stem, left unloaded")
+    if not report.loaded and not report.adapted:
+        raise CheckpointError(f"{what}: no tensor of the file fits the model (its first: {next(iter(state), 'none')})")
+    model.load_state_dict(merged)
+    return report
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from . import config as C
-from .checkpoint import extract_state_dict, load_weights
+from .checkpoint import WeightsReport, extract_state_dict, load_weights
 from .engine import build_optimizer
 from .models import create_model
 
@@ -19,6 +19,7 @@ class Network:
     cfg: C.NetworkConfig
     model: nn.Module
     optimizer: torch.optim.Optimizer | None
+    weights: WeightsReport | None = None  # what networks.NAME.checkpoint loaded (None: none given)
 
     @property
     def name(self) -> str:
@@ -37,9 +38,10 @@ def build_network(n: C.NetworkConfig, cfg: C.Config, data, *, frozen: bool, devi
         model = create_model(n.model, data.num_classes, data.in_chans, data.image_size)
     except KeyError as e:
         raise C.ConfigError(f"config key 'networks.{n.name}.model': {e.args[0]}") from None
+    report = None
     if n.checkpoint and initial_weights:
         sd = extract_state_dict(n.checkpoint, n.checkpoint_network or n.name)
-        load_weights(model, sd, f"{n.checkpoint} for networks.{n.name} ({n.model})")
+        report = load_weights(model, sd, f"{n.checkpoint} for networks.{n.name} ({n.model})", strict=n.checkpoint_strict)
     elif frozen and initial_weights:
         raise C.ConfigError(
             f"method {cfg.method.name!r} keeps networks.{n.name} frozen, so it needs trained weights: "
@@ -55,5 +57,5 @@ def build_network(n: C.NetworkConfig, cfg: C.Config, data, *, frozen: bool, devi
     dist.broadcast_module(model)  # every rank starts from rank 0's weights
     if frozen:
         model.eval().requires_grad_(False)
-        return Network(n, model, None)
-    return Network(n, model, build_optimizer(model, n))
+        return Network(n, model, None, report)
+    return Network(n, model, build_optimizer(model, n), report)

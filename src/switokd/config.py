@@ -59,6 +59,7 @@ class NetworkConfig:
     gamma: float = 0.1  # multistep: the factor at each milestone
     checkpoint: str | None = None  # initial weights: a switokd checkpoint or a state_dict file
     checkpoint_network: str | None = None  # which network of that checkpoint (default: this name)
+    checkpoint_strict: bool = True  # false: load what fits (new head left at init, stem conv adapted), say what
     sync_bn: bool = False  # several CUDA processes: SyncBatchNorm (batch statistics over the global batch)
 
 

@@ -62,6 +62,9 @@ def run_header(tr: RunView) -> list[str]:
         how = "frozen" if net.frozen else f"lr {net.cfg.lr:g} {net.cfg.schedule}"
         lines.append(f"network    {name}: {net.cfg.role} {net.cfg.model}, "
                      f"{count_parameters(net.model) / 1e6:.2f}M params, {how}")
+        report = getattr(net, "weights", None)
+        if report is not None and not net.cfg.checkpoint_strict:
+            lines.append(f"weights    {name}: {report.summary()} (from {net.cfg.checkpoint})")
     lines.append(f"data       {d.name}: {len(d.train_y)} train / {len(d.test_y)} test images, "
                  f"{d.in_chans}x{d.image_size}x{d.image_size}, {d.num_classes} classes")
     lines += [f"condition  {line}" for line in tr.conditions.lines]
