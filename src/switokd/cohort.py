@@ -35,7 +35,7 @@ def build_network(n: C.NetworkConfig, cfg: C.Config, data, *, frozen: bool, devi
     """Build ``networks.NAME``: the model for the data's classes and shape, its ``checkpoint`` weights, SyncBN
     under several CUDA processes, rank 0's weights on every rank, and an optimizer unless ``frozen``."""
     try:
-        model = create_model(n.model, data.num_classes, data.in_chans, data.image_size)
+        model = create_model(n.model, data.num_classes, data.in_chans, data.image_size, **n.model_args)
     except KeyError as e:
         raise C.ConfigError(f"config key 'networks.{n.name}.model': {e.args[0]}") from None
     report = None

@@ -49,6 +49,7 @@ class DataConfig:
 class NetworkConfig:
     name: str = "net"  # the network's name (logs, checkpoints, overrides)
     model: str = "resnet20"  # a registered model (switokd list models) or package.module:factory
+    model_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments for the model's factory
     role: str = "student"  # teacher | student
     lr: float = 0.1  # SGD learning rate
     momentum: float = 0.9  # SGD momentum, in [0, 1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -47,6 +47,7 @@ class ModelInfo:
     std: list[float]
     classes: list[str]
     source: str = ""
+    model_args: dict = field(default_factory=dict)  # the factory's keyword arguments (networks.NAME.model_args)
     format: str = "pytorch"
     switokd_version: str = __version__
     input: str = "float32 N x C x H x W, (x / 255 - mean) / std per channel; N is dynamic"
@@ -74,14 +75,15 @@ def load_network(checkpoint: str | Path, network: str) -> tuple[nn.Module, Model
         data = {"num_classes": d.num_classes, "in_chans": d.in_chans, "image_size": d.image_size,
                 "mean": list(d.mean), "std": list(d.std), "classes": d.class_names}
     try:
-        model = create_model(net_cfg.model, data["num_classes"], data["in_chans"], data["image_size"])
+        model = create_model(net_cfg.model, data["num_classes"], data["in_chans"], data["image_size"],
+                             **net_cfg.model_args)
     except (KeyError, ValueError) as e:
         raise ExportError(f"cannot build {net_cfg.model!r} for network {network!r}: {e.args[0]}") from None
     load_weights(model, nets[network]["model"], f"{checkpoint}, network {network!r}")
     model.eval()
     info = ModelInfo(net_cfg.model, network, data["num_classes"], data["in_chans"], data["image_size"],
                      [float(v) for v in data["mean"]], [float(v) for v in data["std"]], list(data["classes"]),
-                     source=str(checkpoint))
+                     source=str(checkpoint), model_args=dict(net_cfg.model_args))
     return model, info
 
 
@@ -155,7 +157,7 @@ def export_safetensors(model: nn.Module, info: ModelInfo, out: Path, example: to
 
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out), metadata={"model": info.model, "network": info.network, "format": "switokd"})
-    fresh = create_model(info.model, info.num_classes, info.in_chans, info.image_size)
+    fresh = create_model(info.model, info.num_classes, info.in_chans, info.image_size, **info.model_args)
     load_weights(fresh, load_safetensors(out), str(out))
     with torch.no_grad():
         return fresh.eval()(example)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Callable
+from typing import Any, Callable
+
+import torch  # noqa: F401  (the docstring's example)
 
 from torch import nn
 
@@ -56,15 +58,29 @@ def resolve_factory(spec: str) -> ModelFactory:
     return fn  # type: ignore[return-value]
 
 
-def create_model(name: str, num_classes: int = 10, in_chans: int = 3, image_size: int = 32) -> nn.Module:
-    """Build a registered model (or ``package.module:factory``) for ``in_chans`` x ``image_size``^2 inputs."""
+def create_model(name: str, /, num_classes: int = 10, in_chans: int = 3, image_size: int = 32,
+                 **model_args: Any) -> nn.Module:
+    """Build a registered model (or ``package.module:factory``) for ``in_chans`` x ``image_size``^2 inputs.
+
+    Args:
+        name: a registered name (``list_models()``) or ``package.module:factory``.
+        num_classes, in_chans, image_size: what the data needs; every factory takes them.
+        **model_args: further keyword arguments for the factory (``networks.NAME.model_args``), so that one
+            factory can wrap a whole model zoo, e.g. ``timm.create_model(name, ...)``.
+
+    Example:
+        >>> from switokd import create_model
+        >>> create_model("resnet20", num_classes=10, in_chans=1, image_size=28)(torch.zeros(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     factory = resolve_factory(name) if ":" in name else MODELS.get(name)
     try:
-        model = factory(num_classes=num_classes, in_chans=in_chans, image_size=image_size)
+        model = factory(num_classes=num_classes, in_chans=in_chans, image_size=image_size, **model_args)
     except TypeError as e:
-        raise KeyError(f"model {name!r} must accept num_classes, in_chans and image_size ({e})") from None
+        wants = "num_classes, in_chans and image_size" + (f" and {', '.join(model_args)}" if model_args else "")
+        raise KeyError(f"model {name!r} must accept {wants} ({e})") from None
     if not isinstance(model, nn.Module):
         raise KeyError(f"model {name!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
