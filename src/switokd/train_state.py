@@ -94,7 +94,7 @@ def build_report(tr: "Trainer") -> dict[str, Any]:
     train_time = sum(h["train_time_s"] for h in tr.history)
     wall_time = sum(h.get("epoch_time_s", h["train_time_s"]) for h in tr.history)
     images = sum(h.get("images_per_s", 0.0) * h["train_time_s"] for h in tr.history)
-    return {"method": C.method_label(tr.cfg.method), "dataset": tr.cfg.data.name, "epochs": tr.epoch,
+    return {"method": C.method_label(tr.cfg.method), "dataset": tr.data.name, "epochs": tr.epoch,
             "precision": tr.precision.name, "networks": nets, **shares(dict(tr.meters.totals)),
             "switch_stats": run_switch_stats(tr.history), "train_time_s": train_time, "wall_time_s": wall_time,
             "images_per_s": images / max(train_time, 1e-9), "processes": tr.dist.world_size,

@@ -30,6 +30,22 @@ class DataSplits:
     crop_padding: int  # the usual random-crop padding for this data set
     classes: Sequence[str] | None = None  # class names, index = label (None: "0", "1", ...)
 
+    def __post_init__(self) -> None:
+        for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
+            if not isinstance(x, Tensor) or x.dim() != 4:
+                raise DatasetError(f"DataSplits {self.name!r}: {split}_x must be a uint8 N x C x H x W tensor, got "
+                                   f"{type(x).__name__}{' of shape ' + str(tuple(x.shape)) if isinstance(x, Tensor) else ''}")
+            if x.dtype != torch.uint8:
+                hint = (" (for float images in [0, 1] use switokd.data.DatasetSplits, or (x * 255).round()"
+                        ".to(torch.uint8))" if x.is_floating_point() else "")
+                raise DatasetError(f"DataSplits {self.name!r}: {split}_x must be uint8 (0-255), got {x.dtype}{hint}")
+            if len(y) != len(x):
+                raise DatasetError(f"DataSplits {self.name!r}: {len(x)} {split} images but {len(y)} labels")
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+                bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+                raise DatasetError(f"DataSplits {self.name!r}: {split} label {bad} is outside the {self.num_classes} "
+                                   "classes")
+
     @property
     def class_names(self) -> list[str]:
         return list(self.classes) if self.classes is not None else [str(i) for i in range(self.num_classes)]

@@ -28,6 +28,12 @@ def build_run_data(cfg: Any, data: DataSplits | None, device: torch.device, rank
     """Load ``cfg.data`` (unless ``data`` is given), apply noise, few labels and drift (the same on every rank:
     checked with ``same_on_all_ranks``), and build the training and test loaders of this rank."""
     d, t = cfg.data, cfg.train
+    from .stream import StreamSplits
+    if data is not None and not isinstance(data, (DataSplits, StreamSplits)):
+        hint = (" wrap your datasets: switokd.data.DatasetSplits(train, test, name=...)"
+                if hasattr(data, "__getitem__") and hasattr(data, "__len__") else "")
+        raise DatasetError(f"Trainer(data=...) takes DataSplits (uint8 tensors) or DatasetSplits (any map-style "
+                           f"torch Dataset), got {type(data).__name__};{hint}")
     if data is None:
         data = load_dataset(d.name, d.dir, d.image_size, d.limit_train, d.limit_test, d.channels, d.in_memory)
     data, conditions = apply_conditions(data, d, t.epochs)

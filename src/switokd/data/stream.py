@@ -47,6 +47,7 @@ class StreamSplits:
     classes: Sequence[str] | None = None
     in_chans: int = 3
     image_size: int = 224
+    user_dataset: bool = False  # the "files" are items of a user's Dataset (user.DatasetSplits)
     streaming: bool = field(default=True, init=False)
 
     @property
@@ -91,6 +92,10 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, item: tuple[int, int]) -> tuple[Tensor, int]:
         epoch, i = item
+        src = self.files[i]
+        if hasattr(src, "load"):  # an item of a user's Dataset: its own transforms are the augmentation
+            seed = (self.seed * 1_000_003 + epoch) * 10_000_019 + i if self.train else None
+            return src.load(seed), int(self.labels[i])
         # A damaged or hostile file is a DatasetError naming it (readers.decode_image), whatever the decoder
         # raised; the run stops with that line and its last checkpoint intact (README, "Your own images").
         arr = decode_image(self.files[i], self.mode, lambda im: self._transform(im, _rng(self.seed, epoch, i)))
