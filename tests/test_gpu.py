@@ -50,3 +50,4 @@ def test_torchrun_nccl(tmp_path):
                        capture_output=True, text=True, cwd=root, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "processes  2 (nccl)" in r.stderr
+
