@@ -53,3 +53,28 @@ def test_ddp_throughput_script(tmp_path):
     for variant in ("1 process, 1 thread, switokd", "2 processes x 1 thread, switokd",
                     "2 processes x 1 thread, vanilla in torch DDP"):
         assert f"| {variant} |" in text
+
+
+def test_methods_summary_ranks_and_pairs_by_seed(tmp_path, capsys):
+    """benchmarks/methods_summary.py on a made-up grid: the best student, its paired margins, the saved compute."""
+    import importlib.util
+    import json
+    spec = importlib.util.spec_from_file_location("methods_summary", ROOT / "benchmarks" / "methods_summary.py")
+    ms = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ms)
+
+    def rep(method, seed, s, t, paused=None):
+        r = {"method": method, "seed": seed, "networks": {
+            "teacher": {"role": "teacher", "last_acc": t, "best_acc": t + 1},
+            "student": {"role": "student", "last_acc": s, "best_acc": s + 1}}}
+        if paused is not None:
+            r["expert_share"], r["paused_share"] = {"teacher->student": paused}, {"teacher": paused}
+        return r
+    runs = [rep("dml", 0, 80.0, 85.0), rep("dml", 1, 81.0, 85.0), rep("kd", 0, 79.0, 84.0), rep("kd", 1, 79.5, 84.0),
+            rep("switokd", 0, 80.5, 84.0, 0.3), rep("switokd", 1, 81.5, 84.0, 0.3)]
+    (tmp_path / "clean").mkdir()
+    (tmp_path / "clean" / "results.json").write_text(json.dumps(runs))
+    assert ms.main(["--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| clean | switokd | 81.00 ± 0.71 | +0.50 ± 0.00 | +1.75 ± 0.35 | 84.00 ± 0.00 | 20.0 ± 0.0% |  |" in out
+    assert "| kd | 2 | 79.25 ± 0.35 | 80.25 ± 0.35 | (frozen) | (frozen) | -1.25 ± 0.35 |" in out

@@ -1,0 +1,107 @@
+"""The methods grid's tables (benchmarks/results/methods/), read from each experiment's results.json.
+
+  python benchmarks/methods_summary.py                 # every experiment found, to stdout
+  python benchmarks/methods_summary.py --root DIR      # another folder of experiments (e.g. runs/methods)
+
+Per experiment, one row per method: the student's and the teacher's accuracy at the last and at the best
+epoch (mean ± sample std over seeds), the student's difference from DML's and from KD's paired by seed
+(mean ± std of the per-seed differences), the expert share and the teacher compute saved. Then "Which method
+should I use?": per experiment, the best student by last-epoch accuracy, its margins, spread and teacher,
+and the compute SwitOKD and UniOKD saved. A method with fewer seeds than the others is marked with its count.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from switokd.runs.analysis import BACKWARD_SHARE
+from switokd.runs.stats import fmt, group_by, mean_std
+
+SETTINGS = {  # experiment -> what it is (benchmarks/methods.sh has the commands)
+    "clean": "clean labels, 2,000 images, 40 epochs",
+    "sym40-noaug": "40% symmetric noise, no augmentation, 2,000 images, 40 epochs",
+    "few50": "50 labels per class (500 images), 100 epochs",
+    "pairs100": "100 classes (image pairs), ResNet-20 → WRN-16-1, student lr 0.01, 30 epochs",
+}
+OFFLINE = ("kd", "kd+ls", "dkd", "dist")
+
+
+def acc(runs, role: str, which: str) -> list[float]:
+    return [next(v[which] for v in r["networks"].values() if v["role"] == role) for r in runs]
+
+
+def paired(ours, theirs, which: str = "last_acc") -> list[float]:
+    by_seed = {r["seed"]: acc([r], "student", which)[0] for r in theirs}
+    return [acc([r], "student", which)[0] - by_seed[r["seed"]] for r in ours if r["seed"] in by_seed]
+
+
+def saved(runs) -> list[float]:
+    """The share of the teachers' training compute a paused teacher saved (backward and step: ~2/3 of a step)."""
+    return [BACKWARD_SHARE * (sum(r.get("paused_share", {}).values()) / max(len(r.get("paused_share", {})), 1))
+            for r in runs]
+
+
+def cell(values: list[float], digits: int = 2, scale: float = 1.0, sign: bool = False) -> str:
+    return fmt(values, digits, scale, sign) if values else ""
+
+
+def experiment_table(by: dict[str, list[dict]]) -> list[str]:
+    seeds = max(len(v) for v in by.values())
+    out = ["| method | seeds | student last | student best | teacher last | teacher best | − DML (paired) | "
+           "− KD (paired) | expert share | teacher compute saved |", "|---|---:|" + "---:|" * 8]
+    for m, runs in by.items():
+        mark = f"{len(runs)}" + (" (of %d)" % seeds if len(runs) < seeds else "")
+        dml = cell(paired(runs, by["dml"]), sign=True) if "dml" in by and m != "dml" else ""
+        kd = cell(paired(runs, by["kd"]), sign=True) if "kd" in by and m != "kd" else ""
+        teacher_role = "teacher"
+        frozen = m in OFFLINE
+        tl = "" if frozen else cell(acc(runs, teacher_role, "last_acc"))
+        tb = "" if frozen else cell(acc(runs, teacher_role, "best_acc"))
+        expert = [sum(r.get("expert_share", {}).values()) / max(len(r.get("expert_share", {})), 1) for r in runs]
+        has_switch = any(r.get("expert_share") for r in runs)
+        out.append(f"| {m} | {mark} | {cell(acc(runs, 'student', 'last_acc'))} | {cell(acc(runs, 'student', 'best_acc'))} "
+                   f"| {tl or '(frozen)'} | {tb or '(frozen)'} | {dml} | {kd} | {cell(expert, 1, 100.0) + '%' if has_switch else ''} "
+                   f"| {cell(saved(runs), 1, 100.0) + '%' if has_switch else ''} |")
+    return out
+
+
+def which_method(grids: dict[str, dict[str, list[dict]]]) -> list[str]:
+    out = ["| condition | best student (last epoch) | its accuracy | − DML (paired) | − KD (paired) | its teacher | "
+           "SwitOKD saved | UniOKD saved |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for exp, by in grids.items():
+        best = max(by, key=lambda m: mean_std(acc(by[m], "student", "last_acc"))[0])
+        runs = by[best]
+        teacher = "(frozen)" if best in OFFLINE else cell(acc(runs, "teacher", "last_acc"))
+        dml = cell(paired(runs, by["dml"]), sign=True) if "dml" in by and best != "dml" else "—"
+        kd = cell(paired(runs, by["kd"]), sign=True) if "kd" in by and best != "kd" else "—"
+        sw = cell(saved(by["switokd"]), 1, 100.0) + "%" if "switokd" in by else ""
+        uni = cell(saved(by["uniokd"]), 1, 100.0) + "%" if "uniokd" in by else ""
+        out.append(f"| {exp} | {best} | {cell(acc(runs, 'student', 'last_acc'))} | {dml} | {kd} | {teacher} | {sw} | {uni} |")
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default=str(Path(__file__).parent / "results" / "methods"))
+    args = p.parse_args(argv)
+    root = Path(args.root)
+    grids = {}
+    for exp in SETTINGS:
+        f = root / exp / "results.json"
+        if f.is_file():
+            grids[exp] = group_by(json.loads(f.read_text()), lambda r: r["method"])
+    if not grids:
+        print(f"methods_summary: no results.json under {root}", file=sys.stderr)
+        return 2
+    for exp, by in grids.items():
+        print(f"### {exp}: {SETTINGS[exp]}\n")
+        print("\n".join(experiment_table(by)) + "\n")
+    print("### Which method should I use?\n")
+    print("\n".join(which_method(grids)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
