@@ -66,6 +66,34 @@ def rank_env(rank, world, port):
     torch.set_num_threads(1)
 
 
+def killed_after_an_older_checkpoint(tmp_path, splits, monkeypatch, overrides):
+    """Two runs of ``overrides``: ``ref`` uninterrupted, and ``cut`` interrupted after step 13 whose last.pt is
+    the checkpoint of step 9 (as if killed before the checkpoint of step 13): its logs reach further than its
+    checkpoint, which a resume must cut back. Returns (ref, cut) with ref finished and cut to be resumed."""
+    import shutil
+    from switokd.signals import Interrupted
+    from switokd.trainer import Trainer
+    from test_checkpoint import _interrupt_after
+    ref = Trainer(tiny_config(tmp_path / "ref", overrides=overrides), data=splits)
+    ref.fit()
+    real_save = Trainer.save_checkpoint
+
+    def save(self, *a, **k):  # keep a copy of the checkpoint written at step 9
+        path = real_save(self, *a, **k)
+        if self.step == 9:
+            shutil.copy(path, path.with_name("step9.pt"))
+        return path
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save)
+    _interrupt_after(monkeypatch, 13)
+    cut = Trainer(tiny_config(tmp_path / "cut", overrides=[*overrides, "train.checkpoint_every=3"]), data=splits)
+    with pytest.raises(Interrupted):
+        cut.fit()
+    monkeypatch.undo()
+    shutil.move(cut.run_dir / "step9.pt", cut.run_dir / "last.pt")
+    return ref, cut
+
+
 @pytest.fixture
 def splits():
     return synthetic_splits()

@@ -40,25 +40,8 @@ def test_mlflow_sink_is_read_back_by_mlflow(tmp_path, splits):
 
 def test_mlflow_resume_writes_no_metric_twice(tmp_path, splits, monkeypatch):
     pytest.importorskip("mlflow")
-    ref = Trainer(tiny_config(tmp_path / "ref", overrides=OVER), data=splits)
-    ref.fit()
-    from test_checkpoint import _interrupt_after
-    from switokd.signals import Interrupted
-    real_save = Trainer.save_checkpoint
-
-    def save(self, *a, **k):  # keep a copy of the checkpoint written at step 9
-        path = real_save(self, *a, **k)
-        if self.step == 9:
-            shutil.copy(path, path.with_name("step9.pt"))
-        return path
-
-    monkeypatch.setattr(Trainer, "save_checkpoint", save)
-    _interrupt_after(monkeypatch, 13)
-    cut = Trainer(tiny_config(tmp_path / "cut", overrides=[*OVER, "train.checkpoint_every=3"]), data=splits)
-    with pytest.raises(Interrupted):
-        cut.fit()
-    monkeypatch.undo()
-    shutil.move(cut.run_dir / "step9.pt", cut.run_dir / "last.pt")  # as if killed after step 13
+    from conftest import killed_after_an_older_checkpoint
+    ref, cut = killed_after_an_older_checkpoint(tmp_path, splits, monkeypatch, OVER)
     assert history(cut.run_dir)[0]["loss/student/loss"] == [2, 4, 6, 8, 10, 12]
     Trainer.from_checkpoint(cut.run_dir, data=splits).fit()
     got, want = history(cut.run_dir)[0], history(ref.run_dir)[0]

@@ -40,26 +40,8 @@ def test_tags_and_steps(tmp_path, splits):
 
 def test_resume_continues_the_curves_without_duplicates(tmp_path, splits, monkeypatch):
     import shutil
-    ref = Trainer(tiny_config(tmp_path / "ref", overrides=OVER), data=splits)
-    ref.fit()
-    from test_checkpoint import _interrupt_after
-    from switokd.signals import Interrupted
-    real_save = Trainer.save_checkpoint
-
-    def save(self, *a, **k):  # keep a copy of the checkpoint written at step 9
-        path = real_save(self, *a, **k)
-        if self.step == 9:
-            shutil.copy(path, path.with_name("step9.pt"))
-        return path
-
-    monkeypatch.setattr(Trainer, "save_checkpoint", save)
-    _interrupt_after(monkeypatch, 13)
-    cut = Trainer(tiny_config(tmp_path / "cut", overrides=[*OVER, "train.checkpoint_every=3"]), data=splits)
-    with pytest.raises(Interrupted):
-        cut.fit()
-    monkeypatch.undo()
-    # As if killed after step 13 before its checkpoint: the last one is step 9's, the logs go on to step 12.
-    shutil.move(cut.run_dir / "step9.pt", cut.run_dir / "last.pt")
+    from conftest import killed_after_an_older_checkpoint
+    ref, cut = killed_after_an_older_checkpoint(tmp_path, splits, monkeypatch, OVER)
     assert scalars(cut.run_dir)[0]["loss/student/loss"] == [2, 4, 6, 8, 10, 12]
     again = Trainer.from_checkpoint(cut.run_dir, data=splits)
     again.fit()
