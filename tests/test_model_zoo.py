@@ -5,7 +5,6 @@ import sys
 import types
 
 import pytest
-import torch
 from torch import nn
 
 from switokd import Trainer

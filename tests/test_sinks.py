@@ -1,6 +1,5 @@
 """Loggers as sinks: MLflow's local file store read back with mlflow's own client, a resumed run that writes
 no metric twice, a logger of one's own registered in one place, and clear errors."""
-import shutil
 
 import pytest
 

@@ -39,7 +39,6 @@ def test_tags_and_steps(tmp_path, splits):
 
 
 def test_resume_continues_the_curves_without_duplicates(tmp_path, splits, monkeypatch):
-    import shutil
     from conftest import killed_after_an_older_checkpoint
     ref, cut = killed_after_an_older_checkpoint(tmp_path, splits, monkeypatch, OVER)
     assert scalars(cut.run_dir)[0]["loss/student/loss"] == [2, 4, 6, 8, 10, 12]

@@ -1,7 +1,6 @@
 """Any torch Dataset as a run's data (DatasetSplits): float images in [0, 1] train from Python and resume
 bit-exactly, the Dataset's own random transforms included; the run conditions apply; bad input is one
 clear error naming what it got and what was expected."""
-import json
 
 import pytest
 import torch

@@ -6,7 +6,7 @@ sweep's tables and the report's paragraphs are built from them, so both say the 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from .files import RunLogs, pair_means
 from .stats import fmt

@@ -7,7 +7,6 @@ and refers to its PNG figures beside it.
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
