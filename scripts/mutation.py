@@ -30,15 +30,15 @@ OUT = ROOT / "benchmarks" / "results" / "mutation.md"
 TRAINER_FUNCTIONS = ["forward", "train_step", "train_epoch", "_set_lrs", "_update_best", "state_dict",
                      "load_state_dict", "save_checkpoint", "from_checkpoint"]
 PASSES: dict[str, dict] = {
-    "core": {"mutate": ["src/switokd/switching.py", "src/switokd/losses.py", "src/switokd/methods/*"],
+    "core": {"mutate": ["src/switokd/core/switching.py", "src/switokd/core/losses.py", "src/switokd/methods/*"],
              "tests": ["tests/test_switching.py", "tests/test_methods.py", "tests/test_cohort.py"]},
     "config": {"mutate": ["src/switokd/config.py"], "tests": ["tests/test_config.py", "tests/test_fuzz.py"]},
     "data": {"mutate": ["src/switokd/data/transforms.py", "src/switokd/data/loader.py"],
              "tests": ["tests/test_data.py", "tests/test_distributed.py::test_shards_cover_every_example_once",
                        "tests/test_distributed.py::test_loader_shards_are_the_single_process_batch"]},
-    "engine": {"mutate": ["src/switokd/engine.py"],
+    "engine": {"mutate": ["src/switokd/train/engine.py"],
                "tests": ["tests/test_trainer.py", "tests/test_usability.py", "tests/test_methods.py"]},
-    "trainer": {"mutate": ["src/switokd/trainer.py"],
+    "trainer": {"mutate": ["src/switokd/train/trainer.py"],
                 "names": [f"switokd.trainer.x*Trainer*{f}__mutmut_*" for f in TRAINER_FUNCTIONS],
                 "tests": ["tests/test_trainer.py", "tests/test_checkpoint.py", "tests/test_methods.py",
                           "tests/test_cohort.py"]},

@@ -263,7 +263,7 @@ def test_write_failure_exit_code(tmp_path, mnist_dir, monkeypatch, capsys):
         raise CheckpointWriteError(f"cannot write checkpoint {path}: No space left on device; "
                                    "the previous checkpoint there (if any) is intact")
 
-    monkeypatch.setattr("switokd.rundir.save_atomic", failing)
+    monkeypatch.setattr("switokd.train.rundir.save_atomic", failing)
     assert main(["train", "--config", DEFAULT_CONFIG, *cli_small(tmp_path, mnist_dir)]) == 4
     assert "No space left" in capsys.readouterr().err
 

@@ -14,13 +14,13 @@ The public API:
 from .version import __version__  # noqa: E402
 
 from .errors import SwitokdError  # noqa: E402
-from .switching import (SwitchDecision, SwitchStats, adaptive_threshold, decide, distillation_gap,  # noqa: E402
+from .core.switching import (SwitchDecision, SwitchStats, adaptive_threshold, decide, distillation_gap,  # noqa: E402
                         label_distance, offlabel_stats, switch_stats, switch_weight, uniokd_weight)
 from .models import create_model, list_models, register_model  # noqa: E402
 from .config import Config, load_config  # noqa: E402
 from .methods import create_method, list_methods  # noqa: E402
 from .data import DataSplits  # noqa: E402
-from .trainer import Trainer  # noqa: E402
+from .train.trainer import Trainer  # noqa: E402
 
 __all__ = ["__version__", "Trainer", "load_config", "Config", "create_method", "list_methods", "create_model",
            "list_models", "register_model", "DataSplits", "decide", "switch_stats", "SwitokdError",

@@ -55,7 +55,7 @@ def _report_lines(report: dict) -> list[str]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import ConfigError, load_config
-    from .trainer import Trainer
+    from .train.trainer import Trainer
 
     if args.resume:
         if args.config:
@@ -74,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .trainer import Trainer
+    from .train.trainer import Trainer
 
     trainer = Trainer.from_checkpoint(args.checkpoint, args.overrides, evaluate_only=True)
     results = trainer.evaluate()

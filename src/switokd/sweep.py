@@ -135,8 +135,8 @@ def run_state(run_dir: Path, epochs: int) -> str:
 
 def run_one(cfg_path: str | Path | None, spec: RunSpec, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
     """Run, continue or skip one run of the grid; returns its report."""
-    from .checkpoint import load_training_checkpoint
-    from .trainer import Trainer
+    from .train.checkpoint import load_training_checkpoint
+    from .train.trainer import Trainer
 
     cfg = C.load_config(cfg_path, list(spec.overrides))
     run_dir = out / spec.name
@@ -264,7 +264,7 @@ def sweep(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[i
               f"seeds {', '.join(map(str, seeds))}", ""]
     if command:
         header.append(f"- command: `{command}`")
-    from .runinfo import machine_summary
+    from .train.runinfo import machine_summary
     threads = C.load_config(cfg_path, list(overrides)).train.threads or None  # the runs', not this process's
     header += [f"- machine: {machine_summary(threads=threads)}", f"- date: {time.strftime('%Y-%m-%d')}",
                "- accuracy: top-1 % on the test split; mean ± sample std over seeds. The best epoch is chosen on the "

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..version import __version__
-from ..checkpoint import CheckpointError, load_training_checkpoint, load_weights
+from ..train.checkpoint import CheckpointError, load_training_checkpoint, load_weights
 from ..data.readers import IMAGE_SUFFIXES, DatasetError, load_image
 from ..data.transforms import Normalize
 
@@ -152,7 +152,7 @@ def export_safetensors(model: nn.Module, info: ModelInfo, out: Path, example: to
         from safetensors.torch import save_file
     except ImportError:
         raise ExportError("safetensors export needs the safetensors package: pip install 'switokd[export]'") from None
-    from ..checkpoint import load_safetensors
+    from ..train.checkpoint import load_safetensors
     from ..models import create_model
 
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}

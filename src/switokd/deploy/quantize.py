@@ -60,7 +60,7 @@ def calibration_inputs(checkpoint: str | Path, info: ModelInfo, n: int, director
 
 def _splits(checkpoint: str | Path, data_dir: str | None, test: bool, limit_test: int = 0):
     from .. import config as C
-    from ..checkpoint import load_training_checkpoint
+    from ..train.checkpoint import load_training_checkpoint
     from ..data import DatasetError, load_dataset
 
     d = C.from_dict(load_training_checkpoint(checkpoint)["config"]).data

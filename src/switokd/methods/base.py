@@ -15,9 +15,9 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from torch import Tensor
 
-from ..losses import cross_entropy
+from ..core.losses import cross_entropy
 from ..registry import Registry
-from ..switching import SwitchStats
+from ..core.switching import SwitchStats
 from .distill import KL, LOSSES, DistillLoss, create_loss
 
 METHODS: Registry = Registry("method")

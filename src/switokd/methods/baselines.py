@@ -5,7 +5,7 @@ from typing import Mapping
 
 from torch import Tensor
 
-from ..losses import mean_ensemble, minlogit_ensemble
+from ..core.losses import mean_ensemble, minlogit_ensemble
 from .base import METHODS, Method, StepOutput
 
 

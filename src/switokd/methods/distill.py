@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from ..losses import dist_loss, dkd_loss, kl_div, standardize
+from ..core.losses import dist_loss, dkd_loss, kl_div, standardize
 from ..registry import Registry
 
 LOSSES: Registry = Registry("distillation loss")

@@ -8,7 +8,7 @@ from typing import Callable, ClassVar, Mapping
 import torch
 from torch import Tensor
 
-from ..switching import SwitchStats, pair_sums, stats_from_sums, switch_weight, uniokd_weight
+from ..core.switching import SwitchStats, pair_sums, stats_from_sums, switch_weight, uniokd_weight
 from .base import METHODS, Method, MethodOptionError, StepOutput
 
 

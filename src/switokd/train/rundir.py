@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import config as C
+from .. import config as C
 from .checkpoint import save_atomic
-from .errors import CheckpointError
-from .runs import files as F
-from .telemetry import RunWriters, write_run_state
+from ..errors import CheckpointError
+from ..runs import files as F
+from ..telemetry import RunWriters, write_run_state
 
 
 class RunDirectory:

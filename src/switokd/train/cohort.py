@@ -6,10 +6,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import config as C
+from .. import config as C
 from .checkpoint import WeightsReport, extract_state_dict, load_weights
 from .engine import build_optimizer
-from .models import create_model
+from ..models import create_model
 
 
 @dataclass

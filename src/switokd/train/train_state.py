@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import config as C
+from .. import config as C
 from .checkpoint import (CHECKPOINT_FORMAT, load_training_checkpoint, load_weights, resolve_resume_path,
                          rng_state, set_rng_state)
-from .errors import CheckpointError
-from .telemetry import run_switch_stats, shares
+from ..errors import CheckpointError
+from ..telemetry import run_switch_stats, shares
 
 Trainer = Any  # switokd.trainer.Trainer (not imported: the trainer imports this module)
 

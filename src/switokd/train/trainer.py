@@ -1,0 +1,368 @@
+"""The training loop, and only the loop: build the cohort, step, run the epochs, evaluate. The engineering
+under it has its own modules: the networks in ``cohort``, precision and optimizers in ``engine``, the whole
+training state in ``train_state``, the run directory's files in ``rundir``, the sinks in ``telemetry``,
+stops in ``signals``, several processes in ``distributed``, epoch-end extensions in ``hooks``.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .. import config as C
+from . import train_state
+from .checkpoint import CheckpointSchedule
+from .cohort import Network, build_network  # noqa: F401  (Network: re-exported)
+from ..data import DataSplits
+from ..data.pipeline import build_run_data
+from .distributed import Distributed
+from .engine import Precision, all_finite, frozen_batchnorm_stats, resolve_device, set_lr
+from ..errors import TrainingDiverged  # noqa: F401  (re-exported)
+from .hooks import ConditionsDiagnostics, EpochHook, Evaluation
+from ..log import logger
+from ..methods import Method, StepOutput, method_from_config
+from .progress import Progress
+from .rundir import RunDirectory
+from .runinfo import run_header
+from .signals import StopControl, StopSignals
+from ..telemetry import RunMeters, check_loggers, epoch_line, nest, recording_state, shares
+
+# Keys a resumed run may change; anything else would make it a different run.
+RESUMABLE_OVERRIDES = ("train.epochs", "train.progress", "train.progress_interval_s", "train.log_interval",
+                       "train.device", "train.threads", "train.eval_every", "train.checkpoint_every_s",
+                       "train.checkpoint_every", "train.tensorboard", "train.loggers", "data.dir")
+
+
+def build_method(cfg: C.Config) -> Method:
+    """The config's method (``switokd.methods.method_from_config``)."""
+    return method_from_config(cfg)
+
+
+class Trainer:
+    """Trains a cohort of networks with one method. ``fit()`` runs the epochs.
+
+    Args:
+        cfg: the run's ``Config`` (``load_config``).
+        data: the data (a ``DataSplits``); None reads ``cfg.data.name`` from ``cfg.data.dir``.
+        run_dir: where the run writes (default ``train.out_dir/train.run_name``).
+        writable: false writes nothing (evaluation, tests).
+        initial_weights: false skips ``networks.NAME.checkpoint`` (the caller restores every network from a
+            training checkpoint, as resume and eval do, so a KD teacher's source file is not needed).
+        hooks: epoch-end hooks (``switokd.train.hooks``), after the run conditions' own.
+
+    Example:
+        >>> from switokd import Trainer, load_config
+        >>> cfg = load_config("configs/fashion_mnist.yaml", ["train.epochs=1", "data.limit_train=512"])  # doctest: +SKIP
+        >>> report = Trainer(cfg).fit()  # doctest: +SKIP
+        >>> report["networks"]["student"]["last_acc"]  # doctest: +SKIP
+    """
+
+    def __init__(self, cfg: C.Config, data: DataSplits | None = None, run_dir: str | Path | None = None,
+                 *, writable: bool = True, initial_weights: bool = True, hooks: Sequence[EpochHook] = ()) -> None:
+        self.cfg = cfg
+        t = cfg.train
+        if t.threads > 0:
+            torch.set_num_threads(t.threads)
+        # Sinks for the metrics (train.tensorboard is the older spelling of loggers: [..., tensorboard]).
+        self.loggers = list(dict.fromkeys([*t.loggers, *(["tensorboard"] if t.tensorboard else [])]))
+        check_loggers(self.loggers)
+        self.dist = Distributed.from_env()
+        self.device = resolve_device(t.device, self.dist.local_rank if self.dist.enabled else None)
+        self.dist.init(self.device)
+        self.precision = Precision(t.precision, self.device)
+        self.method = build_method(cfg)
+        self.method.reduce = self.dist.sum  # decisions on the global batch: every rank takes the same mode
+        self.method.ignore_index = None  # the data's labels are checked when read: no per-step mask or sync
+        # The splits with noise, few labels and drift applied (the same on every rank), and this rank's loaders.
+        run_data = build_run_data(cfg, data, self.device, self.dist.rank, self.dist.world_size,
+                                  self.dist.same_on_all_ranks)
+        self.data, self.conditions = run_data.data, run_data.conditions
+        self.train_loader, self.test_loader = run_data.train_loader, run_data.test_loader
+        torch.manual_seed(t.seed)
+        self.networks: dict[str, Network] = {
+            n.name: build_network(n, cfg, self.data, frozen=n.name in self.method.frozen, device=self.device,
+                                  dist=self.dist, initial_weights=initial_weights) for n in cfg.networks}
+        self.lr_scale = float(self.dist.world_size) if t.scale_lr else 1.0
+        # --- training state (checkpointed: train_state) ---
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimizer steps taken (batches seen)
+        self.batch = 0  # batches done in the current epoch
+        self.epoch_time = 0.0  # training seconds of the current epoch so far (across resumes)
+        self.epoch_images = 0  # images of the current epoch so far, over all processes
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, dict[str, float]] = {}
+        self.best_score = -1.0  # the students' mean accuracy at best.pt
+        # Sums behind steps.jsonl and epochs.jsonl, expert/paused counts and the run's switching totals.
+        self.meters = RunMeters(self.method.pausable)
+        self.log_offsets: dict[str, Any] | None = None  # from a resumed checkpoint: where the sinks stood
+        # --- run files and controls (not state) ---
+        self.rundir = RunDirectory(run_dir, writable and self.dist.is_main)  # rank 0 writes
+        self.stop = StopControl(self.dist)
+        self.hooks: list[EpochHook] = [*([ConditionsDiagnostics(self.conditions)] if self.conditions.measured else []),
+                                       *hooks]
+        self._t0 = 0.0  # when training time last started counting
+        self._since_row = [0.0, 0]  # training seconds and images (all processes) since the last steps.jsonl row
+        self.progress = Progress(enabled=t.progress and self.dist.is_main, epochs=t.epochs,
+                                 steps_per_epoch=len(self.train_loader), interval_s=t.progress_interval_s)
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.rundir.path
+
+    @property
+    def writable(self) -> bool:
+        return self.rundir.writable
+
+    # ------------------------------------------------------------------ one step
+
+    def _set_lrs(self) -> None:
+        for net in self.networks.values():
+            if net.optimizer is not None:
+                set_lr(net.optimizer, net.cfg, self.step, len(self.train_loader), self.cfg.train.epochs, self.lr_scale)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = {}
+        for name, net in self.networks.items():
+            with torch.no_grad() if net.frozen else contextlib.nullcontext():
+                logits[name] = net.model(x)
+        return logits
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
+        """Forward every network, let the method decide, backward and step only the stepping ones."""
+        out: StepOutput | None = None
+        with contextlib.ExitStack() as stack:
+            if self.cfg.method.freeze_teacher_bn:
+                for name in self.method.pausable:
+                    stack.enter_context(frozen_batchnorm_stats(
+                        self.networks[name].model, lambda n=name: out is not None and n not in out.stepping))
+            with self.precision.autocast():
+                logits = self.forward(x)
+            out = self.method.step(logits, y)
+            # Free a paused network's autograd graph now, not after the others' backward.
+            del logits
+        stepping = [self.networks[n] for n in out.stepping]
+        # Networks' losses share no parameters (soft targets are detached): one backward serves all.
+        loss = sum(out.losses[n.name]["loss"] for n in stepping)
+        if stepping:
+            self.precision.backward(loss)
+            # Under several processes: mean gradients over the global batch, for the stepping networks only.
+            self.dist.reduce_grads((p for n in stepping for p in n.model.parameters()), len(y))
+            self.precision.step([n.optimizer for n in stepping])
+            for n in stepping:
+                n.optimizer.zero_grad(set_to_none=True)
+        return out
+
+    # ------------------------------------------------------------------ epochs
+
+    def train_epoch(self) -> dict[str, Any]:
+        """Train from the current position to the end of the epoch; returns the epoch's training summary."""
+        for net in self.networks.values():
+            net.model.train(not net.frozen)
+        self.train_loader.set_epoch(self.epoch)
+        self.method.set_epoch(self.epoch + 1)  # a loss's warm-up (DKD) reads the 1-based epoch
+        self.progress.start_epoch(self.epoch, self.batch)
+        schedule = CheckpointSchedule(self.cfg.train.checkpoint_every, self.cfg.train.checkpoint_every_s)
+        self._t0 = time.perf_counter()
+        for x, y in self.train_loader.batches(start=self.batch):
+            start, end = self.train_loader.bounds[self.batch]  # this global batch: every process's images
+            self._set_lrs()
+            self.meters.record(self.train_step(x, y))
+            self.step += 1
+            self.batch += 1
+            self.epoch_images += end - start
+            self._since_row[1] += end - start
+            if self.step % self.cfg.train.log_interval == 0:
+                self._log_steps()
+            self.progress.step(end - start, lambda: self.meters.progress(self.networks))
+            if self.batch < len(self.train_loader) and self.stop.checkpoint_now(schedule.due(self.step), self.step):
+                self._tick()
+                self.save_checkpoint()
+                self._t0 = time.perf_counter()  # the checkpoint's time is not training time
+                schedule.written()
+                self.stop.raise_if_stopped(self.epoch, self.step, self.run_dir if self.writable else None)
+        self.progress.end_epoch()
+        self._tick()
+        means, counts = self.meters.read_epoch(self.dist.mean)
+        self._check_finite(means)
+        summary = {"steps": counts.get("steps", 0), "train_time_s": self.epoch_time,
+                   "images_per_s": self.epoch_images / max(self.epoch_time, 1e-9),
+                   "train": nest(means), "switch": shares(counts)}
+        self.batch, self.epoch_time, self.epoch_images = 0, 0.0, 0
+        return summary
+
+    def _tick(self) -> None:
+        """Count the training time since the last tick (evaluation and checkpoints are not counted)."""
+        now = time.perf_counter()
+        self.epoch_time += now - self._t0
+        self._since_row[0] += now - self._t0
+        self._t0 = now
+
+    def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every network's logits in the run's precision (call in eval mode, under no_grad)."""
+        with self.precision.autocast():
+            return self.forward(x)
+
+    def eval_mode(self) -> None:
+        for net in self.networks.values():
+            net.model.eval()
+
+    def evaluate(self) -> dict[str, dict[str, float]]:
+        """Top-1 accuracy (%) and loss of every network on the test split."""
+        return self.evaluate_split().results
+
+    @torch.no_grad()
+    def evaluate_split(self) -> Evaluation:
+        """Evaluate every network on the test split: accuracy, loss and per-class hits (all ranks' shards)."""
+        self.eval_mode()
+        classes, names = self.data.num_classes, list(self.networks)
+        hits = {n: torch.zeros(classes, device=self.device) for n in names}
+        loss = {n: torch.zeros((), device=self.device) for n in names}
+        seen = torch.zeros(classes, device=self.device)
+        for x, y in self.test_loader:  # this rank's shard of the test split
+            for n, z in self.predict(x).items():
+                hits[n] += torch.bincount(y[z.argmax(1) == y], minlength=classes)
+                loss[n] += nn.functional.cross_entropy(z.float(), y, reduction="sum")
+            seen += torch.bincount(y, minlength=classes)
+        sums = self.dist.sum(torch.cat([torch.stack([hits[n] for n in names]).flatten(),
+                                        torch.stack([loss[n] for n in names]), seen]).float())
+        per_class = sums[:len(names) * classes].view(len(names), classes)
+        total = sums[-classes:].sum().item()
+        correct, losses = per_class.sum(1).tolist(), sums[len(names) * classes:-classes].tolist()
+        results = {n: {"acc": 100.0 * correct[i] / total, "loss": losses[i] / total} for i, n in enumerate(names)}
+        return Evaluation(results, {n: per_class[i] for i, n in enumerate(names)}, sums[-classes:])
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``train.epochs``, evaluating, logging and checkpointing; write report.json.
+
+        SIGTERM/SIGINT finish the current step, write a checkpoint and raise ``Interrupted``.
+        """
+        self.rundir.open(self.cfg, self.loggers, (self.log_offsets or {}) if self.step else None, self._run_facts())
+        if self.cfg.train.progress and self.dist.is_main:
+            logger.info("\n".join(run_header(self)))
+        with recording_state(self._close_run), StopSignals() as self.stop.signals:
+            while self.epoch < self.cfg.train.epochs:
+                t0 = time.perf_counter()
+                summary = {"epoch": self.epoch + 1, **self.train_epoch(), "lr_end": self._lrs()}
+                self.epoch += 1
+                self._sync_ranks()
+                evaluation = None
+                if self.epoch % self.cfg.train.eval_every == 0 or self.epoch == self.cfg.train.epochs:
+                    t_eval = time.perf_counter()
+                    evaluation = self.evaluate_split()
+                    summary["test"] = evaluation.results
+                    self.progress.evaluated(time.perf_counter() - t_eval)
+                for hook in self.hooks:  # memorisation under label noise, per-phase accuracy under drift, yours
+                    summary.update(hook.on_epoch_end(self, summary, evaluation))
+                summary["epoch_time_s"] = time.perf_counter() - t0
+                self.history.append(summary)
+                self.rundir.logs.epoch(summary, self.step)
+                if self.cfg.train.progress and self.dist.is_main:
+                    logger.info(epoch_line(summary, self.cfg.train.epochs))
+                self.save_checkpoint(best=evaluation is not None and self._update_best(evaluation.results), synced=True)
+                self.stop.agree()
+                self.stop.raise_if_stopped(self.epoch, self.step, self.run_dir if self.writable else None)
+        report = self.report()
+        self.rundir.write_report(report)
+        return report
+
+    def _update_best(self, test: dict[str, dict[str, float]]) -> bool:
+        """Record each network's best epoch; true when the students' mean accuracy is a new best (best.pt)."""
+        for n, r in test.items():
+            if r["acc"] > self.best.get(n, {"acc": -1.0})["acc"]:
+                self.best[n] = {"acc": r["acc"], "epoch": self.epoch}
+        judged = self.method.students or list(test)
+        score = sum(test[n]["acc"] for n in judged) / len(judged)
+        if score > self.best_score:
+            self.best_score = score
+            return True
+        return False
+
+    # ------------------------------------------------------------------ telemetry, run directory, checkpoints
+
+    def _log_steps(self) -> dict[str, Any]:
+        means, rest = self.meters.read_interval(self.dist.mean)
+        self._check_finite(means)
+        self._tick()
+        (seconds, images), self._since_row = self._since_row, [0.0, 0]
+        row = {"epoch": self.epoch + 1, "step": self.step, **nest(means), **rest, "lr": self._lrs(),
+               "images_per_s": images / max(seconds, 1e-9)}  # all processes' images, over training time
+        self.rundir.logs.step(row)
+        return row
+
+    def _check_finite(self, means: dict[str, float]) -> None:
+        bad = [k for k, v in means.items() if k.startswith("loss/") and not math.isfinite(v)]
+        if bad:
+            raise TrainingDiverged(f"non-finite loss at step {self.step} ({', '.join(bad)}); "
+                                   "the last good checkpoint is kept. Lower the learning rate or use fp32.")
+
+    def _lrs(self) -> dict[str, float]:
+        return {n: net.optimizer.param_groups[0]["lr"] for n, net in self.networks.items() if net.optimizer}
+
+    def _run_facts(self) -> dict[str, int]:
+        """Where the run is and its size, for status.json (``switokd status`` reads no checkpoint)."""
+        return {"epoch": self.epoch, "step": self.step, "steps_per_epoch": len(self.train_loader),
+                "global_batch": self.cfg.train.batch_size * self.dist.world_size}
+
+    def _close_run(self, state: str = "stopped", reason: str = "") -> None:
+        self.stop.signals = None
+        self.rundir.close(state, reason, self._run_facts())
+
+    def state_dict(self) -> dict[str, Any]:
+        """The whole training state (``train_state.training_state``)."""
+        return train_state.training_state(self)
+
+    def load_state_dict(self, ckpt: dict[str, Any], path: str | Path = "checkpoint") -> None:
+        """Restore a state from ``state_dict`` (``train_state.restore``)."""
+        train_state.restore(self, ckpt, path)
+
+    def report(self) -> dict[str, Any]:
+        """Last-epoch and best-epoch accuracy of each network, and the switching shares (``report.json``)."""
+        return train_state.build_report(self)
+
+    def _sync_ranks(self) -> None:
+        """Several processes: average BatchNorm statistics and the running metric sums over ranks, so that every
+        rank holds the state rank 0 saves (both are linear in what follows, so training is unchanged)."""
+        if not self.dist.enabled:
+            return
+        for net in self.networks.values():
+            self.dist.average_buffers(net.model)
+        for meter in (self.meters.step, self.meters.epoch):
+            for keys in meter.sums:
+                self.dist.mean(meter.sums[keys])
+
+    def save_checkpoint(self, best: bool = False, synced: bool = False) -> Path | None:
+        """Write ``last.pt`` (and ``best.pt``) atomically, refusing to replace a good one with non-finite weights.
+
+        Every rank calls it (at the same step); rank 0 writes."""
+        if not synced:
+            self._sync_ranks()
+        # Checked on every rank (their weights are identical), so that all of them stop together.
+        bad = [n for n, net in self.networks.items() if not all_finite(net.model)]
+        if bad:
+            raise TrainingDiverged(f"networks {bad} have non-finite parameters at step {self.step}; "
+                                   f"the last good checkpoint in {self.run_dir} is kept")
+        return self.rundir.save_checkpoint(self.state_dict(), best) if self.writable else None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = (), data: DataSplits | None = None,
+                        *, evaluate_only: bool = False) -> "Trainer":
+        """Rebuild a run from its checkpoint (a ``last.pt``/``best.pt`` or its run directory).
+
+        Args:
+            path: the checkpoint, or the run directory holding ``last.pt``.
+            overrides: ``key=value`` changes; to continue training only those in ``RESUMABLE_OVERRIDES``.
+            data: the run's data, when it was not a built-in data set.
+            evaluate_only: load the networks' weights only, for evaluation: any override is allowed and
+                nothing is written (``switokd eval``).
+
+        Example:
+            >>> trainer = Trainer.from_checkpoint("runs/demo")  # doctest: +SKIP
+            >>> trainer.fit()  # continues to train.epochs  # doctest: +SKIP
+        """
+        return train_state.from_checkpoint(cls, path, overrides, data, evaluate_only=evaluate_only,
+                                           resumable=RESUMABLE_OVERRIDES)
