@@ -282,7 +282,7 @@ def test_method_config_keys_build_the_method():
     m = method_from_config(C.load_config(None, ["method.name=dml", "method.loss=dkd", "method.loss_options.beta=2",
                                                 "method.logit_std=true"]))
     assert (m.distill.name, m.distill.beta, m.distill.logit_std, m.weights.tau) == ("dkd", 2.0, True, 4.0)
-    assert C.method_label(C.load_config(None, ["method.name=dml", "method.loss=dist"]).method) == "dml+dist"
+    assert method_from_config(C.load_config(None, ["method.name=dml", "method.loss=dist"])).label("dml") == "dml+dist"
     m = method_from_config(C.load_config(None, ["method.name=uniokd", "method.options={expert_tau: 3}"]))
     assert m.expert_tau == 3.0
     # The older keys keep working.

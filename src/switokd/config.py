@@ -426,19 +426,6 @@ def _validate_conditions(d: DataConfig) -> None:
         raise ConfigError(f"config key 'data.drift_share': must be in (0, 1], got {d.drift_share}")
 
 
-def method_label(m: MethodConfig) -> str:
-    """The method's name in reports and tables: ``method.label``, else the name with ``+LOSS`` and ``+ls``.
-
-    Example:
-        >>> method_label(MethodConfig(name="dml", loss="dkd", logit_std=True))
-        'dml+dkd+ls'
-    """
-    if m.label:
-        return m.label
-    own = {"dkd": "dkd", "dist": "dist"}.get(m.name, "kl")
-    return m.name + (f"+{m.loss}" if m.loss not in (None, own) else "") + ("+ls" if m.logit_std else "")
-
-
 def describe_conditions(d: DataConfig) -> str:
     """The run conditions of a config in a few words ("" for clean, stationary data)."""
     parts = []

@@ -280,7 +280,7 @@ def sweep(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[i
         write_results(out, reports, header)
     if report and reports:
         try:
-            write_report([out / r["run"] for r in reports], out / "report")
+            write_report([out / r["run"] for r in reports], out / F.REPORT_DIR)
         except ReportError as e:  # matplotlib missing: the tables are written all the same
             log(f"sweep: no report: {e}")
     return reports

@@ -83,13 +83,6 @@ def method_from_config(cfg) -> Method:
             key = "method.options"
             raise ConfigError(f"config key {key!r}: method {m.name!r} has no option "
                               f"{', '.join(map(repr, unknown))} (its options: {', '.join(allowed) or 'none'})")
-    loss = m.loss or getattr(factory, "default_loss", "kl")
-    try:
-        create_loss(loss, tau=1.0, **dict(m.loss_options))
-    except KeyError as e:
-        raise ConfigError(f"config key 'method.loss': {e.args[0]}") from None
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"config key 'method.loss_options': {e}") from None
     try:
         return create_method(m.name, roles, **options, **own)
     except KeyError as e:

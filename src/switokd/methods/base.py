@@ -114,17 +114,18 @@ def flatten_batch(logits: Mapping[str, Tensor], targets: Tensor, names: Sequence
         return {n: logits[n].reshape(-1, c) for n in names}, targets.reshape(-1)
     flat_y = targets.reshape(-1)
     keep = flat_y != ignore_index
-    y = flat_y[keep] if not bool(keep.all()) else flat_y
+    masked = not bool(keep.all())
+    y = flat_y[keep] if masked else flat_y
     if y.numel() == 0:
         raise ValueError(f"method {method!r}: every label of the batch is ignore_index ({ignore_index})")
-    if bool(((y < 0) | (y >= c)).any()):
-        bad = y[(y < 0) | (y >= c)][0].item()
-        raise ValueError(f"method {method!r}: label {bad} is outside the {c} classes (and is not ignore_index "
-                         f"{ignore_index})")
-    if first.dim() == 2 and y is flat_y:
+    outside = (y < 0) | (y >= c)
+    if bool(outside.any()):
+        raise ValueError(f"method {method!r}: label {y[outside][0].item()} is outside the {c} classes (and is not "
+                         f"ignore_index {ignore_index})")
+    if first.dim() == 2 and not masked:
         return dict(logits), targets  # the common case: nothing to copy
-    out = {n: (logits[n].reshape(-1, c)[keep] if y is not flat_y else logits[n].reshape(-1, c)) for n in names}
-    return out, y
+    rows = {n: logits[n].reshape(-1, c) for n in names}
+    return ({n: z[keep] for n, z in rows.items()} if masked else rows), y
 
 
 def _flattening(step: Callable) -> Callable:
@@ -184,13 +185,19 @@ class Method:
         loss = self.default_loss if loss is None else loss
         if not self.distills and (loss != "kl" or loss_options or logit_std):
             raise ValueError(f"method {self.name!r} trains on the labels alone: it has no distillation loss to set")
-        loss_cls = LOSSES.get(loss)
+        try:
+            loss_cls = LOSSES.get(loss)
+        except KeyError as e:
+            raise MethodOptionError(e.args[0], "method.loss") from None
         if tau is None:
             tau = loss_cls.default_tau if loss_cls.default_tau is not None else self.default_tau
         self.weights = LossWeights(tau=tau, ce_weight=ce_weight, kl_weight=kl_weight,
                                    tau2=self.default_tau2 if tau2 is None else tau2)
-        self.distill: DistillLoss = create_loss(loss, tau=tau, tau2=self.weights.tau2, logit_std=logit_std,
-                                                **dict(loss_options or {}))
+        try:
+            self.distill: DistillLoss = create_loss(loss, tau=tau, tau2=self.weights.tau2, logit_std=logit_std,
+                                                    **dict(loss_options or {}))
+        except (TypeError, ValueError) as e:
+            raise MethodOptionError(str(e), "method.loss_options") from None
         # Sums statistics across processes before a decision; the identity in one process (set by the trainer).
         self.reduce: Callable[[Tensor], Tensor] = _identity
 
@@ -206,6 +213,12 @@ class Method:
                 if p not in base and p not in names and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL):
                     names.append(p)
         return names
+
+    def label(self, name: str) -> str:
+        """How reports and tables name this method when configured as ``name``: the name, then ``+LOSS`` unless
+        the loss is the method's own, then ``+ls`` with logit standardization (``dml+dkd``, ``kd+ls``)."""
+        own = self.distill.name == self.default_loss
+        return name + ("" if own else f"+{self.distill.name}") + ("+ls" if self.distill.logit_std else "")
 
     def set_epoch(self, epoch: int) -> None:
         """Tell the method the current epoch (1-based) before its steps: DKD's warm-up reads it."""

@@ -8,6 +8,7 @@ from typing import Callable, ClassVar, Mapping
 import torch
 from torch import Tensor
 
+from ..core.losses import cross_entropy
 from ..core.switching import SwitchStats, pair_sums, stats_from_sums, switch_weight, uniokd_weight
 from .base import METHODS, Method, MethodOptionError, StepOutput
 
@@ -144,12 +145,12 @@ class UniOKD(Switched):
                  teacher_weight: float = 4.0, student_weight: float = 8.0, **kw) -> None:
         for key, unset in (("tau", None), ("tau2", None), ("kl_weight", 1.0)):
             if kw.get(key, unset) != unset:
-                raise MethodOptionError("method 'uniokd' sets its temperatures and weights by its own options (expert_tau, "
-                             "learn_tau, expert_weight, teacher_weight, student_weight), not method.tau, "
-                                        "method.tau2 or method.kl_weight", f"method.{key}")
+                raise MethodOptionError("method 'uniokd' sets its temperatures and weights by its own options "
+                                        "(expert_tau, learn_tau, expert_weight, teacher_weight, student_weight), not "
+                                        "method.tau, method.tau2 or method.kl_weight", f"method.{key}")
         if kw.get("loss") not in (None, "kl"):
-            raise MethodOptionError(f"method 'uniokd' is defined with the KL loss (its weights 32, 4 and 8 are set for "
-                             f"KL at its temperatures), not {kw['loss']!r}", "method.loss")
+            raise MethodOptionError(f"method 'uniokd' is defined with the KL loss (its weights 32, 4 and 8 are set "
+                                    f"for KL at its temperatures), not {kw['loss']!r}", "method.loss")
         super().__init__(roles, **kw)
         for k, v in dict(expert_tau=expert_tau, learn_tau=learn_tau).items():
             if v <= 0:
@@ -163,20 +164,22 @@ class UniOKD(Switched):
         return 1.0
 
     def _total(self, logits: Tensor, targets: Tensor, terms: list[Tensor]) -> dict[str, Tensor]:
-        ce = self.loss(logits, targets, [])["ce"]
+        ce = cross_entropy(logits, targets)
         kl = sum(terms)
         return {"ce": ce, "kl": kl, "loss": self.weights.ce_weight * ce + kl}
 
     def step(self, logits: Mapping[str, Tensor], targets: Tensor) -> StepOutput:
         stats, expert = self.decide_pairs(logits, targets)
         kl, losses = self.distill, {}
+        # Where each teacher's top-1 is the label (the mask m), for the pairs in expert mode.
+        right = {t: (logits[t].detach().argmax(dim=1) == targets).float() for t in self.teachers
+                 if any(expert[pair_name(t, s)] for s in self.students)}
         for s in self.students:
             terms = []
             for t in self.teachers:
                 if expert[pair_name(t, s)]:
                     # Trust the teacher fully where it is right, by d_T / 2 (its off-label mass) where wrong.
-                    right = (logits[t].detach().argmax(dim=1) == targets).float()
-                    w = right + stats[pair_name(t, s)].teacher_label_distance / 2 * (1.0 - right)
+                    w = right[t] + stats[pair_name(t, s)].teacher_label_distance / 2 * (1.0 - right[t])
                     terms.append(self.expert_weight * kl(logits[t], logits[s], targets, tau=self.expert_tau, weight=w))
                 else:
                     terms.append(self.student_weight * kl(logits[t], logits[s], targets, tau=self.learn_tau))

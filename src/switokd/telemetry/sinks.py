@@ -306,16 +306,11 @@ def _jsonl(run_dir: Path, resume_at: Any, config_text: str) -> Sink:
 
 @register_sink("tensorboard")
 def _tensorboard(run_dir: Path, resume_at: Any, config_text: str) -> Sink:
-    if not tensorboard_available():
-        raise ConfigError("config key 'train.loggers': tensorboard needs the tensorboard package; "
-                          "pip install 'switokd[tensorboard]'")
     return TensorBoardSink(run_dir, resume_at, config_text)
 
 
 @register_sink("mlflow")
 def _mlflow(run_dir: Path, resume_at: Any, config_text: str) -> Sink:
-    if not mlflow_available():
-        raise ConfigError("config key 'train.loggers': mlflow needs the mlflow package; pip install 'switokd[mlflow]'")
     return MlflowSink(run_dir, resume_at, config_text)
 
 
@@ -343,6 +338,7 @@ class RunWriters:
         self.sinks: dict[str, Sink] = {}
         if run_dir is None:
             return
+        check_loggers(list(loggers))  # the one place that knows each sink's package
         cut = offsets is not None
         for name in dict.fromkeys(["jsonl", *loggers]):  # jsonl first and always: switokd's tools read it
             at = (offsets if name == "jsonl" else offsets.get(name, {})) if cut else None

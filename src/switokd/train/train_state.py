@@ -47,16 +47,22 @@ def training_state(tr: "Trainer") -> dict[str, Any]:
     }
 
 
-def restore(tr: "Trainer", ckpt: dict[str, Any], path: str | Path = "checkpoint") -> None:
-    """Restore a state from ``training_state`` (or a v1 checkpoint, which continues at its epoch's end)."""
+def load_networks(tr: "Trainer", ckpt: dict[str, Any], path: str | Path, optimizers: bool = True) -> None:
+    """Every network's weights (and optimizer, with ``optimizers``) from the checkpoint, whose networks must be
+    the config's."""
     if set(ckpt["networks"]) != set(tr.networks):
         raise CheckpointError(f"{path}: networks {sorted(ckpt['networks'])} differ from the config's {sorted(tr.networks)}")
+    for n, net in tr.networks.items():
+        s = ckpt["networks"][n]
+        load_weights(net.model, s["model"], f"{path}, network {n!r}")
+        if optimizers and net.optimizer is not None:
+            net.optimizer.load_state_dict(s["optimizer"])
+
+
+def restore(tr: "Trainer", ckpt: dict[str, Any], path: str | Path = "checkpoint") -> None:
+    """Restore a state from ``training_state`` (or a v1 checkpoint, which continues at its epoch's end)."""
     try:
-        for n, net in tr.networks.items():
-            s = ckpt["networks"][n]
-            load_weights(net.model, s["model"], f"{path}, network {n!r}")
-            if net.optimizer is not None:
-                net.optimizer.load_state_dict(s["optimizer"])
+        load_networks(tr, ckpt, path)
         tr.precision.scaler.load_state_dict(ckpt["scaler"])
         tr.epoch, tr.step = ckpt["epoch"], ckpt["step"]
         loader = ckpt.get("loader", {})
@@ -94,7 +100,7 @@ def build_report(tr: "Trainer") -> dict[str, Any]:
     train_time = sum(h["train_time_s"] for h in tr.history)
     wall_time = sum(h.get("epoch_time_s", h["train_time_s"]) for h in tr.history)
     images = sum(h.get("images_per_s", 0.0) * h["train_time_s"] for h in tr.history)
-    return {"method": C.method_label(tr.cfg.method), "dataset": tr.data.name, "epochs": tr.epoch,
+    return {"method": tr.cfg.method.label or tr.method.label(tr.cfg.method.name), "dataset": tr.data.name, "epochs": tr.epoch,
             "precision": tr.precision.name, "networks": nets, **shares(dict(tr.meters.totals)),
             "switch_stats": run_switch_stats(tr.history), "train_time_s": train_time, "wall_time_s": wall_time,
             "images_per_s": images / max(train_time, 1e-9), "processes": tr.dist.world_size,
@@ -126,10 +132,6 @@ def from_checkpoint(cls: type, path: str | Path, overrides, data, *, evaluate_on
     if not evaluate_only:
         trainer.load_state_dict(ckpt, path)
         return trainer
-    if set(ckpt["networks"]) != set(trainer.networks):
-        raise CheckpointError(f"{path}: networks {sorted(ckpt['networks'])} differ from its config's "
-                              f"{sorted(trainer.networks)}")
-    for name, net in trainer.networks.items():
-        load_weights(net.model, ckpt["networks"][name]["model"], f"{path}, network {name!r}")
+    load_networks(trainer, ckpt, path, optimizers=False)
     trainer.epoch = ckpt["epoch"]
     return trainer
