@@ -3,6 +3,7 @@
 # offline, on the same data and seeds (issue 22), at the sizes of benchmarks/results/conditions.
 #
 #   bash benchmarks/methods.sh clean few50     # one or more experiments (default: all, in this order)
+#   SEEDS=0 bash benchmarks/methods.sh         # seed 0 of every experiment first; the full run skips it later
 #
 # Experiments: clean sym40-noaug few50 pairs100. Online in each: vanilla, dml, kdcl, switokd, uniokd and DML
 # with the dkd and the dist loss. Offline on clean and pairs100: kd, kd+ls, dkd and dist from each seed's
@@ -18,7 +19,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
 SWEEP=".venv/bin/switokd sweep"
-SEEDS=(--seeds 0 1 2)
+# shellcheck disable=SC2206  # the seeds are words
+SEEDS=(--seeds ${SEEDS:-0 1 2})
 COMMON=(train.threads=1 train.progress=false train.log_interval=5)
 LONG=(data.limit_train=2000 train.epochs=40 train.eval_every=4)
 online() {  # online WARMUP
