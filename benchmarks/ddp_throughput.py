@@ -5,10 +5,11 @@
 Times ``--steps`` training steps (after ``--warmup``) of the default pair on Fashion-MNIST images for:
 - 1 process with 1 thread, and 1 process with ``--procs`` threads, at the per-process batch;
 - ``--procs`` processes with 1 thread each (torchrun), each at the per-process batch (so the global
-  batch is ``--procs`` times larger): switokd (our bucketed all-reduce of the stepping networks) and
-  vanilla; and the same vanilla step inside torch's DistributedDataParallel, whose all-reduce overlaps
-  the backward, to measure what our design (no DDP wrapper, so that a paused teacher needs no backward)
-  gives up.
+  batch is ``--procs`` times larger), SwitOKD with every step learning and with the teacher paused on
+  every step (``method.force_mode=expert``), each with the two gradient reductions: the bucketed
+  all-reduce after the backward (``train.ddp=false``) and one torch DistributedDataParallel per network,
+  whose all-reduce overlaps the backward (``train.ddp=true``). The two reductions run interleaved,
+  ``--repeats`` times each, so that a drift of the machine hits both; the table gives the median.
 Images/s count every process's images.
 """
 from __future__ import annotations
@@ -36,15 +37,11 @@ def child(args) -> None:
     torch.set_num_threads(args.threads)
     cfg = load_config(ROOT / "configs" / "fashion_mnist.yaml", [
         f"method.name={args.method}", f"train.batch_size={args.batch}", f"train.threads={args.threads}",
-        "train.progress=false", "data.limit_test=100", f"data.limit_train={args.images}"])
+        "train.progress=false", "data.limit_test=100", f"data.limit_train={args.images}",
+        f"train.ddp={str(args.ddp).lower()}", *([f"method.force_mode={args.force}"] if args.force else [])])
     tr = Trainer(cfg, writable=False)
     for net in tr.networks.values():
         net.model.train()
-    if args.ddp_wrapper:  # the alternative design: torch's DDP around each network (vanilla only)
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        for net in tr.networks.values():
-            net.model = DDP(net.model)
-        tr.dist.world_size_saved, tr.dist.world_size = tr.dist.world_size, 1  # DDP reduces; ours must not
     tr.train_loader.set_epoch(0)
     batches = list(tr.train_loader.batches())[: args.warmup + args.steps]
     images = 0
@@ -56,7 +53,7 @@ def child(args) -> None:
         if i >= args.warmup:
             images += len(y)
     dt = time.perf_counter() - t0
-    world = getattr(tr.dist, "world_size_saved", tr.dist.world_size)
+    world = tr.dist.world_size
     if tr.dist.is_main:
         print(json.dumps({"img_s": images * world / dt, "step_s": dt / args.steps,
                           "precision": f"{tr.precision.name} ({tr.precision.reason})"}), flush=True)
@@ -68,11 +65,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(variant: str, procs: int, threads: int, method: str, args, ddp_wrapper: bool = False) -> dict:
+def run(variant: str, procs: int, threads: int, method: str, args, ddp: bool = False, force: str = "") -> dict:
     cmd = [__file__, "--child", "--threads", str(threads), "--method", method, "--batch", str(args.batch),
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--images", str(args.images)]
-    if ddp_wrapper:
-        cmd.append("--ddp-wrapper")
+    if ddp:
+        cmd.append("--ddp")
+    if force:
+        cmd += ["--force", force]
     if procs > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}", "--master_port",
                str(free_port()), *cmd]
@@ -97,7 +96,9 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=12000, help="training images loaded (enough for the steps)")
     p.add_argument("--out")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--ddp-wrapper", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--repeats", type=int, default=3, help="interleaved runs of each reduction")
+    p.add_argument("--ddp", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--force", default="", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--method", default="switokd", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -105,12 +106,21 @@ def main(argv=None) -> int:
         child(args)
         return 0
     n = args.procs
-    rows = [run("1 process, 1 thread, switokd", 1, 1, "switokd", args),
-            run(f"1 process, {n} threads, switokd", 1, n, "switokd", args),
-            run(f"{n} processes x 1 thread, switokd", n, 1, "switokd", args),
-            run("1 process, 1 thread, vanilla", 1, 1, "vanilla", args),
-            run(f"{n} processes x 1 thread, vanilla", n, 1, "vanilla", args),
-            run(f"{n} processes x 1 thread, vanilla in torch DDP", n, 1, "vanilla", args, ddp_wrapper=True)]
+    rows = [run("1 process, 1 thread", 1, 1, "switokd", args),
+            run(f"1 process, {n} threads", 1, n, "switokd", args)]
+    for mode, force in (("every step learning", ""), ("teacher paused every step", "expert")):
+        times: dict[bool, list[dict]] = {False: [], True: []}
+        for _ in range(args.repeats):  # interleaved: bucketed, DDP, bucketed, DDP, ...
+            for ddp in (False, True):
+                times[ddp].append(run(f"{n} x 1, {mode}, {'ddp' if ddp else 'bucketed'}", n, 1, "switokd", args,
+                                      ddp=ddp, force=force))
+        for ddp in (False, True):
+            runs = sorted(times[ddp], key=lambda r: r["img_s"])
+            med = dict(runs[len(runs) // 2])
+            med["variant"] = (f"{n} processes x 1 thread, {mode}, "
+                              f"{'one DistributedDataParallel per network (train.ddp=true)' if ddp else 'bucketed all-reduce'}")
+            med["all"] = [round(r["img_s"]) for r in times[ddp]]
+            rows.append(med)
     from switokd.runinfo import machine_summary
     machine = re.sub(r", \d+ torch threads", "", machine_summary(torch.device("cpu")))
     cmd = "python benchmarks/ddp_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -119,11 +129,13 @@ def main(argv=None) -> int:
              f"- date: {time.strftime('%Y-%m-%d')}",
              f"- precision: {', '.join(sorted({r['precision'] for r in rows}))}",
              f"- default pair (WRN-16-2 teacher, WRN-16-1 student), Fashion-MNIST 1x28x28, batch {args.batch} per process, "
-             f"{args.steps} timed steps after {args.warmup} warm-up steps; images/s over all processes", "",
+             f"{args.steps} timed steps after {args.warmup} warm-up steps; images/s over all processes;",
+             f"SwitOKD; {args.repeats} interleaved runs of each reduction, median (all runs in brackets)", "",
              "| variant | images/s | s per step | vs 1 process, 1 thread |", "|---|---:|---:|---:|"]
-    base = {r["method"]: r["img_s"] for r in rows if r["procs"] == 1 and r["threads"] == 1}
+    base = rows[0]["img_s"]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['img_s']:.0f} | {r['step_s']:.3f} | {r['img_s'] / base[r['method']]:.2f}x |")
+        runs = f" ({', '.join(map(str, r['all']))})" if "all" in r else ""
+        lines.append(f"| {r['variant']} | {r['img_s']:.0f}{runs} | {r['step_s']:.3f} | {r['img_s'] / base:.2f}x |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

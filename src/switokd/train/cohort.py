@@ -20,6 +20,12 @@ class Network:
     model: nn.Module
     optimizer: torch.optim.Optimizer | None
     weights: WeightsReport | None = None  # what networks.NAME.checkpoint loaded (None: none given)
+    ddp: nn.Module | None = None  # the model in torch's DistributedDataParallel (train.ddp), for training forwards
+
+    @property
+    def train_module(self) -> nn.Module:
+        """What a training forward calls: the DDP wrapper under ``train.ddp``, else the model itself."""
+        return self.ddp if self.ddp is not None else self.model
 
     @property
     def name(self) -> str:
@@ -58,4 +64,12 @@ def build_network(n: C.NetworkConfig, cfg: C.Config, data, *, frozen: bool, devi
     if frozen:
         model.eval().requires_grad_(False)
         return Network(n, model, None, report)
-    return Network(n, model, build_optimizer(model, n), report)
+    ddp = None
+    if dist.enabled and cfg.train.ddp:
+        # One wrapper per network, so that a paused teacher (a forward with no backward) leaves the other
+        # networks' reducers alone. Buffers are not broadcast at every forward: they are averaged at the
+        # epoch ends and checkpoints, as without DDP, so both paths keep the same BatchNorm statistics.
+        from torch.nn.parallel import DistributedDataParallel
+        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      forward_sync_buffers=False)
+    return Network(n, model, build_optimizer(model, n), report, ddp)

@@ -133,6 +133,16 @@ class Distributed:
             for b, v in zip(bufs, _unflatten_dense_tensors(flat, bufs)):
                 b.copy_(v)
 
+    def sync_state(self, modules: Iterable[nn.Module], sums: Iterable[Tensor]) -> None:
+        """Average the modules' BatchNorm statistics and the metric sums over ranks, so that every rank holds
+        the state rank 0 saves."""
+        if not self.enabled:
+            return
+        for m in modules:
+            self.average_buffers(m)
+        for t in sums:
+            self.mean(t)
+
     def reduce_grads(self, params: Iterable[nn.Parameter], local_count: int) -> None:
         """Make each gradient the mean over the global batch: sum_r n_r g_r / sum_r n_r, in flat buckets.
 

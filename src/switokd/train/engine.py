@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..config import NetworkConfig
+from ..errors import TrainingDiverged
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
@@ -138,6 +139,14 @@ def set_lr(opt: torch.optim.Optimizer, cfg: NetworkConfig, step: int, steps_per_
     for g in opt.param_groups:
         g["lr"] = lr
     return lr
+
+
+def check_finite_losses(means: dict[str, float], step: int) -> None:
+    """Raise ``TrainingDiverged`` when a logged loss mean (``loss/...``) is NaN or infinite."""
+    bad = [k for k, v in means.items() if k.startswith("loss/") and not math.isfinite(v)]
+    if bad:
+        raise TrainingDiverged(f"non-finite loss at step {step} ({', '.join(bad)}); "
+                               "the last good checkpoint is kept. Lower the learning rate or use fp32.")
 
 
 def all_finite(model: nn.Module) -> bool:

@@ -90,6 +90,19 @@ def restore(tr: "Trainer", ckpt: dict[str, Any], path: str | Path = "checkpoint"
                               f"{len(tr.train_loader)} batches per epoch; data or batch size changed")
 
 
+def update_best(tr: "Trainer", test: dict[str, dict[str, float]]) -> bool:
+    """Record each network's best epoch; true when the students' mean accuracy is a new best (best.pt)."""
+    for n, r in test.items():
+        if r["acc"] > tr.best.get(n, {"acc": -1.0})["acc"]:
+            tr.best[n] = {"acc": r["acc"], "epoch": tr.epoch}
+    judged = tr.method.students or list(test)
+    score = sum(test[n]["acc"] for n in judged) / len(judged)
+    if score > tr.best_score:
+        tr.best_score = score
+        return True
+    return False
+
+
 def build_report(tr: "Trainer") -> dict[str, Any]:
     """Last-epoch and best-epoch accuracy of each network, and the switching shares of the run (report.json)."""
     last = next((h["test"] for h in reversed(tr.history) if "test" in h), {})

@@ -6,7 +6,6 @@ stops in ``signals``, several processes in ``distributed``, epoch-end extensions
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,11 +20,11 @@ from .cohort import Network, build_network  # noqa: F401  (Network: re-exported)
 from ..data import DataSplits
 from ..data.pipeline import build_run_data
 from .distributed import Distributed
-from .engine import Precision, all_finite, frozen_batchnorm_stats, resolve_device, set_lr
+from .engine import Precision, all_finite, check_finite_losses, frozen_batchnorm_stats, resolve_device, set_lr
 from ..errors import TrainingDiverged  # noqa: F401  (re-exported)
 from .hooks import ConditionsDiagnostics, EpochHook, Evaluation
 from ..log import logger
-from ..methods import Method, StepOutput, method_from_config
+from ..methods import StepOutput, method_from_config
 from .progress import Progress
 from .rundir import RunDirectory
 from .runinfo import run_header
@@ -38,9 +37,7 @@ RESUMABLE_OVERRIDES = ("train.epochs", "train.progress", "train.progress_interva
                        "train.checkpoint_every", "train.tensorboard", "train.loggers", "data.dir")
 
 
-def build_method(cfg: C.Config) -> Method:
-    """The config's method (``switokd.methods.method_from_config``)."""
-    return method_from_config(cfg)
+build_method = method_from_config  # the older name
 
 
 class Trainer:
@@ -125,15 +122,18 @@ class Trainer:
             if net.optimizer is not None:
                 set_lr(net.optimizer, net.cfg, self.step, len(self.train_loader), self.cfg.train.epochs, self.lr_scale)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, training: bool = False) -> dict[str, torch.Tensor]:
         logits = {}
         for name, net in self.networks.items():
             with torch.no_grad() if net.frozen else contextlib.nullcontext():
-                logits[name] = net.model(x)
+                logits[name] = (net.train_module if training else net.model)(x)
         return logits
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
-        """Forward every network, let the method decide, backward and step only the stepping ones."""
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, global_count: int | None = None) -> StepOutput:
+        """Forward every network, let the method decide, backward and step only the stepping ones.
+
+        ``global_count`` is the global batch's size over all processes (default: this batch's size times
+        the number of processes); it weights each rank's share of an uneven last batch."""
         out: StepOutput | None = None
         with contextlib.ExitStack() as stack:
             if self.cfg.method.freeze_teacher_bn:
@@ -141,7 +141,7 @@ class Trainer:
                     stack.enter_context(frozen_batchnorm_stats(
                         self.networks[name].model, lambda n=name: out is not None and n not in out.stepping))
             with self.precision.autocast():
-                logits = self.forward(x)
+                logits = self.forward(x, training=True)
             out = self.method.step(logits, y)
             # Free a paused network's autograd graph now, not after the others' backward.
             del logits
@@ -149,9 +149,14 @@ class Trainer:
         # Networks' losses share no parameters (soft targets are detached): one backward serves all.
         loss = sum(out.losses[n.name]["loss"] for n in stepping)
         if stepping:
+            global_count = global_count or len(y) * self.dist.world_size
+            if self.cfg.train.ddp and self.dist.enabled:
+                # DDP averages the ranks' gradients; scaled by n_r * W / N, they average to the global mean.
+                loss = loss * (len(y) * self.dist.world_size / global_count)
             self.precision.backward(loss)
-            # Under several processes: mean gradients over the global batch, for the stepping networks only.
-            self.dist.reduce_grads((p for n in stepping for p in n.model.parameters()), len(y))
+            if not (self.cfg.train.ddp and self.dist.enabled):
+                # Mean gradients over the global batch, for the stepping networks only (no-op in one process).
+                self.dist.reduce_grads((p for n in stepping for p in n.model.parameters()), len(y))
             self.precision.step([n.optimizer for n in stepping])
             for n in stepping:
                 n.optimizer.zero_grad(set_to_none=True)
@@ -171,7 +176,7 @@ class Trainer:
         for x, y in self.train_loader.batches(start=self.batch):
             start, end = self.train_loader.bounds[self.batch]  # this global batch: every process's images
             self._set_lrs()
-            self.meters.record(self.train_step(x, y))
+            self.meters.record(self.train_step(x, y, end - start))
             self.step += 1
             self.batch += 1
             self.epoch_images += end - start
@@ -188,7 +193,7 @@ class Trainer:
         self.progress.end_epoch()
         self._tick()
         means, counts = self.meters.read_epoch(self.dist.mean)
-        self._check_finite(means)
+        check_finite_losses(means, self.step)
         summary = {"steps": counts.get("steps", 0), "train_time_s": self.epoch_time,
                    "images_per_s": self.epoch_images / max(self.epoch_time, 1e-9),
                    "train": nest(means), "switch": shares(counts)}
@@ -271,34 +276,19 @@ class Trainer:
         return report
 
     def _update_best(self, test: dict[str, dict[str, float]]) -> bool:
-        """Record each network's best epoch; true when the students' mean accuracy is a new best (best.pt)."""
-        for n, r in test.items():
-            if r["acc"] > self.best.get(n, {"acc": -1.0})["acc"]:
-                self.best[n] = {"acc": r["acc"], "epoch": self.epoch}
-        judged = self.method.students or list(test)
-        score = sum(test[n]["acc"] for n in judged) / len(judged)
-        if score > self.best_score:
-            self.best_score = score
-            return True
-        return False
+        return train_state.update_best(self, test)
 
     # ------------------------------------------------------------------ telemetry, run directory, checkpoints
 
     def _log_steps(self) -> dict[str, Any]:
         means, rest = self.meters.read_interval(self.dist.mean)
-        self._check_finite(means)
+        check_finite_losses(means, self.step)
         self._tick()
         (seconds, images), self._since_row = self._since_row, [0.0, 0]
         row = {"epoch": self.epoch + 1, "step": self.step, **nest(means), **rest, "lr": self._lrs(),
                "images_per_s": images / max(seconds, 1e-9)}  # all processes' images, over training time
         self.rundir.logs.step(row)
         return row
-
-    def _check_finite(self, means: dict[str, float]) -> None:
-        bad = [k for k, v in means.items() if k.startswith("loss/") and not math.isfinite(v)]
-        if bad:
-            raise TrainingDiverged(f"non-finite loss at step {self.step} ({', '.join(bad)}); "
-                                   "the last good checkpoint is kept. Lower the learning rate or use fp32.")
 
     def _lrs(self) -> dict[str, float]:
         return {n: net.optimizer.param_groups[0]["lr"] for n, net in self.networks.items() if net.optimizer}
@@ -327,13 +317,8 @@ class Trainer:
     def _sync_ranks(self) -> None:
         """Several processes: average BatchNorm statistics and the running metric sums over ranks, so that every
         rank holds the state rank 0 saves (both are linear in what follows, so training is unchanged)."""
-        if not self.dist.enabled:
-            return
-        for net in self.networks.values():
-            self.dist.average_buffers(net.model)
-        for meter in (self.meters.step, self.meters.epoch):
-            for keys in meter.sums:
-                self.dist.mean(meter.sums[keys])
+        self.dist.sync_state([net.model for net in self.networks.values()],
+                             [m.sums[k] for m in (self.meters.step, self.meters.epoch) for k in m.sums])
 
     def save_checkpoint(self, best: bool = False, synced: bool = False) -> Path | None:
         """Write ``last.pt`` (and ``best.pt``) atomically, refusing to replace a good one with non-finite weights.
