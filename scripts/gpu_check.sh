@@ -6,7 +6,7 @@
 #
 # Steps: pytest -m gpu; the default pair trained for one epoch in bf16 and in fp16 with the data on the GPU;
 # the throughput benchmark against the bare loop; the streaming loader feeding the GPU; NCCL DDP when there
-# are 2 GPUs. Uses the machine's own CUDA PyTorch (no install, no network): it only adds switokd itself.
+# are 2 GPUs, with the bucketed all-reduce and with train.ddp=true. Uses the machine's own CUDA PyTorch (no install, no network): it only adds switokd itself.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -39,6 +39,8 @@ step loader 90 "$PY" benchmarks/loader_throughput.py --out "$OUT/loader.md"
 if [ "$GPUS" -ge 2 ]; then
   step ddp-nccl 150 "$PY" -m torch.distributed.run --nproc_per_node=2 -m switokd train "${COMMON[@]}" \
     train.run_name=ddp
+  step ddp-wrapper-nccl 150 "$PY" -m torch.distributed.run --nproc_per_node=2 -m switokd train "${COMMON[@]}" \
+    train.run_name=ddp-wrapper train.ddp=true
 else
   SUMMARY+=("SKIP  ddp-nccl (one GPU)")
 fi

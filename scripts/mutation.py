@@ -31,7 +31,7 @@ TRAINER_FUNCTIONS = ["forward", "train_step", "train_epoch", "_set_lrs", "_updat
                      "load_state_dict", "save_checkpoint", "from_checkpoint"]
 PASSES: dict[str, dict] = {
     "core": {"mutate": ["src/switokd/core/switching.py", "src/switokd/core/losses.py", "src/switokd/methods/*"],
-             "tests": ["tests/test_switching.py", "tests/test_methods.py", "tests/test_cohort.py"]},
+             "tests": ["tests/test_switching.py", "tests/test_methods.py", "tests/test_methods_cohorts.py"]},
     "config": {"mutate": ["src/switokd/config.py"], "tests": ["tests/test_config.py", "tests/test_fuzz.py"]},
     "data": {"mutate": ["src/switokd/data/transforms.py", "src/switokd/data/loader.py"],
              "tests": ["tests/test_data.py", "tests/test_distributed.py::test_shards_cover_every_example_once",
@@ -41,7 +41,7 @@ PASSES: dict[str, dict] = {
     "trainer": {"mutate": ["src/switokd/train/trainer.py"],
                 "names": [f"switokd.trainer.x*Trainer*{f}__mutmut_*" for f in TRAINER_FUNCTIONS],
                 "tests": ["tests/test_trainer.py", "tests/test_checkpoint.py", "tests/test_methods.py",
-                          "tests/test_cohort.py"]},
+                          "tests/test_methods_cohorts.py"]},
 }
 # The modules reported, with the score the issue asks of each.
 TARGETS = {"switching": 95, "losses": 95, "methods": 95, "config": 85, "data.transforms": 85, "data.loader": 85,

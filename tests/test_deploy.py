@@ -229,7 +229,7 @@ def test_safetensors_round_trip_and_mismatched_files(trained, tmp_path, capsys, 
     bad["fc.weight"] = torch.zeros(3, 3)
     save_file(bad, str(tmp_path / "shape.safetensors"))
     (tmp_path / "junk.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
-    from test_conditions import _mnist
+    from test_data_conditions import _mnist
     data = _mnist(tmp_path / "idx", n_train=40, n_test=10)
     from conftest import DEFAULT_CONFIG
     for name, expect in (("missing", "1 missing (first fc.bias)"), ("shape", "of another shape (first fc.weight (3, 3)"),

@@ -25,7 +25,7 @@ def test_gpu_train_and_pause(tmp_path, splits, precision):
 
 def test_gpu_streaming_loader(tmp_path):
     """One CUDA process trains from an image folder streamed from disk (pinned memory, non-blocking copies)."""
-    from test_stream import write_folder
+    from test_data_stream import write_folder
     root = write_folder(tmp_path / "imgs", n_per_class=(20, 5), classes=("a", "b"))
     cfg = tiny_config(tmp_path, overrides=["train.device=cuda", "data.name=image_folder", f"data.dir={root}",
                                            "data.in_memory=false", "data.workers=2", "train.batch_size=8"])

@@ -402,7 +402,7 @@ def test_load_state_dict_puts_running_sums_on_the_trainers_device(tmp_path, spli
 
 def test_best_epochs_and_best_checkpoint_score(tmp_path, splits):
     """Each network's best epoch moves only on a strictly better accuracy; best.pt follows the students' mean."""
-    from test_cohort import nets
+    from test_methods_cohorts import nets
     tr = Trainer(tiny_config(tmp_path, networks=nets(("t", "wrn16_1", "teacher"), ("s1", "resnet20", "student"),
                                                      ("s2", "wrn16_1", "student"))), data=splits, writable=False)
     acc = lambda t, s1, s2: {"t": {"acc": t}, "s1": {"acc": s1}, "s2": {"acc": s2}}

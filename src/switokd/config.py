@@ -102,9 +102,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # also write last.pt every N steps (0: off)
     sync_bn: bool = False  # every network's BatchNorm as SyncBatchNorm under several CUDA processes
     scale_lr: bool = False  # several processes: lr x number of processes (the linear scaling rule)
-    # several processes: each learning network in torch's DistributedDataParallel, whose all-reduce overlaps
-    # the backward (false: one bucketed all-reduce after it); see docs/distributed.md for the measurements
-    ddp: bool = False
+    ddp: bool = False  # several processes: each learning network in torch's DDP (false: bucketed all-reduce)
     tensorboard: bool = False  # also write TensorBoard events to RUN_DIR/tensorboard/ (pip install 'switokd[tensorboard]')
     loggers: list[str] = field(default_factory=lambda: ["jsonl"])  # sinks: jsonl (always), tensorboard, mlflow, yours
 

@@ -193,8 +193,8 @@ def _signal_worker(rank, world, port, out, splits, signal_at, resume):
     real = tr.train_step
     count = {"n": 0}
 
-    def step(x, y, *rest):
-        res = real(x, y, *rest)
+    def step(x, y):
+        res = real(x, y)
         count["n"] += 1
         if rank == 1 and count["n"] == signal_at:
             os.kill(os.getpid(), sig.SIGTERM)

@@ -22,14 +22,18 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def fmt(values: Sequence[float], digits: int = 2, scale: float = 1.0, sign: bool = False) -> str:
-    """``"mean ± std"`` of the values times ``scale``; ``sign`` writes the mean with its sign.
+    """``"mean ± std"`` of the values times ``scale``; ``sign`` writes the mean with its sign. A single value
+    has no spread: it is written ``"value (n=1)"``, not with a std of 0.
 
     Example:
         >>> fmt([0.5, 0.7], 1, 100.0, sign=True)
         '+60.0 ± 14.1'
+        >>> fmt([85.84])
+        '85.84 (n=1)'
     """
     m, s = mean_std([v * scale for v in values])
-    return f"{m:+.{digits}f} ± {s:.{digits}f}" if sign else f"{m:.{digits}f} ± {s:.{digits}f}"
+    mean = f"{m:+.{digits}f}" if sign else f"{m:.{digits}f}"
+    return f"{mean} (n=1)" if len(values) == 1 else f"{mean} ± {s:.{digits}f}"
 
 
 def verdict(ours: tuple[float, float], theirs: tuple[float, float]) -> str:

@@ -3,12 +3,14 @@
 ``torchrun --nproc_per_node=N -m switokd train ...`` starts N processes; each trains on its own shard of
 every global batch (``train.batch_size`` per process, so the global batch is N times that).
 
-Design: networks run as plain modules, not inside ``DistributedDataParallel``. A SwitOKD teacher is
-paused or not *after* its forward, from this batch's logits; DDP's reducer expects a backward after every
-forward with gradients on, so a paused teacher would break its next iteration. Instead, after the one
-backward of the stepping networks, their gradients are all-reduced here in flat buckets (no all-reduce,
-and no backward, for a paused teacher). The decision itself is made on all-reduced sums, so every rank
-takes the same mode: a rank stepping a teacher that another rank pauses cannot happen.
+Two gradient reductions, which tie on 2 gloo CPU processes (docs/distributed.md, benchmarks/ddp_throughput.py).
+By default networks run as plain modules: after the one backward of the stepping networks, their gradients
+are all-reduced here in flat buckets, weighted by each rank's examples (no all-reduce, and no backward, for a
+paused teacher). With ``train.ddp`` each learning network has its own ``DistributedDataParallel``, whose
+all-reduce overlaps the backward; the trainer scales each rank's loss by its share of the global batch, so
+that DDP's plain mean is the same weighted mean. A paused teacher's forward with no backward leaves its
+reducer idle. Either way the decision is made on all-reduced sums, so every rank takes the same mode: a
+rank stepping a teacher that another rank pauses cannot happen.
 """
 from __future__ import annotations
 

@@ -129,11 +129,8 @@ class Trainer:
                 logits[name] = (net.train_module if training else net.model)(x)
         return logits
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, global_count: int | None = None) -> StepOutput:
-        """Forward every network, let the method decide, backward and step only the stepping ones.
-
-        ``global_count`` is the global batch's size over all processes (default: this batch's size times
-        the number of processes); it weights each rank's share of an uneven last batch."""
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
+        """Forward every network, let the method decide, backward and step only the stepping ones."""
         out: StepOutput | None = None
         with contextlib.ExitStack() as stack:
             if self.cfg.method.freeze_teacher_bn:
@@ -149,10 +146,11 @@ class Trainer:
         # Networks' losses share no parameters (soft targets are detached): one backward serves all.
         loss = sum(out.losses[n.name]["loss"] for n in stepping)
         if stepping:
-            global_count = global_count or len(y) * self.dist.world_size
             if self.cfg.train.ddp and self.dist.enabled:
-                # DDP averages the ranks' gradients; scaled by n_r * W / N, they average to the global mean.
-                loss = loss * (len(y) * self.dist.world_size / global_count)
+                # DDP averages the ranks' gradients; scaled by n_r * W / N, they average to the global mean
+                # (N from one 1-element all-reduce: an uneven last batch is weighted as the bucketed path does).
+                total = self.dist.sum(torch.tensor(float(len(y)), device=self.device))  # no host read
+                loss = loss * (len(y) * self.dist.world_size / total)
             self.precision.backward(loss)
             if not (self.cfg.train.ddp and self.dist.enabled):
                 # Mean gradients over the global batch, for the stepping networks only (no-op in one process).
@@ -176,7 +174,7 @@ class Trainer:
         for x, y in self.train_loader.batches(start=self.batch):
             start, end = self.train_loader.bounds[self.batch]  # this global batch: every process's images
             self._set_lrs()
-            self.meters.record(self.train_step(x, y, end - start))
+            self.meters.record(self.train_step(x, y))
             self.step += 1
             self.batch += 1
             self.epoch_images += end - start

@@ -52,7 +52,7 @@ def test_resume_continues_the_curves_without_duplicates(tmp_path, splits, monkey
 def test_tensorboard_without_the_package_is_one_line(tmp_path, monkeypatch, capsys):
     import switokd.telemetry.sinks as sinks
     monkeypatch.setattr(sinks, "tensorboard_available", lambda: False)
-    from test_conditions import _mnist
+    from test_data_conditions import _mnist
     data = _mnist(tmp_path / "data", n_train=40, n_test=10)
     from conftest import DEFAULT_CONFIG
     assert main(["train", "--config", DEFAULT_CONFIG, "data.name=mnist", f"data.dir={data}", "data.limit_train=0",
