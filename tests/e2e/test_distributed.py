@@ -276,15 +276,19 @@ def test_torchrun_cli(tmp_path):
     assert report["epochs"] == 2 and load_training_checkpoint(tmp_path / "r" / "last.pt")["world_size"] == 2
     assert r.stderr.count("device     ") == 1  # the header comes from rank 0 only
     assert "processes  2 (gloo)" in r.stderr and "global batch 16 (8 per process)" in r.stderr
+    assert "gradients by a bucketed all-reduce (train.ddp=false)" in r.stderr
     assert r.stdout.count("last-epoch acc") == 2  # the final report once (two networks), from rank 0
 
 
 @pytest.mark.slow
 def test_torchrun_multinode_form(tmp_path):
-    """The multi-node command line (--nnodes, c10d rendezvous at --rdzv-endpoint), here as one node of one."""
+    """The multi-node command line (--nnodes, c10d rendezvous at --rdzv-endpoint), here as one node of one,
+    with torch's DistributedDataParallel (train.ddp)."""
     r = torchrun(["--nnodes=1", "--nproc_per_node=2", "--rdzv-backend=c10d",
-                  f"--rdzv-endpoint=127.0.0.1:{free_port()}", "--rdzv-id=switokd-test"], tmp_path, "train.progress=false")
+                  f"--rdzv-endpoint=127.0.0.1:{free_port()}", "--rdzv-id=switokd-test"], tmp_path,
+                 "train.progress_interval_s=0", "train.ddp=true")
     assert r.returncode == 0, r.stderr[-6000:]
+    assert "gradients in DistributedDataParallel (train.ddp)" in r.stderr
     assert load_training_checkpoint(tmp_path / "r" / "last.pt")["world_size"] == 2
 
 

@@ -74,5 +74,7 @@ def run_header(tr: RunView) -> list[str]:
                  f"seed {tr.cfg.train.seed}")
     if world > 1:
         lines.append(f"processes  {world} ({tr.dist.backend}), this is rank {tr.dist.rank}; lr "
-                     + (f"scaled x{world} (train.scale_lr)" if tr.cfg.train.scale_lr else "as configured (train.scale_lr=false)"))
+                     + (f"scaled x{world} (train.scale_lr)" if tr.cfg.train.scale_lr else "as configured (train.scale_lr=false)")
+                     + "; gradients " + ("in DistributedDataParallel (train.ddp)" if tr.cfg.train.ddp
+                                         else "by a bucketed all-reduce (train.ddp=false)"))
     return lines
