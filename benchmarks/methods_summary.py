@@ -2,6 +2,7 @@
 
   python benchmarks/methods_summary.py                 # every experiment found, to stdout
   python benchmarks/methods_summary.py --root DIR      # another folder of experiments (e.g. runs/methods)
+  python benchmarks/methods_summary.py --status        # how far the grid is: the finished runs per experiment
 
 Per experiment, one row per method: the student's and the teacher's accuracy at the last and at the best
 epoch (mean ± sample std over seeds), the student's difference from DML's and from KD's paired by seed
@@ -26,6 +27,7 @@ SETTINGS = {  # experiment -> what it is (benchmarks/methods.sh has the commands
     "pairs100": "100 classes (image pairs), ResNet-20 → WRN-16-1, student lr 0.01, 30 epochs",
 }
 OFFLINE = ("kd", "kd+ls", "dkd", "dist")
+RUNS = {"clean": 33, "sym40-noaug": 21, "few50": 21, "pairs100": 33}  # benchmarks/methods.sh: methods x 3 seeds
 
 
 def acc(runs, role: str, which: str) -> list[float]:
@@ -73,18 +75,32 @@ def which_method(grids: dict[str, dict[str, list[dict]]]) -> list[str]:
     for exp, by in grids.items():
         best = max(by, key=lambda m: mean_std(acc(by[m], "student", "last_acc"))[0])
         runs = by[best]
+        seeds = max(len(v) for v in by.values())
+        label = best + (f" ({len(runs)} of {seeds} seeds)" if len(runs) < seeds else "")
         teacher = "(frozen)" if best in OFFLINE else cell(acc(runs, "teacher", "last_acc"))
         dml = cell(paired(runs, by["dml"]), sign=True) if "dml" in by and best != "dml" else "—"
         kd = cell(paired(runs, by["kd"]), sign=True) if "kd" in by and best != "kd" else "—"
         sw = cell(saved(by["switokd"]), 1, 100.0) + "%" if "switokd" in by else ""
         uni = cell(saved(by["uniokd"]), 1, 100.0) + "%" if "uniokd" in by else ""
-        out.append(f"| {exp} | {best} | {cell(acc(runs, 'student', 'last_acc'))} | {dml} | {kd} | {teacher} | {sw} | {uni} |")
+        out.append(f"| {exp} | {label} | {cell(acc(runs, 'student', 'last_acc'))} | {dml} | {kd} | {teacher} | {sw} | {uni} |")
+    return out
+
+
+def status(grids: dict[str, dict[str, list[dict]]]) -> list[str]:
+    """The finished runs of each experiment, by seed, against the grid's total."""
+    out = ["| experiment | finished runs | of |", "|---|---|---:|"]
+    for exp, total in RUNS.items():
+        by_seed = group_by([r for runs in grids.get(exp, {}).values() for r in runs], lambda r: r["seed"])
+        done = "; ".join(f"seed {seed}: {', '.join(r['method'] for r in runs)}" for seed, runs in sorted(by_seed.items()))
+        count = sum(len(v) for v in by_seed.values())
+        out.append(f"| {exp} | {count}{' (' + done + ')' if done else ''} | {total} |")
     return out
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default=str(Path(__file__).parent / "results" / "methods"))
+    p.add_argument("--status", action="store_true", help="the finished runs per experiment, not the tables")
     args = p.parse_args(argv)
     root = Path(args.root)
     grids = {}
@@ -92,6 +108,9 @@ def main(argv=None) -> int:
         f = root / exp / "results.json"
         if f.is_file():
             grids[exp] = group_by(json.loads(f.read_text()), lambda r: r["method"])
+    if args.status:
+        print("\n".join(status(grids)))
+        return 0
     if not grids:
         print(f"methods_summary: no results.json under {root}", file=sys.stderr)
         return 2
