@@ -49,6 +49,12 @@ def cell(values: list[float], digits: int = 2, scale: float = 1.0, sign: bool = 
     return fmt(values, digits, scale, sign) if values else ""
 
 
+def pct(values: list[float]) -> str:
+    """A share as a percentage cell: ``27.0 ± 1.2%``, or ``27.0% (n=1)`` for one run."""
+    text = cell(values, 1, 100.0)
+    return text.replace(" (n=1)", "% (n=1)") if text.endswith("(n=1)") else (text + "%" if text else "")
+
+
 def experiment_table(by: dict[str, list[dict]]) -> list[str]:
     seeds = max(len(v) for v in by.values())
     out = ["| method | seeds | student last | student best | teacher last | teacher best | − DML (paired) | "
@@ -64,8 +70,8 @@ def experiment_table(by: dict[str, list[dict]]) -> list[str]:
         expert = [sum(r.get("expert_share", {}).values()) / max(len(r.get("expert_share", {})), 1) for r in runs]
         has_switch = any(r.get("expert_share") for r in runs)
         out.append(f"| {m} | {mark} | {cell(acc(runs, 'student', 'last_acc'))} | {cell(acc(runs, 'student', 'best_acc'))} "
-                   f"| {tl or '(frozen)'} | {tb or '(frozen)'} | {dml} | {kd} | {cell(expert, 1, 100.0) + '%' if has_switch else ''} "
-                   f"| {cell(saved(runs), 1, 100.0) + '%' if has_switch else ''} |")
+                   f"| {tl or '(frozen)'} | {tb or '(frozen)'} | {dml} | {kd} | {pct(expert) if has_switch else ''} "
+                   f"| {pct(saved(runs)) if has_switch else ''} |")
     return out
 
 
@@ -80,8 +86,8 @@ def which_method(grids: dict[str, dict[str, list[dict]]]) -> list[str]:
         teacher = "(frozen)" if best in OFFLINE else cell(acc(runs, "teacher", "last_acc"))
         dml = cell(paired(runs, by["dml"]), sign=True) if "dml" in by and best != "dml" else "—"
         kd = cell(paired(runs, by["kd"]), sign=True) if "kd" in by and best != "kd" else "—"
-        sw = cell(saved(by["switokd"]), 1, 100.0) + "%" if "switokd" in by else ""
-        uni = cell(saved(by["uniokd"]), 1, 100.0) + "%" if "uniokd" in by else ""
+        sw = pct(saved(by["switokd"])) if "switokd" in by else ""
+        uni = pct(saved(by["uniokd"])) if "uniokd" in by else ""
         out.append(f"| {exp} | {label} | {cell(acc(runs, 'student', 'last_acc'))} | {dml} | {kd} | {teacher} | {sw} | {uni} |")
     return out
 
