@@ -179,6 +179,47 @@ def test_ddp_wrapper_is_the_bucketed_all_reduce(ddp_and_bucketed):
     assert max((ed[n][k].float() - eb[n][k].float()).abs().max().item() for n in ed for k in ed[n]) < 1e-6
 
 
+def with_an_unused_layer(num_classes, in_chans, image_size):
+    """A student whose second head never takes part in the loss (a common leftover in users' models)."""
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(in_chans, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                      nn.Flatten())
+            self.head, self.unused = nn.Linear(8, num_classes), nn.Linear(8, num_classes)
+
+        def forward(self, x):
+            return self.head(self.body(x))
+    return Net()
+
+
+def _unused_worker(rank, world, port, out, splits, ddp):
+    _env(rank, world, port)
+    from switokd.errors import SwitokdError
+    from switokd.trainer import Trainer
+    over = [*TWO_PROC, f"train.ddp={ddp}", "networks.student.model=test_distributed:with_an_unused_layer"]
+    tr = Trainer(tiny_config(Path(out) / f"unused-{ddp}", overrides=over), data=splits)
+    try:
+        tr.fit()
+        result = {"ok": tr.step}
+    except SwitokdError as e:
+        result = {"error": str(e), "code": e.exit_code}
+    torch.save(result, Path(out) / f"unused-{ddp}-{rank}.pt")
+    tr.dist.close()
+
+
+def test_ddp_with_a_parameter_that_gets_no_gradient_is_one_line(tmp_path):
+    splits = synthetic_splits(n_train=64, n_test=16)
+    for ddp in ("false", "true"):
+        mp.spawn(_unused_worker, args=(2, free_port(), str(tmp_path), splits, ddp), nprocs=2, join=True)
+    for rank in (0, 1):
+        assert torch.load(tmp_path / f"unused-false-{rank}.pt") == {"ok": 8}  # the bucketed path skips it
+        r = torch.load(tmp_path / f"unused-true-{rank}.pt")
+        assert r["code"] == 2 and r["error"].startswith("config key 'train.ddp': networks.student has parameters")
+
+
 def _signal_worker(rank, world, port, out, splits, signal_at, resume):
     """Rank 1 alone gets SIGTERM after ``signal_at`` steps; every rank must stop at the same step."""
     import signal as sig

@@ -1,7 +1,9 @@
 """The cohort's networks: each built from its config entry, with its initial weights and its optimizer."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -73,3 +75,17 @@ def build_network(n: C.NetworkConfig, cfg: C.Config, data, *, frozen: bool, devi
         ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                       forward_sync_buffers=False)
     return Network(n, model, build_optimizer(model, n), report, ddp)
+
+
+@contextlib.contextmanager
+def ddp_errors(name: str, ddp: nn.Module | None) -> Iterator[None]:
+    """Under ``train.ddp``: DDP's error for parameters that got no gradient, as one line naming the network."""
+    try:
+        yield
+    except RuntimeError as e:
+        if ddp is None or "finished reduction in the prior iteration" not in str(e):
+            raise
+        raise C.ConfigError(
+            f"config key 'train.ddp': networks.{name} has parameters that got no gradient in the last step, and "
+            "DistributedDataParallel needs one for every parameter; set train.ddp=false (the bucketed "
+            "all-reduce skips them) or make every parameter take part in the loss") from None

@@ -16,7 +16,7 @@ from torch import nn
 from .. import config as C
 from . import train_state
 from .checkpoint import CheckpointSchedule
-from .cohort import Network, build_network  # noqa: F401  (Network: re-exported)
+from .cohort import Network, build_network, ddp_errors  # noqa: F401  (Network: re-exported)
 from ..data import DataSplits
 from ..data.pipeline import build_run_data
 from .distributed import Distributed
@@ -125,7 +125,7 @@ class Trainer:
     def forward(self, x: torch.Tensor, training: bool = False) -> dict[str, torch.Tensor]:
         logits = {}
         for name, net in self.networks.items():
-            with torch.no_grad() if net.frozen else contextlib.nullcontext():
+            with torch.no_grad() if net.frozen else contextlib.nullcontext(), ddp_errors(name, net.ddp):
                 logits[name] = (net.train_module if training else net.model)(x)
         return logits
 
