@@ -36,7 +36,7 @@ def child(args) -> None:
 
     torch.set_num_threads(args.threads)
     cfg = load_config(ROOT / "configs" / "fashion_mnist.yaml", [
-        f"method.name={args.method}", f"train.batch_size={args.batch}", f"train.threads={args.threads}",
+        "method.name=switokd", f"train.batch_size={args.batch}", f"train.threads={args.threads}",
         "train.progress=false", "data.limit_test=100", f"data.limit_train={args.images}",
         f"train.ddp={str(args.ddp).lower()}", *([f"method.force_mode={args.force}"] if args.force else [])])
     tr = Trainer(cfg, writable=False)
@@ -65,8 +65,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(variant: str, procs: int, threads: int, method: str, args, ddp: bool = False, force: str = "") -> dict:
-    cmd = [__file__, "--child", "--threads", str(threads), "--method", method, "--batch", str(args.batch),
+def run(variant: str, procs: int, threads: int, args, ddp: bool = False, force: str = "") -> dict:
+    cmd = [__file__, "--child", "--threads", str(threads), "--batch", str(args.batch),
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--images", str(args.images)]
     if ddp:
         cmd.append("--ddp")
@@ -82,7 +82,7 @@ def run(variant: str, procs: int, threads: int, method: str, args, ddp: bool = F
     if r.returncode != 0:
         raise SystemExit(f"{variant} failed:\n{r.stderr[-3000:]}")
     res = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("{")][-1])
-    res.update(variant=variant, procs=procs, threads=threads, method=method)
+    res.update(variant=variant, procs=procs, threads=threads)
     print(f"{variant}: {res['img_s']:.0f} img/s", file=sys.stderr, flush=True)
     return res
 
@@ -100,19 +100,17 @@ def main(argv=None) -> int:
     p.add_argument("--ddp", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--force", default="", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
-    p.add_argument("--method", default="switokd", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         child(args)
         return 0
     n = args.procs
-    rows = [run("1 process, 1 thread", 1, 1, "switokd", args),
-            run(f"1 process, {n} threads", 1, n, "switokd", args)]
+    rows = [run("1 process, 1 thread", 1, 1, args), run(f"1 process, {n} threads", 1, n, args)]
     for mode, force in (("every step learning", ""), ("teacher paused every step", "expert")):
         times: dict[bool, list[dict]] = {False: [], True: []}
         for _ in range(args.repeats):  # interleaved: bucketed, DDP, bucketed, DDP, ...
             for ddp in (False, True):
-                times[ddp].append(run(f"{n} x 1, {mode}, {'ddp' if ddp else 'bucketed'}", n, 1, "switokd", args,
+                times[ddp].append(run(f"{n} x 1, {mode}, {'ddp' if ddp else 'bucketed'}", n, 1, args,
                                       ddp=ddp, force=force))
         for ddp in (False, True):
             runs = sorted(times[ddp], key=lambda r: r["img_s"])

@@ -146,13 +146,14 @@ class Trainer:
         # Networks' losses share no parameters (soft targets are detached): one backward serves all.
         loss = sum(out.losses[n.name]["loss"] for n in stepping)
         if stepping:
-            if self.cfg.train.ddp and self.dist.enabled:
+            in_ddp = stepping[0].ddp is not None  # train.ddp under several processes: every learning network
+            if in_ddp:
                 # DDP averages the ranks' gradients; scaled by n_r * W / N, they average to the global mean
                 # (N from one 1-element all-reduce: an uneven last batch is weighted as the bucketed path does).
                 total = self.dist.sum(torch.tensor(float(len(y)), device=self.device))  # no host read
                 loss = loss * (len(y) * self.dist.world_size / total)
             self.precision.backward(loss)
-            if not (self.cfg.train.ddp and self.dist.enabled):
+            if not in_ddp:
                 # Mean gradients over the global batch, for the stepping networks only (no-op in one process).
                 self.dist.reduce_grads((p for n in stepping for p in n.model.parameters()), len(y))
             self.precision.step([n.optimizer for n in stepping])
