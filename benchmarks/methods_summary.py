@@ -45,14 +45,13 @@ def saved(runs) -> list[float]:
             for r in runs]
 
 
-def cell(values: list[float], digits: int = 2, scale: float = 1.0, sign: bool = False) -> str:
-    return fmt(values, digits, scale, sign) if values else ""
+def cell(values: list[float], digits: int = 2, scale: float = 1.0, sign: bool = False, unit: str = "") -> str:
+    return fmt(values, digits, scale, sign, unit) if values else ""
 
 
 def pct(values: list[float]) -> str:
     """A share as a percentage cell: ``27.0 ± 1.2%``, or ``27.0% (n=1)`` for one run."""
-    text = cell(values, 1, 100.0)
-    return text.replace(" (n=1)", "% (n=1)") if text.endswith("(n=1)") else (text + "%" if text else "")
+    return cell(values, 1, 100.0, unit="%")
 
 
 def experiment_table(by: dict[str, list[dict]]) -> list[str]:
@@ -92,11 +91,11 @@ def which_method(grids: dict[str, dict[str, list[dict]]]) -> list[str]:
     return out
 
 
-def status(grids: dict[str, dict[str, list[dict]]]) -> list[str]:
-    """The finished runs of each experiment, by seed, against the grid's total."""
+def status(reports: dict[str, list[dict]]) -> list[str]:
+    """The finished runs of each experiment (its results.json), by seed, against the grid's total."""
     out = ["| experiment | finished runs | of |", "|---|---|---:|"]
     for exp, total in RUNS.items():
-        by_seed = group_by([r for runs in grids.get(exp, {}).values() for r in runs], lambda r: r["seed"])
+        by_seed = group_by(reports.get(exp, []), lambda r: r["seed"])
         done = "; ".join(f"seed {seed}: {', '.join(r['method'] for r in runs)}" for seed, runs in sorted(by_seed.items()))
         count = sum(len(v) for v in by_seed.values())
         out.append(f"| {exp} | {count}{' (' + done + ')' if done else ''} | {total} |")
@@ -109,14 +108,12 @@ def main(argv=None) -> int:
     p.add_argument("--status", action="store_true", help="the finished runs per experiment, not the tables")
     args = p.parse_args(argv)
     root = Path(args.root)
-    grids = {}
-    for exp in SETTINGS:
-        f = root / exp / "results.json"
-        if f.is_file():
-            grids[exp] = group_by(json.loads(f.read_text()), lambda r: r["method"])
+    reports = {exp: json.loads((root / exp / "results.json").read_text()) for exp in SETTINGS
+               if (root / exp / "results.json").is_file()}
     if args.status:
-        print("\n".join(status(grids)))
+        print("\n".join(status(reports)))
         return 0
+    grids = {exp: group_by(runs, lambda r: r["method"]) for exp, runs in reports.items()}
     if not grids:
         print(f"methods_summary: no results.json under {root}", file=sys.stderr)
         return 2

@@ -21,19 +21,21 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
-def fmt(values: Sequence[float], digits: int = 2, scale: float = 1.0, sign: bool = False) -> str:
-    """``"mean ± std"`` of the values times ``scale``; ``sign`` writes the mean with its sign. A single value
-    has no spread: it is written ``"value (n=1)"``, not with a std of 0.
+def fmt(values: Sequence[float], digits: int = 2, scale: float = 1.0, sign: bool = False, unit: str = "") -> str:
+    """``"mean ± std"`` of the values times ``scale``, then ``unit``; ``sign`` writes the mean with its sign. A
+    single value has no spread: it is written ``"value (n=1)"``, not with a std of 0.
 
     Example:
         >>> fmt([0.5, 0.7], 1, 100.0, sign=True)
         '+60.0 ± 14.1'
         >>> fmt([85.84])
         '85.84 (n=1)'
+        >>> fmt([0.27], 1, 100.0, unit="%")
+        '27.0% (n=1)'
     """
     m, s = mean_std([v * scale for v in values])
     mean = f"{m:+.{digits}f}" if sign else f"{m:.{digits}f}"
-    return f"{mean} (n=1)" if len(values) == 1 else f"{mean} ± {s:.{digits}f}"
+    return f"{mean}{unit} (n=1)" if len(values) == 1 else f"{mean} ± {s:.{digits}f}{unit}"
 
 
 def verdict(ours: tuple[float, float], theirs: tuple[float, float]) -> str:
