@@ -5,8 +5,8 @@
   python benchmarks/methods_summary.py --status        # how far the grid is: the finished runs per experiment
 
 Per experiment, one row per method: the student's and the teacher's accuracy at the last and at the best
-epoch (mean ± sample std over seeds), the student's difference from DML's and from KD's paired by seed
-(mean ± std of the per-seed differences), the expert share and the teacher compute saved. Then "Which method
+epoch (mean ± sample std over seeds), the student's difference from DML's and from KD's and the teacher's
+from DML's, paired by seed (mean ± std of the per-seed differences), the expert share and the teacher compute saved. Then "Which method
 should I use?": per experiment, the best student by last-epoch accuracy, its margins, spread and teacher,
 and the compute SwitOKD and UniOKD saved. A method with fewer seeds than the others is marked with its count.
 """
@@ -21,10 +21,10 @@ from switokd.runs.analysis import BACKWARD_SHARE
 from switokd.runs.stats import fmt, group_by, mean_std
 
 SETTINGS = {  # experiment -> what it is (benchmarks/methods.sh has the commands)
-    "clean": "clean labels, 2,000 images, 40 epochs",
-    "sym40-noaug": "40% symmetric noise, no augmentation, 2,000 images, 40 epochs",
-    "few50": "50 labels per class (500 images), 100 epochs",
-    "pairs100": "100 classes (image pairs), ResNet-20 → WRN-16-1, student lr 0.01, 30 epochs",
+    "clean": "clean labels, 1,000 images, 30 epochs",
+    "sym40-noaug": "40% symmetric noise, no augmentation, 1,000 images, 40 epochs (the main job's config)",
+    "few50": "50 labels per class (500 images), 40 epochs",
+    "pairs100": "100 classes (image pairs), 2,000 images, ResNet-20 → WRN-16-1, student lr 0.01, 20 epochs",
 }
 OFFLINE = ("kd", "kd+ls", "dkd", "dist")
 RUNS = {"clean": 33, "sym40-noaug": 21, "few50": 21, "pairs100": 33}  # benchmarks/methods.sh: methods x 3 seeds
@@ -34,9 +34,10 @@ def acc(runs, role: str, which: str) -> list[float]:
     return [next(v[which] for v in r["networks"].values() if v["role"] == role) for r in runs]
 
 
-def paired(ours, theirs, which: str = "last_acc") -> list[float]:
-    by_seed = {r["seed"]: acc([r], "student", which)[0] for r in theirs}
-    return [acc([r], "student", which)[0] - by_seed[r["seed"]] for r in ours if r["seed"] in by_seed]
+def paired(ours, theirs, which: str = "last_acc", role: str = "student") -> list[float]:
+    """Per seed, ``role``'s accuracy in ``ours`` minus in ``theirs`` (the seeds both have)."""
+    by_seed = {r["seed"]: acc([r], role, which)[0] for r in theirs}
+    return [acc([r], role, which)[0] - by_seed[r["seed"]] for r in ours if r["seed"] in by_seed]
 
 
 def saved(runs) -> list[float]:
@@ -57,7 +58,7 @@ def pct(values: list[float]) -> str:
 def experiment_table(by: dict[str, list[dict]]) -> list[str]:
     seeds = max(len(v) for v in by.values())
     out = ["| method | seeds | student last | student best | teacher last | teacher best | − DML (paired) | "
-           "− KD (paired) | expert share | teacher compute saved |", "|---|---:|" + "---:|" * 8]
+           "− KD (paired) | teacher − DML (paired) | expert share | teacher compute saved |", "|---|---:|" + "---:|" * 9]
     for m, runs in by.items():
         mark = f"{len(runs)}" + (" (of %d)" % seeds if len(runs) < seeds else "")
         dml = cell(paired(runs, by["dml"]), sign=True) if "dml" in by and m != "dml" else ""
@@ -66,10 +67,11 @@ def experiment_table(by: dict[str, list[dict]]) -> list[str]:
         frozen = m in OFFLINE
         tl = "" if frozen else cell(acc(runs, teacher_role, "last_acc"))
         tb = "" if frozen else cell(acc(runs, teacher_role, "best_acc"))
+        tdml = cell(paired(runs, by["dml"], role="teacher"), sign=True) if "dml" in by and m != "dml" and not frozen else ""
         expert = [sum(r.get("expert_share", {}).values()) / max(len(r.get("expert_share", {})), 1) for r in runs]
         has_switch = any(r.get("expert_share") for r in runs)
         out.append(f"| {m} | {mark} | {cell(acc(runs, 'student', 'last_acc'))} | {cell(acc(runs, 'student', 'best_acc'))} "
-                   f"| {tl or '(frozen)'} | {tb or '(frozen)'} | {dml} | {kd} | {pct(expert) if has_switch else ''} "
+                   f"| {tl or '(frozen)'} | {tb or '(frozen)'} | {dml} | {kd} | {tdml} | {pct(expert) if has_switch else ''} "
                    f"| {pct(saved(runs)) if has_switch else ''} |")
     return out
 

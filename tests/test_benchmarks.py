@@ -78,7 +78,10 @@ def test_methods_summary_ranks_and_pairs_by_seed(tmp_path, capsys):
     assert ms.main(["--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| clean | switokd | 81.00 ± 0.71 | +0.50 ± 0.00 | +1.75 ± 0.35 | 84.00 ± 0.00 | 20.0 ± 0.0% |  |" in out
-    assert "| kd | 2 | 79.25 ± 0.35 | 80.25 ± 0.35 | (frozen) | (frozen) | -1.25 ± 0.35 |" in out
+    assert "| kd | 2 | 79.25 ± 0.35 | 80.25 ± 0.35 | (frozen) | (frozen) | -1.25 ± 0.35 |  |  |" in out
+    # the teacher paired with DML's too: SwitOKD's teacher ends 1.00 below in both seeds
+    assert "| switokd | 2 | 81.00 ± 0.71 | 82.00 ± 0.71 | 84.00 ± 0.00 | 85.00 ± 0.00 | +0.50 ± 0.00 | +1.75 ± 0.35 " \
+        "| -1.00 ± 0.00 | 30.0 ± 0.0% | 20.0 ± 0.0% |" in out
     assert ms.main(["--root", str(tmp_path), "--status"]) == 0
     out = capsys.readouterr().out
     assert "| clean | 6 (seed 0: dml, kd, switokd; seed 1: dml, kd, switokd) | 33 |" in out

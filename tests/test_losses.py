@@ -85,6 +85,22 @@ def test_dist_matches_the_authors(seed, beta, gamma, tau):
     assert got.item() == pytest.approx(plain_dist(t, s, beta, gamma, tau).item(), rel=1e-5, abs=1e-6)
 
 
+def test_dist_gradient_grows_as_the_logits_shrink():
+    """Why DML+DIST collapses from scratch (benchmarks/results/methods): the Pearson correlation ignores the
+    predictions' scale, so its gradient grows as 1 / the logits' scale. At an initialised network's scale
+    (logit std 0.02-0.07 here) it is tens of times cross-entropy's, pointing at a peer's random ranking."""
+    torch.manual_seed(0)
+    z, peer, y = torch.randn(128, 10), torch.randn(128, 10), torch.randint(0, 10, (128,))
+
+    def grad_norm(loss_of, scale):
+        zs = (z * scale).requires_grad_()
+        return torch.autograd.grad(loss_of(zs), zs)[0].norm().item()
+    dist = {sc: grad_norm(lambda zs: L.dist_loss(peer * sc, zs), sc) for sc in (0.01, 0.1, 1.0)}
+    ce = grad_norm(lambda zs: F.cross_entropy(zs, y), 0.01)
+    assert dist[0.01] == pytest.approx(10 * dist[0.1], rel=0.05)  # 1 / scale at small logits
+    assert dist[0.01] > 50 * ce and dist[1.0] < ce
+
+
 def test_standardize_and_kd_ls():
     t, s, y = _logits(seed=5)
     torch.testing.assert_close(L.standardize(s).double(), plain_std(s), rtol=1e-6, atol=1e-6)
