@@ -24,7 +24,7 @@ SETTINGS = {  # experiment -> what it is (benchmarks/methods.sh has the commands
     "clean": "clean labels, 1,000 images, 30 epochs",
     "sym40-noaug": "40% symmetric noise, no augmentation, 1,000 images, 40 epochs (the main job's config)",
     "few50": "50 labels per class (500 images), 40 epochs",
-    "pairs100": "100 classes (image pairs), 2,000 images, ResNet-20 → WRN-16-1, student lr 0.01, 20 epochs",
+    "pairs100": "100 classes (image pairs), 2,000 images, ResNet-20 → WRN-16-1, multistep lr 0.1, 20 epochs",
 }
 OFFLINE = ("kd", "kd+ls", "dkd", "dist")
 RUNS = {"clean": 33, "sym40-noaug": 21, "few50": 21, "pairs100": 33}  # benchmarks/methods.sh: methods x 3 seeds
