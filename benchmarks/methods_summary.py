@@ -3,6 +3,7 @@
   python benchmarks/methods_summary.py                 # every experiment found, to stdout
   python benchmarks/methods_summary.py --root DIR      # another folder of experiments (e.g. runs/methods)
   python benchmarks/methods_summary.py --status        # how far the grid is: the finished runs per experiment
+  python benchmarks/methods_summary.py --readme        # the README's tables (students by method, which to use)
 
 Per experiment, one row per method: the student's and the teacher's accuracy at the last and at the best
 epoch (mean ± sample std over seeds), the student's difference from DML's and from KD's and the teacher's
@@ -84,12 +85,24 @@ def which_method(grids: dict[str, dict[str, list[dict]]]) -> list[str]:
         runs = by[best]
         seeds = max(len(v) for v in by.values())
         label = best + (f" ({len(runs)} of {seeds} seeds)" if len(runs) < seeds else "")
-        teacher = "(frozen)" if best in OFFLINE else cell(acc(runs, "teacher", "last_acc"))
+        teacher = cell(acc(runs, "teacher", "last_acc"))
+        if best in OFFLINE:  # the frozen teacher is the vanilla run's own
+            teacher = f"{cell(acc(by['vanilla'], 'teacher', 'last_acc'))} (frozen)" if "vanilla" in by else "(frozen)"
         dml = cell(paired(runs, by["dml"]), sign=True) if "dml" in by and best != "dml" else "—"
         kd = cell(paired(runs, by["kd"]), sign=True) if "kd" in by and best != "kd" else "—"
         sw = pct(saved(by["switokd"])) if "switokd" in by else ""
         uni = pct(saved(by["uniokd"])) if "uniokd" in by else ""
         out.append(f"| {exp} | {label} | {cell(acc(runs, 'student', 'last_acc'))} | {dml} | {kd} | {teacher} | {sw} | {uni} |")
+    return out
+
+
+def method_matrix(grids: dict[str, dict[str, list[dict]]]) -> list[str]:
+    """The README's method table: one row per method, the student's last-epoch accuracy per condition."""
+    methods = list(dict.fromkeys(m for by in grids.values() for m in by))
+    out = ["| method | " + " | ".join(grids) + " |", "|---|" + "---:|" * len(grids)]
+    for m in methods:
+        out.append(f"| {m} | " + " | ".join(cell(acc(by[m], "student", "last_acc")) if m in by else "—"
+                                            for by in grids.values()) + " |")
     return out
 
 
@@ -108,6 +121,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default=str(Path(__file__).parent / "results" / "methods"))
     p.add_argument("--status", action="store_true", help="the finished runs per experiment, not the tables")
+    p.add_argument("--readme", action="store_true", help="the README's two tables: students by method and condition, "
+                   "and which method to use")
     args = p.parse_args(argv)
     root = Path(args.root)
     reports = {exp: json.loads((root / exp / "results.json").read_text()) for exp in SETTINGS
@@ -119,6 +134,10 @@ def main(argv=None) -> int:
     if not grids:
         print(f"methods_summary: no results.json under {root}", file=sys.stderr)
         return 2
+    if args.readme:
+        print("\n".join(method_matrix(grids)) + "\n")
+        print("\n".join(which_method(grids)))
+        return 0
     for exp, by in grids.items():
         print(f"### {exp}: {SETTINGS[exp]}\n")
         print("\n".join(experiment_table(by)) + "\n")

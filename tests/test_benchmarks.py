@@ -82,6 +82,9 @@ def test_methods_summary_ranks_and_pairs_by_seed(tmp_path, capsys):
     # the teacher paired with DML's too: SwitOKD's teacher ends 1.00 below in both seeds
     assert "| switokd | 2 | 81.00 ± 0.71 | 82.00 ± 0.71 | 84.00 ± 0.00 | 85.00 ± 0.00 | +0.50 ± 0.00 | +1.75 ± 0.35 " \
         "| -1.00 ± 0.00 | 30.0 ± 0.0% | 20.0 ± 0.0% |" in out
+    assert ms.main(["--root", str(tmp_path), "--readme"]) == 0
+    out = capsys.readouterr().out
+    assert "| method | clean |" in out and "| switokd | 81.00 ± 0.71 |" in out and "| clean | switokd |" in out
     assert ms.main(["--root", str(tmp_path), "--status"]) == 0
     out = capsys.readouterr().out
     assert "| clean | 6 (seed 0: dml, kd, switokd; seed 1: dml, kd, switokd) | 33 |" in out
