@@ -158,7 +158,9 @@ def ddp_and_bucketed(tmp_path_factory):
     splits = synthetic_splits(n_train=69, n_test=30)
     base = tmp_path_factory.mktemp("bucketed")
     ddp = tmp_path_factory.mktemp("ddp-wrapper")
-    return spawn(2, base, TWO_PROC, splits), spawn(2, ddp, [*TWO_PROC, "train.ddp=true"], splits)
+    # fp32 on every CPU: the bound below is float32 rounding (precision auto is bf16 where the CPU has it).
+    args = [*TWO_PROC, "train.precision=fp32"]
+    return spawn(2, base, args, splits), spawn(2, ddp, [*args, "train.ddp=true"], splits)
 
 
 def test_ddp_wrapper_is_the_bucketed_all_reduce(ddp_and_bucketed):
