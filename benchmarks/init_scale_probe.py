@@ -19,9 +19,7 @@ import torch.nn.functional as F
 
 from switokd import create_model
 from switokd.core.losses import dist_loss, kl_div, standardize
-from switokd.data.readers import read_idx
-
-FM = "/usr/share/datasets/fashion-mnist/"
+from switokd.data.datasets import fashion_mnist
 
 
 def distill(loss: str, z, zt, y):
@@ -32,6 +30,11 @@ def distill(loss: str, z, zt, y):
     return F.cross_entropy(z, y) + kl_div(zt, z, 4.0, True)
 
 
+def logits_of(model: nn.Module, x) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(x[i:i + 200]) for i in range(0, len(x), 200)])
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint")
@@ -39,14 +42,14 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=4)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    x = torch.tensor(read_idx(FM + "train-images-idx3-ubyte.gz")[:1000]).float().div(255).sub(0.286).div(0.353)[:, None]
-    y = torch.tensor(read_idx(FM + "train-labels-idx1-ubyte.gz")[:1000]).long()
+    data = fashion_mnist()  # a clear error naming where to put the files if they are missing
+    x = (data.train_x[:1000].float() / 255 - data.mean[0]) / data.std[0]
+    y = data.train_y[:1000]
     ck = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
     teacher = create_model("wrn16_2", num_classes=10, in_chans=1, image_size=28)
     teacher.load_state_dict(ck["networks"]["teacher"]["model"])
     teacher.eval()
-    with torch.no_grad():
-        zt = torch.cat([teacher(x[i:i + 200]) for i in range(0, 1000, 200)])
+    zt = logits_of(teacher, x)
     print(f"teacher training accuracy {(zt.argmax(1) == y).float().mean().item():.3f}")
     for default_init in (False, True):
         torch.manual_seed(0)
@@ -67,8 +70,7 @@ def main(argv=None) -> None:
                 loss.backward()
                 opt.step()
             student.eval()
-            with torch.no_grad():
-                pred = torch.cat([student(x[j:j + 200]) for j in range(0, 1000, 200)]).argmax(1)
+            pred = logits_of(student, x).argmax(1)
             accs.append(f"{(pred == y).float().mean().item():.3f}")
         init = "PyTorch's default nn.Linear init" if default_init else "switokd's init (normal, std 0.01)"
         print(f"{args.loss}, {init}: training accuracy by epoch {', '.join(accs)}")

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # The methods grid behind benchmarks/results/methods/: the field's strongest logit-based methods, online and
-# offline, on the same data and seeds (issue 22), at the sizes of benchmarks/results/conditions.
+# offline, on the same data and seeds (issue 22). Sizes: smaller than benchmarks/results/conditions, so that
+# all 108 runs fit one session of one machine (1 h 27 min on 2 cores with native bf16, two single-thread runs
+# side by side; about 5 h, estimated, at the conditions grid's sizes): clean on 1,000 images x 30 epochs, sym40-noaug
+# = configs/fashion_mnist_noisy.yaml (1,000 images x 40 epochs, where the switch fires from epoch ~17), few50
+# for 40 epochs, pairs100 on 2,000 images x 20 epochs; each evaluated 2-3 times.
 #
 #   bash benchmarks/methods.sh clean few50     # one or more experiments (default: all, in this order)
 #   SEEDS="0 1" bash benchmarks/methods.sh pairs100   # some seeds (a later full run skips what is done)

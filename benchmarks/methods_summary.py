@@ -85,8 +85,9 @@ def which_method(grids: dict[str, dict[str, list[dict]]]) -> list[str]:
         runs = by[best]
         seeds = max(len(v) for v in by.values())
         label = best + (f" ({len(runs)} of {seeds} seeds)" if len(runs) < seeds else "")
-        teacher = cell(acc(runs, "teacher", "last_acc"))
-        if best in OFFLINE:  # the frozen teacher is the vanilla run's own
+        if best not in OFFLINE:
+            teacher = cell(acc(runs, "teacher", "last_acc"))
+        else:  # the frozen teacher is the vanilla run's own
             teacher = f"{cell(acc(by['vanilla'], 'teacher', 'last_acc'))} (frozen)" if "vanilla" in by else "(frozen)"
         dml = cell(paired(runs, by["dml"]), sign=True) if "dml" in by and best != "dml" else "—"
         kd = cell(paired(runs, by["kd"]), sign=True) if "kd" in by and best != "kd" else "—"
