@@ -164,9 +164,12 @@ def test_online_methods_take_any_loss():
         out = m.step({"teacher": t, "student": s}, y)
         ref = m.distill(t, s, y).item()
         assert loss in out.losses["student"] and out.losses["student"][loss].item() == pytest.approx(ref)
-        assert out.losses["student"]["loss"].item() == pytest.approx(F.cross_entropy(s, y).item() + ref, rel=1e-6)
+        # Each loss at its recipe's weight online (DKD 1; DIST 1: its online default, not its offline 2).
+        assert m.weights.kl_weight == {"dkd": 1.0, "dist": 1.0}[loss]
+        assert out.losses["student"]["loss"].item() == pytest.approx(F.cross_entropy(s, y).item() + m.weights.kl_weight * ref,
+                                                                     rel=1e-6)
     assert create_method("dkd", ROLES).distill.name == "dkd" and create_method("dkd", ROLES).weights.tau == 4.0
-    assert create_method("dist", ROLES).distill.name == "dist" and create_method("dist", ROLES).weights.tau == 1.0
+    assert create_method("dist", ROLES).distill.name == "dist" and create_method("dist", ROLES).weights.tau == 4.0  # dist_t4
     assert create_method("switokd", ROLES, loss="dkd").distill.name == "dkd"
 
 

@@ -155,7 +155,9 @@ def test_kd_averages_over_several_teachers():
     out = m.step(z, y)
     kl1, kl2 = kl_div(z["t1"], z["s"], 4.0, True), kl_div(z["t2"], z["s"], 4.0, True)
     assert out.losses["s"]["kl"].item() == pytest.approx(((kl1 + kl2) / 2).item(), rel=1e-6)
-    assert out.losses["s"]["loss"].item() == pytest.approx((cross_entropy(z["s"], y) + (kl1 + kl2) / 2).item(), rel=1e-6)
+    # mdistiller's KD recipe: 0.1 * CE + 0.9 * tau^2 * KL.
+    assert out.losses["s"]["loss"].item() == pytest.approx((0.1 * cross_entropy(z["s"], y) + 0.9 * (kl1 + kl2) / 2).item(),
+                                                           rel=1e-6)
     assert out.stepping == ("s",)
 
 
@@ -281,7 +283,8 @@ def test_method_config_keys_build_the_method():
     from switokd.methods import method_from_config
     m = method_from_config(C.load_config(None, ["method.name=dml", "method.loss=dkd", "method.loss_options.beta=2",
                                                 "method.logit_std=true"]))
-    assert (m.distill.name, m.distill.beta, m.distill.logit_std, m.weights.tau) == ("dkd", 2.0, True, 4.0)
+    # DKD+LS's recipe: tau 2, DKD weight 9 (logit-standardization-KD's --base-temp 2 --kd-weight 9); beta as given.
+    assert (m.distill.name, m.distill.beta, m.distill.logit_std, m.weights.tau, m.weights.kl_weight) == ("dkd", 2.0, True, 2.0, 9.0)
     assert method_from_config(C.load_config(None, ["method.name=dml", "method.loss=dist"])).label("dml") == "dml+dist"
     m = method_from_config(C.load_config(None, ["method.name=uniokd", "method.options={expert_tau: 3}"]))
     assert m.expert_tau == 3.0

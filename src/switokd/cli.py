@@ -40,10 +40,15 @@ def _report_lines(report: dict) -> list[str]:
     lines = [f"{report['method']} on {report['dataset']}, {report['epochs']} epochs, "
              f"{report['train_time_s']:.0f}s of training ({report.get('wall_time_s', 0):.0f}s with evaluation), "
              f"{report.get('images_per_s', 0):.0f} img/s" + (f" over {procs} processes" if procs > 1 else "")]
+    on_val = report.get("best_chosen_on") == "val"
     for n, r in report["networks"].items():
         last = "n/a" if r["last_acc"] is None else f"{r['last_acc']:.2f}%"
         best = "n/a" if r["best_acc"] is None else f"{r['best_acc']:.2f}% (epoch {r['best_epoch']})"
+        if on_val and r.get("best_val_acc") is not None:
+            best += f", val {r['best_val_acc']:.2f}%"
         lines.append(f"  {n:<10} {r['role']:<7} {r['model']:<18} last-epoch acc {last:>7}   best {best}")
+    lines.append("  test accuracy; the best epoch (best.pt) " + ("is chosen on the validation split" if on_val else
+                 "is the test-set maximum, so optimistic: set data.val_split to choose it on held-out images"))
     for p, v in report.get("expert_share", {}).items():
         lines.append(f"  expert-mode share {p}: {v:.1%} of steps")
     for t, v in report.get("paused_share", {}).items():

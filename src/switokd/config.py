@@ -35,6 +35,8 @@ class DataConfig:
     workers: int = 4  # streamed data sets: DataLoader worker processes that decode images
     limit_train: int = 0  # keep the first N training examples (0 keeps all)
     limit_test: int = 0  # keep the first N test examples (0 keeps all)
+    # Held out of training, class-balanced, from split_seed: best.pt and the best epoch are chosen on it.
+    val_split: float = 0.0  # a fraction of the training images (0 < v < 1), or a count (>= 1); 0: none
     # Run conditions (training split only; README "Noisy labels, scarce labels and drift"), all drawn from
     # split_seed, independent of train.seed: every method, seed and rank sees the same labels and stream.
     split_seed: int = 0  # the seed of every run condition (noise, few labels, drift)
@@ -67,12 +69,15 @@ class NetworkConfig:
 @dataclass
 class MethodConfig:
     name: str = "switokd"  # vanilla | kd | dml | kdcl | switokd | uniokd | dkd | dist, or package.module:factory
-    tau: float | None = None  # None: the loss's recipe (dkd 4, dist 1), else the method's (kd 4, others 1)
-    ce_weight: float = 1.0  # the weight of cross-entropy on the labels
-    kl_weight: float = 1.0  # the weight of the distillation term, whatever the loss
-    tau2: bool | None = None  # scale KL by tau^2; None: the method's default (kd, kdcl on)
+    # Unset (None) values are the published recipe's (docs/method.md, "The recipes"): kd tau 4, CE 0.1, KL 0.9;
+    # kd+ls tau 2, CE 0.1, KL 9; dkd tau 4, beta per pair, warm-up 20; dist tau 4, weight 2; online KL tau 1.
+    tau: float | None = None  # the temperature (None: the recipe's)
+    ce_weight: float | None = None  # the weight of cross-entropy on the labels (None: the recipe's)
+    kl_weight: float | None = None  # the weight of the distillation term, whatever the loss (None: the recipe's)
+    tau2: bool | None = None  # scale KL by tau^2 (None: the recipe's; kd, kdcl on)
+    warmup_epochs: int | None = None  # the distillation term x min(epoch / N, 1) (None: the recipe's, dkd 20; 0: off)
     loss: str | None = None  # the distillation loss: kl | dkd | dist (None: the method's own, kl but for dkd, dist)
-    loss_options: dict[str, Any] = field(default_factory=dict)  # the loss's options, e.g. {beta: 8, warmup: 20}
+    loss_options: dict[str, Any] = field(default_factory=dict)  # the loss's options, e.g. {beta: 6} (unset: recipe's)
     logit_std: bool = False  # z-score both sides' logits over the classes before the temperature
     options: dict[str, Any] = field(default_factory=dict)  # the method's own options, checked by the method
     label: str = ""  # the method's name in reports and tables ("": name, then +loss and +ls, e.g. dml+dkd)
@@ -378,8 +383,8 @@ def validate(cfg: Config) -> None:
     if cfg.data.crop_padding is not None and cfg.data.crop_padding < 0:
         raise ConfigError(f"config key 'data.crop_padding': must be >= 0, got {cfg.data.crop_padding}")
     one_of("data.channels", cfg.data.channels, (0, 1, 3))
-    for k in ("ce_weight", "kl_weight"):
-        if getattr(cfg.method, k) < 0:
+    for k in ("ce_weight", "kl_weight", "warmup_epochs"):
+        if getattr(cfg.method, k) is not None and getattr(cfg.method, k) < 0:
             raise ConfigError(f"config key 'method.{k}': must be >= 0, got {getattr(cfg.method, k)}")
     _validate_conditions(cfg.data)
     if cfg.method.tau is not None and cfg.method.tau <= 0:
@@ -410,6 +415,9 @@ def validate(cfg: Config) -> None:
 
 
 def _validate_conditions(d: DataConfig) -> None:
+    if d.val_split < 0 or (d.val_split >= 1 and not float(d.val_split).is_integer()):
+        raise ConfigError(f"config key 'data.val_split': must be a fraction in (0, 1), a whole count of images, "
+                          f"or 0 (none), got {d.val_split}")
     if not 0.0 <= d.label_noise < 1.0:
         raise ConfigError(f"config key 'data.label_noise': must be in [0, 1), got {d.label_noise}")
     if d.label_noise_kind not in NOISE_KINDS:

@@ -161,11 +161,21 @@ def group_by_method(reports: Sequence[dict[str, Any]]) -> dict[str, list[dict[st
     return group_by(reports, lambda r: r["method"])
 
 
+def chosen_on(reports: Sequence[dict[str, Any]]) -> str:
+    """``"val"`` when every report chose its best epoch on a validation split, else ``"test"``."""
+    return "val" if reports and all(r.get("best_chosen_on") == "val" for r in reports) else "test"
+
+
 def results_table(reports: Sequence[dict[str, Any]]) -> str:
-    """Markdown: per method and network, mean ± std over seeds of last/best accuracy, shares and time."""
+    """Markdown: per method and network, mean ± std over seeds of last/best test accuracy (and validation
+    accuracy where the runs have a validation split), shares and time."""
     by_method = group_by_method(reports)
-    rows = ["| method | network | model | seeds | last-epoch acc (%) | best-epoch acc (%) | expert share (%) | "
-            "paused share (%) | wall time (s) |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    val = chosen_on(reports) == "val"
+    best_head = "best-epoch acc, chosen on val (%)" if val else "best-epoch acc, test maximum (%)"
+    rows = [f"| method | network | model | seeds | last-epoch acc (%) | {best_head} | "
+            + ("last-epoch val acc (%) | " if val else "")
+            + "expert share (%) | paused share (%) | wall time (s) |",
+            "|---|---|---|---:|---:|---:|" + ("---:|" if val else "") + "---:|---:|---:|"]
     for method, runs in by_method.items():
         for net, info in runs[0]["networks"].items():
             last = [r["networks"][net]["last_acc"] for r in runs]
@@ -173,8 +183,10 @@ def results_table(reports: Sequence[dict[str, Any]]) -> str:
             expert = network_share(runs, "expert_share", lambda p: p.split("->")[info["role"] == "student"] == net)
             paused = network_share(runs, "paused_share", lambda t: t == net)
             wall = [r.get("wall_time_s", r["train_time_s"]) for r in runs]
+            last_val = ([r["networks"][net].get("last_val_acc") for r in runs] if val else [])
             rows.append(f"| {method} | {net} | {info['model']} | {len(runs)} | {fmt(last)} | {fmt(best)} | "
-                        f"{expert} | {paused} | {fmt(wall, 0)} |")
+                        + (f"{fmt(last_val) if None not in last_val else '–'} | " if val else "")
+                        + f"{expert} | {paused} | {fmt(wall, 0)} |")
     return "\n".join(rows)
 
 
@@ -266,9 +278,12 @@ def sweep(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[i
         header.append(f"- command: `{command}`")
     from .train.runinfo import machine_summary
     threads = C.load_config(cfg_path, list(overrides)).train.threads or None  # the runs', not this process's
+    val = C.load_config(cfg_path, list(overrides)).data.val_split > 0
     header += [f"- machine: {machine_summary(threads=threads)}", f"- date: {time.strftime('%Y-%m-%d')}",
-               "- accuracy: top-1 % on the test split; mean ± sample std over seeds. The best epoch is chosen on the "
-               "test split, so it is optimistic; the last epoch is the honest figure.",
+               "- accuracy: top-1 % on the test split; mean ± sample std over seeds. "
+               + ("The best epoch is chosen on the validation split (data.val_split), and its test accuracy is "
+                  "reported." if val else "The best epoch is chosen on the test split (no data.val_split), so it is "
+                  "optimistic; the last epoch is the honest figure."),
                "- expert share: steps with the pair in expert mode; paused share: steps a teacher took no step"]
     reports: list[dict[str, Any]] = []
     for spec in specs:

@@ -31,7 +31,7 @@ MEMORISATION_CAP = 2000  # noisy-labelled training images measured each epoch (a
 
 # Each condition draws from its own generator, derived from data.split_seed, so that turning one on does not
 # change what another draws.
-_SUBSET, _NOISE, _DRIFT_GROUPS, _DRIFT_EPOCH = 1, 2, 3, 4
+_SUBSET, _NOISE, _DRIFT_GROUPS, _DRIFT_EPOCH, _VALIDATION = 1, 2, 3, 4, 5
 
 
 def _generator(split_seed: int, what: int, epoch: int = 0) -> torch.Generator:
@@ -51,6 +51,73 @@ def class_balanced_subset(labels: Tensor, per_class: int, num_classes: int, spli
                                "images; lower data.labels_per_class (or data.limit_train=0 to use them all)")
         keep.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
     return torch.cat(keep).sort().values
+
+
+def validation_count(val_split: float, n: int) -> int:
+    """How many of ``n`` training images ``data.val_split`` holds out: a fraction (0 < v < 1, rounded) or a count."""
+    if val_split <= 0:
+        return 0
+    return round(val_split * n) if val_split < 1 else int(val_split)
+
+
+def validation_indices(labels: Tensor, count: int, num_classes: int, split_seed: int = 0,
+                       class_names: Sequence[str] | None = None) -> Tensor:
+    """Indices of ``count`` examples held out for validation, class-balanced, drawn from ``split_seed``.
+
+    Every class gives count // C examples, and count % C classes (drawn from the seed) one more, each class's
+    drawn at random from its examples; sorted. A class that would give all its examples (none left to train on)
+    is a ``DatasetError`` naming it. The same on every rank and on a resumed run: it depends on the labels,
+    the count and the seed alone.
+
+    Example:
+        >>> y = torch.arange(20) % 4
+        >>> idx = validation_indices(y, 6, 4, split_seed=0)
+        >>> len(idx), sorted(torch.bincount(y[idx], minlength=4).tolist())
+        (6, [1, 1, 2, 2])
+    """
+    if not 0 < count < len(labels):
+        raise DatasetError(f"data.val_split: {count} validation images of {len(labels)} training images; it must "
+                           "leave at least one to train on")
+    g = _generator(split_seed, _VALIDATION)
+    extra = set(torch.randperm(num_classes, generator=g)[:count % num_classes].tolist())
+    keep = []
+    for c in range(num_classes):
+        want = count // num_classes + (c in extra)
+        idx = (labels == c).nonzero().flatten()
+        if want and want >= len(idx):
+            name = f"{c} ({class_names[c]!r})" if class_names is not None else str(c)
+            raise DatasetError(f"data.val_split: class {name} has {len(idx)} training images, and a class-balanced "
+                               f"validation split of {count} takes {want} of them, leaving none to train on; lower "
+                               "data.val_split")
+        keep.append(idx[torch.randperm(len(idx), generator=g)[:want]])
+    return torch.cat(keep).sort().values
+
+
+@dataclass
+class Validation:
+    """The held-out validation split: its images (a uint8 tensor, or the files of a streamed set) and labels."""
+
+    images: Any
+    labels: Tensor
+    line: str  # the run header's line
+
+
+def split_validation(data: Any, val_split: float, split_seed: int = 0) -> tuple[Any, Validation | None]:
+    """Hold ``data.val_split`` of the training images out (``validation_indices``): returns the splits without
+    them and the validation split (None when ``val_split`` is 0). Done before the run conditions, so noise and
+    few labels apply to the training part only and the validation labels are the user's."""
+    n = len(data.train_y)
+    count = validation_count(val_split, n)
+    if not count:
+        return data, None
+    idx = validation_indices(data.train_y, count, data.num_classes, split_seed, getattr(data, "classes", None))
+    rest = torch.ones(n, dtype=torch.bool)
+    rest[idx] = False
+    images = ([data.train_files[i] for i in idx.tolist()] if getattr(data, "streaming", False) else data.train_x[idx])
+    val = Validation(images, data.train_y[idx],
+                     f"validation {count} of {n} training images held out (class-balanced, split seed {split_seed}, "
+                     "labels as given); best.pt and the best epoch are chosen on it")
+    return _select(data, rest.nonzero().flatten()), val
 
 
 def corrupt_labels(labels: Tensor, num_classes: int, p: float, kind: str = "symmetric",

@@ -10,9 +10,27 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .conditions import Conditions, Memorisation, apply_conditions
+from .conditions import Conditions, Memorisation, Validation, apply_conditions, split_validation
 from .datasets import DataSplits, eval_loader, load_dataset, make_loaders
 from .readers import DatasetError
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    import os
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def capped_workers(requested: int) -> tuple[int, str]:
+    """``data.workers`` capped to the usable cores (more worker processes than cores only contend, and torch's
+    DataLoader warns about it), and a note for the run header when it was capped ("" otherwise)."""
+    cores = usable_cores()
+    if requested > cores:
+        return cores, f"data.workers={requested} capped to this machine's {cores} cores"
+    return requested, ""
 
 
 @dataclass
@@ -21,12 +39,16 @@ class RunData:
     conditions: Conditions
     train_loader: Any  # TensorLoader or StreamingLoader: this rank's shard of each global batch
     test_loader: Any
+    validation: Validation | None = None  # the held-out split (data.val_split), None without one
+    val_loader: Any = None  # its loader (this rank's shard), None without one
+    workers_note: str = ""  # why data.workers was capped, for the run header ("" if it was not)
 
 
 def build_run_data(cfg: Any, data: DataSplits | None, device: torch.device, rank: int = 0, world_size: int = 1,
                    same_on_all_ranks: Callable[[Tensor], bool] = lambda t: True) -> RunData:
-    """Load ``cfg.data`` (unless ``data`` is given), apply noise, few labels and drift (the same on every rank:
-    checked with ``same_on_all_ranks``), and build the training and test loaders of this rank."""
+    """Load ``cfg.data`` (unless ``data`` is given), hold out the validation split (``data.val_split``), apply
+    noise, few labels and drift to the rest (the same on every rank: checked with ``same_on_all_ranks``), and
+    build the training, validation and test loaders of this rank."""
     d, t = cfg.data, cfg.train
     from .stream import StreamSplits
     if data is not None and not isinstance(data, (DataSplits, StreamSplits)):
@@ -36,16 +58,21 @@ def build_run_data(cfg: Any, data: DataSplits | None, device: torch.device, rank
                            f"torch Dataset), got {type(data).__name__};{hint}")
     if data is None:
         data = load_dataset(d.name, d.dir, d.image_size, d.limit_train, d.limit_test, d.channels, d.in_memory)
+    data, validation = split_validation(data, d.val_split, d.split_seed)
     data, conditions = apply_conditions(data, d, t.epochs)
     if not same_on_all_ranks(data.train_y):
         raise DatasetError(f"rank {rank}: the training labels differ between processes; every rank must read the "
                            "same files with the same data.* keys (data.split_seed included)")
     pad = (data.crop_padding if d.crop_padding is None else d.crop_padding) if d.augment else 0
+    workers, workers_note = capped_workers(d.workers)
+    workers_note = workers_note if getattr(data, "streaming", False) else ""  # in-memory data uses no workers
     common = dict(mean=data.mean, std=data.std, device=device, channels_last=t.channels_last, seed=t.seed,
                   rank=rank, world_size=world_size)
     train_loader, test_loader = make_loaders(
         data, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size, crop_padding=pad,
-        hflip=d.augment and d.hflip, drop_last=t.drop_last, workers=d.workers, stream=conditions.drift, **common)
+        hflip=d.augment and d.hflip, drop_last=t.drop_last, workers=workers, stream=conditions.drift, **common)
     conditions.memorisation = Memorisation.build(
-        data, conditions, lambda x, y: eval_loader(data, x, y, t.eval_batch_size, d.workers, **common), device)
-    return RunData(data, conditions, train_loader, test_loader)
+        data, conditions, lambda x, y: eval_loader(data, x, y, t.eval_batch_size, workers, **common), device)
+    val_loader = (eval_loader(data, validation.images, validation.labels, t.eval_batch_size, workers, **common)
+                  if validation is not None else None)
+    return RunData(data, conditions, train_loader, test_loader, validation, val_loader, workers_note)

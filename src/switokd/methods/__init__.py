@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from .base import METHODS, LossWeights, Method, MethodOptionError, StepOutput, distill_loss
 from .distill import LOSSES, DistillLoss, create_loss
+from .recipes import Recipe, dkd_beta, recipe_for
 from . import baselines  # noqa: F401  (register)
 from .switokd import SwitOKDCohort, SwitOKDPair, Switched, UniOKD, pair_name
 
@@ -36,7 +37,8 @@ def create_method(name: str, roles: Mapping[str, str], **options: Any) -> Method
             ``{"teacher": "teacher", "student": "student"}`` (the keys are the networks' names, the values
             their roles; pairs are then keyed ``"teacher->student"``).
         **options: the base options (``tau``, ``tau2``, ``ce_weight``, ``kl_weight``, ``loss``,
-            ``loss_options``, ``logit_std``) and the method's own (``force_mode`` for switokd, ...).
+            ``loss_options``, ``logit_std``, ``warmup_epochs``, ``models``; unset ones are the published
+            recipe's, ``switokd.methods.recipes``) and the method's own (``force_mode`` for switokd, ...).
 
     Example:
         >>> m = create_method("dml", {"big": "teacher", "small": "student"}, loss="dist")
@@ -59,7 +61,8 @@ def method_from_config(cfg) -> Method:
 
     m = cfg.method
     options: dict[str, Any] = dict(tau=m.tau, tau2=m.tau2, ce_weight=m.ce_weight, kl_weight=m.kl_weight,
-                                   loss=m.loss, loss_options=dict(m.loss_options), logit_std=m.logit_std)
+                                   loss=m.loss, loss_options=dict(m.loss_options), logit_std=m.logit_std,
+                                   warmup_epochs=m.warmup_epochs, models={n.name: n.model for n in cfg.networks})
     own = dict(m.options)
     clash = sorted(set(own) & set(options))
     if clash:
@@ -97,6 +100,6 @@ def list_methods() -> list[str]:
     return METHODS.names()
 
 
-__all__ = ["METHODS", "LOSSES", "Method", "MethodOptionError", "StepOutput", "LossWeights", "DistillLoss", "distill_loss",
+__all__ = ["Recipe", "recipe_for", "dkd_beta", "METHODS", "LOSSES", "Method", "MethodOptionError", "StepOutput", "LossWeights", "DistillLoss", "distill_loss",
            "create_method", "create_loss", "method_from_config", "list_methods", "resolve_method", "SwitOKDPair", "SwitOKDCohort",
            "Switched", "UniOKD", "pair_name"]

@@ -9,7 +9,7 @@ pass and no step.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import inspect
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
@@ -19,6 +19,7 @@ from ..core.losses import cross_entropy
 from ..registry import Registry
 from ..core.switching import SwitchStats
 from .distill import KL, LOSSES, DistillLoss, create_loss
+from .recipes import Recipe, recipe_for, recipe_warnings
 
 METHODS: Registry = Registry("method")
 
@@ -142,12 +143,16 @@ class Method:
 
     Args:
         roles: network name -> ``"teacher"`` or ``"student"``, in the cohort's order.
-        tau: the temperature (None: the loss's recipe default for dkd and dist, else the method's).
-        tau2: multiply the KL term by tau^2 (None: the method's default).
-        ce_weight, kl_weight: the weights of CE and of the distillation term.
+        tau: the temperature (None: the recipe's, ``methods.recipes``).
+        tau2: multiply the KL term by tau^2 (None: the recipe's).
+        ce_weight, kl_weight: the weights of CE and of the distillation term (None: the recipe's).
         loss: the distillation loss's name (``switokd.methods.LOSSES``; None: the method's, usually "kl").
-        loss_options: that loss's own options (for example ``{"beta": 8.0}`` for dkd).
+        loss_options: that loss's own options (for example ``{"beta": 8.0}`` for dkd); unset ones are the
+            recipe's.
         logit_std: z-score both sides' logits before the temperature (logit standardization).
+        warmup_epochs: multiply the distillation term by min(epoch / warmup_epochs, 1), the epoch counted from
+            1 (None: the recipe's, 20 for dkd and 0 for the others; 0: off).
+        models: network name -> model name, for recipes that depend on the pair (DKD's beta).
         **options: the method's own options; an unknown one is a ``TypeError`` naming it.
     """
 
@@ -155,6 +160,7 @@ class Method:
     default_tau: ClassVar[float] = 1.0
     default_tau2: ClassVar[bool] = False
     default_loss: ClassVar[str] = "kl"
+    recipe_source: ClassVar[str] = ""  # where the method's own KL settings come from (methods/recipes.py)
     min_networks: ClassVar[int] = 1
     offline: ClassVar[bool] = False  # teachers are frozen, trained beforehand (the sweep trains them first)
     distills: ClassVar[bool] = True  # false: no distillation term, so a loss other than kl is refused
@@ -168,8 +174,9 @@ class Method:
             cls.step = _flattening(cls.__dict__["step"])  # type: ignore[method-assign]
 
     def __init__(self, roles: Mapping[str, str], *, tau: float | None = None, tau2: bool | None = None,
-                 ce_weight: float = 1.0, kl_weight: float = 1.0, loss: str | None = None,
-                 loss_options: Mapping[str, Any] | None = None, logit_std: bool = False, **options) -> None:
+                 ce_weight: float | None = None, kl_weight: float | None = None, loss: str | None = None,
+                 loss_options: Mapping[str, Any] | None = None, logit_std: bool = False,
+                 warmup_epochs: int | None = None, models: Mapping[str, str] | None = None, **options) -> None:
         self.roles = dict(roles)
         self.names = list(roles)
         self.teachers = [n for n, r in roles.items() if r == "teacher"]
@@ -186,20 +193,71 @@ class Method:
         if not self.distills and (loss != "kl" or loss_options or logit_std):
             raise ValueError(f"method {self.name!r} trains on the labels alone: it has no distillation loss to set")
         try:
-            loss_cls = LOSSES.get(loss)
+            LOSSES.get(loss)
         except KeyError as e:
             raise MethodOptionError(e.args[0], "method.loss") from None
-        if tau is None:
-            tau = loss_cls.default_tau if loss_cls.default_tau is not None else self.default_tau
-        self.weights = LossWeights(tau=tau, ce_weight=ce_weight, kl_weight=kl_weight,
-                                   tau2=self.default_tau2 if tau2 is None else tau2)
+        # Every unset option takes the published recipe's value (methods/recipes.py); a value given wins.
+        models = dict(models or {})
+        pair = ((models.get(self.teachers[0]), models.get(self.students[0]))
+                if models and self.teachers and self.students else None)
+        rec = self.recipe_for(loss, logit_std, pair)
+        given = {k for k, v in dict(tau=tau, tau2=tau2, ce_weight=ce_weight, kl_weight=kl_weight,
+                                    warmup_epochs=warmup_epochs).items() if v is not None}
+        tau = rec.tau if tau is None else tau
+        self.weights = LossWeights(tau=tau, ce_weight=rec.ce_weight if ce_weight is None else ce_weight,
+                                   kl_weight=rec.kl_weight if kl_weight is None else kl_weight,
+                                   tau2=rec.tau2 if tau2 is None else tau2)
+        opts = dict(loss_options or {})
+        given |= {f"loss_options.{k}" for k in opts}
+        if "warmup" in opts:  # DKD's own name for it (mdistiller's DKD.WARMUP), kept for older configs
+            if warmup_epochs is not None and opts["warmup"] != warmup_epochs:
+                raise MethodOptionError(f"method.warmup_epochs={warmup_epochs} and loss_options.warmup="
+                                        f"{opts['warmup']} disagree; set method.warmup_epochs only",
+                                        "method.warmup_epochs")
+            warmup_epochs = opts.pop("warmup")
+            warmup_key = "method.loss_options"
+        else:
+            warmup_key = "method.warmup_epochs"
+        warmup = rec.warmup_epochs if warmup_epochs is None else warmup_epochs
+        opts = {**rec.loss_options, **opts}
         try:
             self.distill: DistillLoss = create_loss(loss, tau=tau, tau2=self.weights.tau2, logit_std=logit_std,
-                                                    **dict(loss_options or {}))
+                                                    warmup=warmup, **opts)
         except (TypeError, ValueError) as e:
-            raise MethodOptionError(str(e), "method.loss_options") from None
+            key = warmup_key if str(e).startswith(f"{loss} warmup") else "method.loss_options"
+            raise MethodOptionError(str(e), key) from None
+        #: The recipe this method trains at, with the values given in place of the recipe's (``given``).
+        self.recipe = replace(rec, tau=tau, ce_weight=self.weights.ce_weight, kl_weight=self.weights.kl_weight,
+                              tau2=self.weights.tau2, warmup_epochs=warmup,
+                              loss_options={k: getattr(self.distill, k) for k in self.distill.options()
+                                            if k != "warmup"})
+        self.recipe_given = sorted(given)
+        #: Known trouble with these settings, measured (the run header prints each as a warning).
+        self.recipe_warnings = recipe_warnings(self.recipe, loss, self.offline)
         # Sums statistics across processes before a decision; the identity in one process (set by the trainer).
         self.reduce: Callable[[Tensor], Tensor] = _identity
+
+    @classmethod
+    def recipe_for(cls, loss: str, logit_std: bool, pair: tuple[str | None, str | None] | None = None) -> Recipe:
+        """The published recipe of this method with ``loss`` (``methods.recipes.recipe_for``)."""
+        loss_cls = LOSSES.get(loss)
+        tau = loss_cls.default_tau if loss_cls.default_tau is not None else cls.default_tau
+        return recipe_for(cls.name, loss, logit_std, offline=cls.offline, default_tau=tau,
+                          default_tau2=cls.default_tau2, source=cls.recipe_source,
+                          pair=pair if pair and all(pair) else None)
+
+    def describe_recipe(self) -> str:
+        """One line for the run header: the recipe's values, where they come from, and what was set instead."""
+        r = self.recipe
+        if not self.distills:
+            return "recipe: cross-entropy alone"
+        opts = "".join(f", {k} {v:g}" if isinstance(v, float) else f", {k} {v}" for k, v in r.loss_options.items())
+        text = (f"recipe {r.name}: tau {r.tau:g}, CE {r.ce_weight:g}, {self.distill.name} {r.kl_weight:g}"
+                f"{' x tau^2' if r.tau2 and self.distill.name == 'kl' else ''}{opts}"
+                f"{f', warm-up {r.warmup_epochs} epochs' if r.warmup_epochs else ''}")
+        if self.recipe_given:
+            text += f" (set in the config: {', '.join(self.recipe_given)})"
+        return text + (f"; from {r.source}" if r.source else "")
 
     @classmethod
     def option_names(cls) -> list[str]:

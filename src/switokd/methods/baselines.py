@@ -14,6 +14,7 @@ class Vanilla(Method):
     """Each network alone, cross-entropy only."""
 
     name = "vanilla"
+    recipe_source = "cross-entropy alone"
     distills = False
 
     def step(self, logits: Mapping[str, Tensor], targets: Tensor) -> StepOutput:
@@ -24,7 +25,8 @@ class Vanilla(Method):
 @METHODS.register()
 class KD(Method):
     """Offline KD (Hinton et al. 2015): frozen, trained teachers; students learn
-    CE + tau^2 * KL(p_T^tau || p_S^tau), averaged over teachers (or another ``method.loss``)."""
+    0.1 * CE + 0.9 * tau^2 * KL(p_T^tau || p_S^tau) at tau 4 (mdistiller's recipe), averaged over teachers
+    (or another ``method.loss``, at its recipe)."""
 
     name = "kd"
     default_tau = 4.0
@@ -58,7 +60,8 @@ class _OfflineWithLoss(KD):
 
 @METHODS.register()
 class DKDMethod(_OfflineWithLoss):
-    """Decoupled KD (Zhao et al. 2022) from frozen teachers: CE + DKD (alpha 1, beta 8, tau 4, warm-up 20)."""
+    """Decoupled KD (Zhao et al. 2022) from frozen teachers: CE + DKD (alpha 1, beta 8 or the pair's, tau 4,
+    warm-up 20: mdistiller's recipe)."""
 
     name = "dkd"
     default_loss = "dkd"
@@ -66,7 +69,8 @@ class DKDMethod(_OfflineWithLoss):
 
 @METHODS.register()
 class DISTMethod(_OfflineWithLoss):
-    """DIST (Huang et al. 2022) from frozen teachers: CE + DIST (beta 1, gamma 1, tau 1)."""
+    """DIST (Huang et al. 2022) from frozen teachers: CE + 2 * DIST (beta 1, gamma 1, tau 4: the authors'
+    CIFAR recipe)."""
 
     name = "dist"
     default_loss = "dist"
@@ -78,6 +82,8 @@ class DML(Method):
     CE + mean over peers of KL(p_peer || p_self); all step every batch."""
 
     name = "dml"
+    recipe_source = ("YingZhangDUT/Deep-Mutual-Learning train_models.py (tau 1, KL weight 1, no tau^2; the authors' "
+                     "released recipe is for Market-1501, the losses are the same)")
     min_networks = 2
 
     def step(self, logits: Mapping[str, Tensor], targets: Tensor) -> StepOutput:
@@ -94,6 +100,7 @@ class KDCL(Method):
 
     name = "kdcl"
     default_tau2 = True
+    recipe_source = "switokd's (tau 1, tau^2-scaled KL): KDCL's authors published no code"
     min_networks = 2
 
     def __init__(self, roles, *, ensemble: str = "minlogit", **kw) -> None:

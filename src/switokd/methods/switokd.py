@@ -76,6 +76,7 @@ class SwitOKDCohort(Switched):
     """
 
     name = "switokd"
+    recipe_source = "hfutqian/SwitOKD's training scripts (tau 1, CE and KL 1:1, no tau^2)"
 
     def step(self, logits: Mapping[str, Tensor], targets: Tensor) -> StepOutput:
         stats, expert = self.decide_pairs(logits, targets)
@@ -140,14 +141,16 @@ class UniOKD(Switched):
 
     name = "uniokd"
     weight = staticmethod(uniokd_weight)
+    recipe_source = "hfutqian/UniOKD UniOKD_code/Train/main.py (its own temperatures and weights: method.options)"
 
     def __init__(self, roles, *, expert_tau: float = 4.0, expert_weight: float = 32.0, learn_tau: float = 2.0,
                  teacher_weight: float = 4.0, student_weight: float = 8.0, **kw) -> None:
-        for key, unset in (("tau", None), ("tau2", None), ("kl_weight", 1.0)):
-            if kw.get(key, unset) != unset:
+        for key in ("tau", "tau2", "kl_weight", "warmup_epochs"):
+            if kw.get(key) is not None:
                 raise MethodOptionError("method 'uniokd' sets its temperatures and weights by its own options "
                                         "(expert_tau, learn_tau, expert_weight, teacher_weight, student_weight), not "
-                                        "method.tau, method.tau2 or method.kl_weight", f"method.{key}")
+                                        "method.tau, method.tau2, method.kl_weight or method.warmup_epochs",
+                                        f"method.{key}")
         if kw.get("loss") not in (None, "kl"):
             raise MethodOptionError(f"method 'uniokd' is defined with the KL loss (its weights 32, 4 and 8 are set "
                                     f"for KL at its temperatures), not {kw['loss']!r}", "method.loss")
@@ -162,6 +165,11 @@ class UniOKD(Switched):
     @property
     def stats_tau(self) -> float:
         return 1.0
+
+    def describe_recipe(self) -> str:
+        return (f"recipe uniokd: CE {self.weights.ce_weight:g}; expert {self.expert_weight:g} x KL at tau "
+                f"{self.expert_tau:g}, learning {self.teacher_weight:g} (teacher) and {self.student_weight:g} (student) "
+                f"x KL at tau {self.learn_tau:g}; from {self.recipe_source}")
 
     def _total(self, logits: Tensor, targets: Tensor, terms: list[Tensor]) -> dict[str, Tensor]:
         ce = cross_entropy(logits, targets)

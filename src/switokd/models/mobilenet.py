@@ -1,9 +1,17 @@
-"""MobileNet (v1, Howard et al. 2017) and MobileNetV2 (Sandler et al. 2018) with a width multiplier."""
+"""MobileNet (v1, Howard et al. 2017) and MobileNetV2 (Sandler et al. 2018) with a width multiplier.
+
+MobileNetV2 is initialised as torchvision's ``torchvision/models/mobilenetv2.py`` (pytorch/vision; mdistiller's
+``mdistiller/models/cifar/mobilenetv2.py`` has the same classifier): He-normal convolutions over fan-out,
+BatchNorm 1 and 0, the classifier normal(0, 0.01) with a zero bias (``layers.MOBILENETV2_INIT``). MobileNet v1
+has no torchvision reference; it is initialised as mdistiller's ``mdistiller/models/imagenet/mobilenetv1.py``
+(the MobileNet of DKD's ResNet-50 -> MobileNet pair), which keeps PyTorch's defaults throughout
+(``layers.MOBILENET_INIT``).
+"""
 from __future__ import annotations
 
 from torch import nn
 
-from .layers import Classifier, conv_bn, is_small_input
+from .layers import MOBILENET_INIT, MOBILENETV2_INIT, Classifier, conv_bn, is_small_input
 from .registry import MODELS
 
 
@@ -48,7 +56,7 @@ def mobilenet_v2(width: float, num_classes: int, in_chans: int, image_size: int)
             cin = cout
     last = _divisible(1280 * max(1.0, width))
     layers.append(conv_bn(cin, last, 1, act=nn.ReLU6))
-    return Classifier(nn.Sequential(*layers), last, num_classes)
+    return Classifier(nn.Sequential(*layers), last, num_classes, MOBILENETV2_INIT)
 
 
 def mobilenet_v1(width: float, num_classes: int, in_chans: int, image_size: int) -> nn.Module:
@@ -61,7 +69,7 @@ def mobilenet_v1(width: float, num_classes: int, in_chans: int, image_size: int)
         cout = int(c * width)
         layers += [conv_bn(cin, cin, 3, s, groups=cin), conv_bn(cin, cout, 1)]
         cin = cout
-    return Classifier(nn.Sequential(*layers), cin, num_classes)
+    return Classifier(nn.Sequential(*layers), cin, num_classes, MOBILENET_INIT)
 
 
 def _v2(width: float):

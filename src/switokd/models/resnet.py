@@ -3,6 +3,10 @@ timm ResNet state_dict loads as it is; a CIFAR-style stem (3x3, stride 1, no max
 
 Checkpoints written before these names (``features.0.0.0.weight`` ...) hold the same tensors in the same
 order; ``upgrade_state_dict`` renames them by position, so they still load.
+
+Initialised as torchvision's ``torchvision/models/resnet.py`` (pytorch/vision) with its default
+``zero_init_residual=False``: He-normal convolutions over fan-out, BatchNorm 1 and 0, PyTorch's default
+``nn.Linear`` weight and bias (``layers.RESNET_INIT``).
 """
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from typing import Mapping
 
 from torch import Tensor, nn
 
-from .layers import init_weights, is_small_input
+from .layers import RESNET_INIT, is_small_input
 from .registry import MODELS
 
 
@@ -52,7 +56,7 @@ class ResNet(nn.Module):
             setattr(self, f"layer{i}", nn.Sequential(*layer))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(cin, num_classes)
-        init_weights(self)
+        RESNET_INIT.apply(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

@@ -1,9 +1,14 @@
-"""CIFAR-style ResNet-(6n+2) (He et al. 2016): 16/32/64 channels, basic blocks."""
+"""CIFAR-style ResNet-(6n+2) (He et al. 2016): 16/32/64 channels, basic blocks.
+
+Initialised as mdistiller's ``mdistiller/models/cifar/resnet.py`` (megvii-research/mdistiller; torchdistill's
+``ResNet4Cifar`` and RepDistiller's ``models/resnet.py`` are the same): He-normal convolutions over fan-out,
+BatchNorm 1 and 0, and PyTorch's default ``nn.Linear`` weight and bias (``layers.CIFAR_RESNET_INIT``).
+"""
 from __future__ import annotations
 
 from torch import nn
 
-from .layers import Classifier, conv_bn
+from .layers import CIFAR_RESNET_INIT, Classifier, conv_bn
 from .registry import MODELS
 
 
@@ -35,7 +40,7 @@ def resnet_cifar(depth: int, num_classes: int, in_chans: int) -> nn.Module:
         raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
     n = (depth - 2) // 6
     stages, width = make_stages(16, [16, 32, 64], [n] * 3, [1, 2, 2])
-    return Classifier(nn.Sequential(conv_bn(in_chans, 16), stages), width, num_classes)
+    return Classifier(nn.Sequential(conv_bn(in_chans, 16), stages), width, num_classes, CIFAR_RESNET_INIT)
 
 
 @MODELS.register()

@@ -1,4 +1,9 @@
-"""Wide ResNet WRN-d-k (Zagoruyko & Komodakis 2016), pre-activation blocks."""
+"""Wide ResNet WRN-d-k (Zagoruyko & Komodakis 2016), pre-activation blocks.
+
+Initialised as mdistiller's ``mdistiller/models/cifar/wrn.py`` (megvii-research/mdistiller), which RepDistiller,
+DIST's and UniOKD's repositories share: He-normal convolutions over fan-out, BatchNorm 1 and 0, PyTorch's
+default ``nn.Linear`` weight with a zero bias (``layers.WRN_INIT``).
+"""
 from __future__ import annotations
 
 from functools import partial
@@ -6,7 +11,7 @@ from functools import partial
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Classifier
+from .layers import WRN_INIT, Classifier
 from .registry import MODELS
 
 
@@ -43,7 +48,7 @@ def wide_resnet(depth: int, widen: int, num_classes: int, in_chans: int, dropout
             layers.append(PreActBlock(cin, w, s if i == 0 else 1, dropout))
             cin = w
     layers += [nn.BatchNorm2d(cin), nn.ReLU(inplace=True)]
-    return Classifier(nn.Sequential(*layers), cin, num_classes)
+    return Classifier(nn.Sequential(*layers), cin, num_classes, WRN_INIT)
 
 
 def _entry(depth: int, widen: int):

@@ -266,6 +266,18 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def best_test_acc(epochs: Sequence[dict[str, Any]], net: str) -> float | None:
+    """A network's "best" test accuracy from its epochs: the test accuracy at the epoch of its highest validation
+    accuracy when the run has a validation split (the first such epoch), else the test-set maximum."""
+    tested = [e for e in epochs if net in e.get("test", {})]
+    if not tested:
+        return None
+    if any(net in e.get("val", {}) for e in tested):
+        chosen = max((e for e in tested if net in e.get("val", {})), key=lambda e: (e["val"][net]["acc"], -e["epoch"]))
+        return chosen["test"][net]["acc"]
+    return max(e["test"][net]["acc"] for e in tested)
+
+
 def summary_rows(runs: Sequence[RunLogs]) -> list[dict[str, Any]]:
     """Per run and network: last and best accuracy, expert/paused shares, wall time."""
     rows = []
@@ -275,7 +287,7 @@ def summary_rows(runs: Sequence[RunLogs]) -> list[dict[str, Any]]:
         wall = rep.get("wall_time_s", sum(e.get("epoch_time_s", 0.0) for e in run.epochs))
         for net in run.networks:
             info = rep.get("networks", {}).get(net, {})
-            best = max((e["test"][net]["acc"] for e in run.epochs if net in e.get("test", {})), default=None)
+            best = best_test_acc(run.epochs, net)
             expert = [v for p, v in rep.get("expert_share", {}).items() if net in p.split("->")]
             rows.append({"run": label, "method": rep.get("method", "?"), "network": net,
                          "model": info.get("model", "?"), "role": info.get("role", "?"),

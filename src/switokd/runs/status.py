@@ -96,9 +96,10 @@ def run_status(path: str | Path) -> dict[str, Any]:
     out["epoch"], out["epoch_done"] = (done, True) if done and out["step"] <= finished_epoch else (done + 1, False)
     out["images_per_s"] = (last_step or (epochs[-1] if epochs else {})).get("images_per_s")
     out["eta_s"] = _eta(epochs, out["step"], epochs_total, status or {}, out["images_per_s"])
-    tested = next((e for e in reversed(epochs) if "test" in e), None)
-    if tested:
-        out["test"] = {"epoch": tested["epoch"], **{n: r["acc"] for n, r in tested["test"].items()}}
+    for split in ("val", "test"):
+        tested = next((e for e in reversed(epochs) if split in e), None)
+        if tested:
+            out[split] = {"epoch": tested["epoch"], **{n: r["acc"] for n, r in tested[split].items()}}
     out["pairs"] = _pairs(_pair_rows(steps, epochs))
     for name in (F.LAST, F.BEST):
         p = run / name
@@ -164,9 +165,10 @@ def status_lines(s: dict[str, Any]) -> list[str]:
     elif s.get("eta_s") is not None and s["state"].startswith("stopped"):
         where += f", about {fmt_duration(s['eta_s'])} left if resumed"
     lines.append(f"  progress   {where}")
-    if "test" in s:
-        t = dict(s["test"])
-        lines.append(f"  test acc   epoch {t.pop('epoch')}: " + "  ".join(f"{n} {a:.2f}%" for n, a in t.items()))
+    for split, label in (("val", "val acc "), ("test", "test acc")):
+        if split in s:
+            t = dict(s[split])
+            lines.append(f"  {label}   epoch {t.pop('epoch')}: " + "  ".join(f"{n} {a:.2f}%" for n, a in t.items()))
     for p, v in s["pairs"].items():
         lines.append(f"  switch     {p}: G {v['gap']:.3f}  delta {v['threshold']:.3f}  eps {v['epsilon']:.2f}  "
                      f"rho {v['shared_ratio']:.2f}  expert {v['expert_share']:.1%} of the steps so far")

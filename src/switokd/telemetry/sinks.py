@@ -151,7 +151,7 @@ class TensorBoardWriter:
 
 
 # The epoch summary's parts that TensorBoard and MLflow show (the step rows carry the losses and statistics).
-EPOCH_SCALARS = ("test", "memorisation", "drift", "images_per_s", "train_time_s")
+EPOCH_SCALARS = ("val", "test", "memorisation", "drift", "images_per_s", "train_time_s")
 
 
 def epoch_scalars(row: dict[str, Any]) -> dict[str, Any]:

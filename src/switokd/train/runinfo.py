@@ -66,12 +66,20 @@ def run_header(tr: RunView) -> list[str]:
         if report is not None and not net.cfg.checkpoint_strict:
             lines.append(f"weights    {name}: {report.summary()} (from {net.cfg.checkpoint})")
     lines.append(f"data       {d.name}: {len(d.train_y)} train / {len(d.test_y)} test images, "
-                 f"{d.in_chans}x{d.image_size}x{d.image_size}, {d.num_classes} classes")
+                 f"{d.in_chans}x{d.image_size}x{d.image_size}, {d.num_classes} classes"
+                 + (f"; {tr.workers_note}" if getattr(tr, "workers_note", "") else ""))
+    validation = getattr(tr, "validation", None)
+    lines.append(f"selection  {validation.line}" if validation is not None else
+                 "selection  no validation split (data.val_split=0): best.pt and the best epoch are a test-set maximum")
     lines += [f"condition  {line}" for line in tr.conditions.lines]
     steps, batch, world = len(tr.train_loader), tr.cfg.train.batch_size, tr.dist.world_size
     size = (f"global batch {batch * world} ({batch} per process)" if world > 1 else f"batch {batch}")
     lines.append(f"method     {tr.cfg.method.name}; {tr.cfg.train.epochs} epochs of {steps} steps ({size}), "
                  f"seed {tr.cfg.train.seed}")
+    describe = getattr(tr.method, "describe_recipe", None)
+    if describe is not None:
+        lines.append(f"recipe     {describe().removeprefix('recipe ')}")
+    lines += [f"warning    {w}" for w in getattr(tr.method, "recipe_warnings", [])]
     if world > 1:
         lines.append(f"processes  {world} ({tr.dist.backend}), this is rank {tr.dist.rank}; lr "
                      + (f"scaled x{world} (train.scale_lr)" if tr.cfg.train.scale_lr else "as configured (train.scale_lr=false)")

@@ -90,13 +90,26 @@ def restore(tr: "Trainer", ckpt: dict[str, Any], path: str | Path = "checkpoint"
                               f"{len(tr.train_loader)} batches per epoch; data or batch size changed")
 
 
-def update_best(tr: "Trainer", test: dict[str, dict[str, float]]) -> bool:
-    """Record each network's best epoch; true when the students' mean accuracy is a new best (best.pt)."""
-    for n, r in test.items():
-        if r["acc"] > tr.best.get(n, {"acc": -1.0})["acc"]:
-            tr.best[n] = {"acc": r["acc"], "epoch": tr.epoch}
-    judged = tr.method.students or list(test)
-    score = sum(test[n]["acc"] for n in judged) / len(judged)
+def best_split(tr: "Trainer") -> str:
+    """The split "best" is chosen on: ``"val"`` with a validation split, else ``"test"`` (a test-set maximum)."""
+    return "val" if getattr(tr, "val_loader", None) is not None else "test"
+
+
+def update_best(tr: "Trainer", chosen_on: dict[str, dict[str, float]],
+                test: dict[str, dict[str, float]] | None = None) -> bool:
+    """Record each network's best epoch, judged on ``chosen_on`` (the validation results, or the test results
+    without a validation split); true when the students' mean accuracy there is a new best (best.pt).
+
+    Each network's entry keeps the test accuracy of that epoch (``acc``) and, with validation, its validation
+    accuracy (``val_acc``), which is what is compared.
+    """
+    test = chosen_on if test is None else test
+    key = "val_acc" if chosen_on is not test else "acc"
+    for n, r in chosen_on.items():
+        if r["acc"] > tr.best.get(n, {key: -1.0}).get(key, -1.0):
+            tr.best[n] = {"acc": test[n]["acc"], "epoch": tr.epoch, **({"val_acc": r["acc"]} if key == "val_acc" else {})}
+    judged = tr.method.students or list(chosen_on)
+    score = sum(chosen_on[n]["acc"] for n in judged) / len(judged)
     if score > tr.best_score:
         tr.best_score = score
         return True
@@ -106,15 +119,21 @@ def update_best(tr: "Trainer", test: dict[str, dict[str, float]]) -> bool:
 def build_report(tr: "Trainer") -> dict[str, Any]:
     """Last-epoch and best-epoch accuracy of each network, and the switching shares of the run (report.json)."""
     last = next((h["test"] for h in reversed(tr.history) if "test" in h), {})
+    last_val = next((h["val"] for h in reversed(tr.history) if "val" in h), {})
+    on = best_split(tr)
     nets = {n: {"model": net.cfg.model, "role": net.cfg.role,
                 "last_acc": last.get(n, {}).get("acc"),
-                "best_acc": tr.best.get(n, {}).get("acc"), "best_epoch": tr.best.get(n, {}).get("epoch")}
+                "best_acc": tr.best.get(n, {}).get("acc"), "best_epoch": tr.best.get(n, {}).get("epoch"),
+                **({"last_val_acc": last_val.get(n, {}).get("acc"), "best_val_acc": tr.best.get(n, {}).get("val_acc")}
+                   if on == "val" else {})}
             for n, net in tr.networks.items()}
     train_time = sum(h["train_time_s"] for h in tr.history)
     wall_time = sum(h.get("epoch_time_s", h["train_time_s"]) for h in tr.history)
     images = sum(h.get("images_per_s", 0.0) * h["train_time_s"] for h in tr.history)
     return {"method": tr.cfg.method.label or tr.method.label(tr.cfg.method.name), "dataset": tr.data.name, "epochs": tr.epoch,
-            "precision": tr.precision.name, "networks": nets, **shares(dict(tr.meters.totals)),
+            "precision": tr.precision.name, "networks": nets,
+            # "val": best_acc is the test accuracy at the epoch chosen on validation; "test": a test-set maximum.
+            "best_chosen_on": on, "recipe": tr.method.recipe.as_dict() if hasattr(tr.method, "recipe") else None, **shares(dict(tr.meters.totals)),
             "switch_stats": run_switch_stats(tr.history), "train_time_s": train_time, "wall_time_s": wall_time,
             "images_per_s": images / max(train_time, 1e-9), "processes": tr.dist.world_size,
             **({"conditions": tr.conditions.describe()} if tr.conditions.lines else {}),

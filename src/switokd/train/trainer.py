@@ -80,6 +80,8 @@ class Trainer:
                                   self.dist.same_on_all_ranks)
         self.data, self.conditions = run_data.data, run_data.conditions
         self.train_loader, self.test_loader = run_data.train_loader, run_data.test_loader
+        self.validation, self.val_loader = run_data.validation, run_data.val_loader  # None without data.val_split
+        self.workers_note = run_data.workers_note
         torch.manual_seed(t.seed)
         self.networks: dict[str, Network] = {
             n.name: build_network(n, cfg, self.data, frozen=n.name in self.method.frozen, device=self.device,
@@ -215,19 +217,25 @@ class Trainer:
         for net in self.networks.values():
             net.model.eval()
 
-    def evaluate(self) -> dict[str, dict[str, float]]:
-        """Top-1 accuracy (%) and loss of every network on the test split."""
-        return self.evaluate_split().results
+    def evaluate(self, split: str = "test") -> dict[str, dict[str, float]]:
+        """Top-1 accuracy (%) and loss of every network on the test split (or ``"val"``, the validation split)."""
+        return self.evaluate_split(split).results
 
     @torch.no_grad()
-    def evaluate_split(self) -> Evaluation:
-        """Evaluate every network on the test split: accuracy, loss and per-class hits (all ranks' shards)."""
+    def evaluate_split(self, split: str = "test") -> Evaluation:
+        """Evaluate every network on the test split (or ``"val"``): accuracy, loss and per-class hits (all ranks'
+        shards)."""
+        if split not in ("test", "val"):
+            raise ValueError(f"evaluate_split: split must be 'test' or 'val', got {split!r}")
+        loader = self.test_loader if split == "test" else self.val_loader
+        if loader is None:
+            raise ValueError("evaluate_split('val'): this run has no validation split (set data.val_split)")
         self.eval_mode()
         classes, names = self.data.num_classes, list(self.networks)
         hits = {n: torch.zeros(classes, device=self.device) for n in names}
         loss = {n: torch.zeros((), device=self.device) for n in names}
         seen = torch.zeros(classes, device=self.device)
-        for x, y in self.test_loader:  # this rank's shard of the test split
+        for x, y in loader:  # this rank's shard of the split
             for n, z in self.predict(x).items():
                 hits[n] += torch.bincount(y[z.argmax(1) == y], minlength=classes)
                 loss[n] += nn.functional.cross_entropy(z.float(), y, reduction="sum")
@@ -254,11 +262,14 @@ class Trainer:
                 summary = {"epoch": self.epoch + 1, **self.train_epoch(), "lr_end": self._lrs()}
                 self.epoch += 1
                 self._sync_ranks()
-                evaluation = None
+                evaluation = chosen_on = None
                 if self.epoch % self.cfg.train.eval_every == 0 or self.epoch == self.cfg.train.epochs:
                     t_eval = time.perf_counter()
+                    if self.val_loader is not None:  # model selection reads validation; test is for reporting
+                        summary["val"] = self.evaluate_split("val").results
                     evaluation = self.evaluate_split()
                     summary["test"] = evaluation.results
+                    chosen_on = summary.get("val", summary["test"])
                     self.progress.evaluated(time.perf_counter() - t_eval)
                 for hook in self.hooks:  # memorisation under label noise, per-phase accuracy under drift, yours
                     summary.update(hook.on_epoch_end(self, summary, evaluation))
@@ -267,15 +278,16 @@ class Trainer:
                 self.rundir.logs.epoch(summary, self.step)
                 if self.cfg.train.progress and self.dist.is_main:
                     logger.info(epoch_line(summary, self.cfg.train.epochs))
-                self.save_checkpoint(best=evaluation is not None and self._update_best(evaluation.results), synced=True)
+                self.save_checkpoint(best=chosen_on is not None and self._update_best(chosen_on, summary["test"]),
+                                     synced=True)
                 self.stop.agree()
                 self.stop.raise_if_stopped(self.epoch, self.step, self.run_dir if self.writable else None)
         report = self.report()
         self.rundir.write_report(report)
         return report
 
-    def _update_best(self, test: dict[str, dict[str, float]]) -> bool:
-        return train_state.update_best(self, test)
+    def _update_best(self, chosen_on: dict[str, dict[str, float]], test: dict[str, dict[str, float]] | None = None) -> bool:
+        return train_state.update_best(self, chosen_on, test)
 
     # ------------------------------------------------------------------ telemetry, run directory, checkpoints
 
