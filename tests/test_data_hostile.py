@@ -133,3 +133,54 @@ def test_int8_calibration_refuses_a_hostile_file(tmp_path, capsys, name, trained
                  "--out", str(out)]) == 2
     _one_line(capsys, str(p), HOSTILE[name][1])
     assert not out.exists()
+
+
+def _pickled_array_claiming(shape, dtype="<f8", raw=b"\0" * 8):
+    """A CIFAR batch whose 'data' array claims ``shape`` but holds ``raw``: a few hundred bytes."""
+    import io
+    import pickle
+
+    import numpy as np
+
+    class Claim:  # pickles as numpy would pickle an array of that shape, without allocating it
+        def __reduce__(self):
+            return (np.ndarray.__reduce__(np.zeros(1))[0], (np.ndarray, (0,), b"b"),
+                    (1, shape, np.dtype(dtype), False, raw))
+
+    buf = io.BytesIO()
+    pickle.dump({b"data": Claim(), b"labels": [0]}, buf, protocol=2)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("shape,dtype,raw", [((100_000, 3072), "<f8", b"\0" * 8),  # BUILD claims 2.4 GB
+                                             ((1, 3072), "|O", [0]),  # an object array from a short list
+                                             ((1, 3072), "|u1", b"\0" * 10)])  # data shorter than its shape
+def test_a_hostile_cifar_batch_is_refused_before_it_allocates(tmp_path, shape, dtype, raw):
+    import resource
+    from switokd.data.readers import _load_cifar_batch
+    p = tmp_path / "data_batch_1"
+    p.write_bytes(_pickled_array_claiming(shape, dtype, raw))
+    assert p.stat().st_size < 400
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(DatasetError, match=f"{p}: not a CIFAR python batch"):
+        _load_cifar_batch(p, b"labels")
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 < 64 * 2**20
+
+
+def test_a_hostile_reconstruct_shape_is_refused(tmp_path):
+    import io
+    import pickle
+
+    import numpy as np
+    from switokd.data.readers import _load_cifar_batch
+
+    class Claim:
+        def __reduce__(self):
+            return (np.ndarray.__reduce__(np.zeros(1))[0], (np.ndarray, (100_000, 3072), np.dtype("<f8")))
+
+    buf = io.BytesIO()
+    pickle.dump({b"data": Claim(), b"labels": [0]}, buf, protocol=2)
+    p = tmp_path / "data_batch_1"
+    p.write_bytes(buf.getvalue())
+    with pytest.raises(DatasetError, match=r"bytes\) in a file of"):
+        _load_cifar_batch(p, b"labels")

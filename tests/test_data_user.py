@@ -79,6 +79,75 @@ def test_mean_and_std_are_computed_when_not_given():
     assert data.std[0] == pytest.approx(want.std().item(), rel=1e-3)
 
 
+class Listed(Dataset):
+    """A dataset from a list of (image, label) pairs, as a user might write one."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def _mixed_sizes(s):
+    items = [(s.train_x[i].float() / 255, int(s.train_y[i])) for i in range(8)]
+    items[5] = (torch.rand(1, 10, 10), 0)
+    return Listed(items)
+
+
+def _with_nan(s):
+    items = [(s.train_x[i].float() / 255, int(s.train_y[i])) for i in range(8)]
+    items[3][0][0, 2, 2] = float("nan")
+    return Listed(items)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda s: DatasetSplits(_mixed_sizes(s), TensorDataset(s.test_x, s.test_y), name="n"),
+     "n (train)[5]: the image is 1 x 10 x 10 (C x H x W), but n (train)[0] is 1 x 8 x 8; every image must have the same size"),
+    (lambda s: DatasetSplits(Listed([(s.train_x[0], "cat"), (s.train_x[1], "dog")]), TensorDataset(s.test_x, s.test_y),
+                             name="n"), "n (train)[0]: the label is 'cat' (str); expected a class index"),
+    (lambda s: DatasetSplits(Listed([(s.train_x[0], 1), (s.train_x[1], 2.5)]), TensorDataset(s.test_x, s.test_y),
+                             name="n"), "n (train)[1]: the label is 2.5 (float)"),
+    (lambda s: DatasetSplits(_with_nan(s), TensorDataset(s.test_x, s.test_y), name="n"),
+     "n (train)[3]: the image has a non-finite value (nan at (0, 2, 2))"),
+])
+def test_bad_items_are_one_error_naming_the_dataset_and_index(make, message):
+    with pytest.raises(DatasetError) as e:
+        make(synthetic_splits())
+    assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_an_image_of_another_size_met_while_training_is_named(tmp_path):
+    """With mean and std given, nothing reads the images up front: the loader names the odd one."""
+    s = synthetic_splits()
+    data = DatasetSplits(_mixed_sizes(s), TensorDataset(s.test_x, s.test_y), name="n", mean=[0.3], std=[0.3],
+                         num_classes=4)
+    with pytest.raises(DatasetError, match=r"n \(train\)\[5\]: the image is 1 x 10 x 10 \(C x H x W\)"):
+        Trainer(tiny_config(tmp_path, overrides=["data.workers=0"]), data=data).fit()
+
+
+def test_float_labels_given_to_a_method_are_one_error():
+    from switokd import create_method
+    z = {"teacher": torch.randn(4, 3), "student": torch.randn(4, 3)}
+    with pytest.raises(ValueError, match=r"method 'dml': labels must be class indices, an integer tensor, got torch.float32"):
+        create_method("dml", {"teacher": "teacher", "student": "student"}).step(z, torch.tensor([0.0, 1.0, 2.0, 1.0]))
+
+
+def test_workers_above_the_cores_are_capped_and_the_header_says_so(tmp_path):
+    from switokd.data.pipeline import capped_workers, usable_cores
+    from switokd.train.runinfo import run_header
+    n = usable_cores()
+    assert capped_workers(n) == (n, "") and capped_workers(n + 3) == (n, f"data.workers={n + 3} capped to this machine's {n} cores")
+    s = synthetic_splits()
+    data = DatasetSplits(TensorDataset(s.train_x, s.train_y), TensorDataset(s.test_x, s.test_y), name="n")
+    tr = Trainer(tiny_config(tmp_path, overrides=[f"data.workers={n + 3}"]), data=data, writable=False)
+    assert tr.train_loader.workers == n
+    assert any(f"data.workers={n + 3} capped to this machine's {n} cores" in line for line in run_header(tr))
+
+
 @pytest.mark.parametrize("make,message", [
     (lambda s: DatasetSplits(TensorDataset(s.train_x.float() / 255 * 2 - 1, s.train_y), TensorDataset(s.test_x, s.test_y),
                              name="n"), "a float image must be in [0, 1], got values in [-1"),

@@ -106,16 +106,24 @@ def _cifar_bytes():
 CIFAR = _cifar_bytes()
 
 
+def _peak_rss_bytes() -> int:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+
+
 @FAST
 @given(mutations(CIFAR))
 def test_cifar_pickle_reader(tmp_path, data):
     p = tmp_path / "data_batch_1"
     p.write_bytes(data)
+    before = _peak_rss_bytes()
     try:
         x, y = _load_cifar_batch(p, b"labels")
     except DatasetError:
         return
-    assert x.shape[1] == 3072 and len(x) == len(y)
+    finally:  # a mutated file never makes the reader allocate much (it once took 15-22 GB here)
+        assert _peak_rss_bytes() - before < 256 * 2**20
+    assert x.shape[1] == 3072 and len(x) == len(y) and x.nbytes <= len(data)
 
 
 def _image_bytes(fmt):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import pickle
 import struct
 from pathlib import Path
@@ -77,8 +78,15 @@ def read_mnist_dir(root: str | Path, split: str) -> tuple[Tensor, Tensor]:
 # ----------------------------------------------------------------------------- CIFAR python pickles
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """CIFAR batches are pickles; only let them build numpy arrays, never run other code."""
+class _NumpyOnlyUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
+    """CIFAR batches are pickles; only let them build numpy arrays, never run other code, and never allocate more
+    than the file can hold.
+
+    The pure-Python unpickler, so that every array's claimed size is checked before numpy allocates it: a
+    220-byte pickle can claim 100,000 x 3072 float64 (2.4 GB), in ``_reconstruct``'s shape or in ``BUILD``'s
+    state; both are refused unless the file's own bytes hold the data. Object arrays are refused (numpy fills them
+    from a list, and a short list crashes it).
+    """
 
     _ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"),
@@ -90,16 +98,60 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("_codecs", "encode"),
     }
 
+    def __init__(self, file, *, limit: int, **kw) -> None:
+        super().__init__(file, **kw)
+        self.limit = limit  # bytes: no array may claim more than the file holds
+
+    def _check_size(self, shape: Any, dtype: Any) -> None:
+        try:
+            dt = np.dtype(dtype)
+            n = 1
+            for d in shape:
+                if int(d) < 0:
+                    raise ValueError
+                n *= int(d)
+        except Exception:
+            raise pickle.UnpicklingError(f"an array with shape {shape!r} and dtype {dtype!r}") from None
+        if dt.hasobject:
+            raise pickle.UnpicklingError("an array of Python objects (a CIFAR batch holds numbers)")
+        if n * dt.itemsize > self.limit:
+            raise pickle.UnpicklingError(f"an array of {shape} {dt} ({n * dt.itemsize:,} bytes) in a file of "
+                                         f"{self.limit:,} bytes")
+
+    def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> Any:
+        if subtype is not np.ndarray:
+            raise pickle.UnpicklingError(f"refusing to build {subtype!r}")
+        self._check_size(shape if isinstance(shape, tuple) else (shape,), np.uint8 if dtype in (b"b", "b") else dtype)
+        return np.ndarray.__new__(np.ndarray, shape, np.uint8 if dtype in (b"b", "b") else dtype)
+
     def find_class(self, module: str, name: str):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        if name == "_reconstruct":
+            return self._reconstruct
+        return super().find_class(module, name)
+
+    def load_build(self) -> None:
+        inst, state = self.stack[-2], self.stack[-1]
+        if isinstance(inst, np.ndarray):
+            if not (isinstance(state, tuple) and len(state) == 5):
+                raise pickle.UnpicklingError(f"an array state of {type(state).__name__}")
+            _, shape, dtype, _, raw = state
+            self._check_size(shape, dtype)
+            n = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            if not isinstance(raw, (bytes, bytearray)) or len(raw) != n:
+                raise pickle.UnpicklingError(f"an array of {shape} whose data is {len(raw) if hasattr(raw, '__len__') else raw!r}"
+                                             f" bytes, not {n}")
+        super().load_build()
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 def _load_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
-            d = _NumpyOnlyUnpickler(f, encoding="bytes").load()
+            d = _NumpyOnlyUnpickler(f, limit=os.fstat(f.fileno()).st_size, encoding="bytes").load()
     except FileNotFoundError:
         raise DatasetError(f"missing CIFAR batch file {path}") from None
     except Exception as e:  # pickle raises many types on garbage input
@@ -344,7 +396,7 @@ def read_cifar_names(root: str | Path, num_classes: int) -> list[str] | None:
         return None
     try:
         with open(path, "rb") as f:
-            d = _NumpyOnlyUnpickler(f, encoding="bytes").load()
+            d = _NumpyOnlyUnpickler(f, limit=os.fstat(f.fileno()).st_size, encoding="bytes").load()
         names = d.get(key.encode(), d.get(key)) if isinstance(d, dict) else None
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
     except Exception:  # names are a nicety: a damaged meta file falls back to indices

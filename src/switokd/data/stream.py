@@ -83,9 +83,10 @@ class ImageFiles(Dataset):
     """Decodes one file into a uint8 C x S x S tensor, augmented for training. Items are (epoch, index) pairs."""
 
     def __init__(self, files: Sequence[Path], labels: Tensor, size: int, mode: str, train: bool, seed: int,
-                 padding: int) -> None:
+                 padding: int, in_chans: int | None = None) -> None:
         self.files, self.labels = list(files), labels
         self.size, self.mode, self.train, self.seed, self.padding = size, mode, train, seed, padding
+        self.in_chans = in_chans if in_chans is not None else (1 if mode == "L" else 3)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -95,7 +96,13 @@ class ImageFiles(Dataset):
         src = self.files[i]
         if hasattr(src, "load"):  # an item of a user's Dataset: its own transforms are the augmentation
             seed = (self.seed * 1_000_003 + epoch) * 10_000_019 + i if self.train else None
-            return src.load(seed), int(self.labels[i])
+            image = src.load(seed)
+            want = (self.in_chans, self.size, self.size)
+            if tuple(image.shape) != want:  # else torch's "stack expects each tensor to be equal size", unnamed
+                raise DatasetError(f"{src}: the image is {' x '.join(map(str, image.shape))} (C x H x W), but the "
+                                   f"dataset's first image is {' x '.join(map(str, want))}; every image must have "
+                                   "the same size (resize or crop them in the dataset's transform)")
+            return image, int(self.labels[i])
         # A damaged or hostile file is a DatasetError naming it (readers.decode_image), whatever the decoder
         # raised; the run stops with that line and its last checkpoint intact (README, "Your own images").
         arr = decode_image(self.files[i], self.mode, lambda im: self._transform(im, _rng(self.seed, epoch, i)))
@@ -140,7 +147,7 @@ class StreamingLoader:
                  device: torch.device | str = "cpu", channels_last: bool = False, rank: int = 0, world_size: int = 1,
                  workers: int = 4, stream=None) -> None:
         self.dataset = ImageFiles(files, labels, image_size, "L" if in_chans == 1 else "RGB", train, seed,
-                                  crop_padding if train else 0)
+                                  crop_padding if train else 0, in_chans)
         self.labels = labels
         self.train, self.seed, self.epoch = train, seed, 0
         self.device = torch.device(device)

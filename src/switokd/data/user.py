@@ -66,6 +66,10 @@ def to_image(image: Any, name: str, index: int) -> Tensor:
         if not image.is_floating_point():
             raise DatasetError(f"{name}[{index}]: the image tensor is {image.dtype}; expected uint8 (0-255) or "
                                "float in [0, 1]")
+        if not bool(torch.isfinite(image).all()):
+            bad = (~torch.isfinite(image)).nonzero()[0].tolist()
+            raise DatasetError(f"{name}[{index}]: the image has a non-finite value ({image[tuple(bad)].item()} at "
+                               f"{tuple(bad)}); expected finite values in [0, 1]")
         lo, hi = float(image.min()), float(image.max())
         if lo < 0.0 or hi > 1.0:
             raise DatasetError(f"{name}[{index}]: a float image must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}] "
@@ -84,6 +88,22 @@ def to_image(image: Any, name: str, index: int) -> Tensor:
                        "(uint8, or float in [0, 1]) or a PIL image")
 
 
+def _label(value: Any, name: str, index: int) -> int:
+    """One label as a class index; anything but an integer (a string, a float like 2.5, a bool) is a
+    ``DatasetError`` naming the dataset and index."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise DatasetError(f"{name}[{index}]: the label is a tensor of shape {tuple(value.shape)}; expected a class "
+                               "index (an integer)")
+        value = value.item()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not value.is_integer()):
+        raise DatasetError(f"{name}[{index}]: the label is {value!r} ({type(value).__name__}); expected a class index "
+                           "(an integer from 0); map class names to indices in the dataset, or give class_names")
+    return int(value)
+
+
 def _labels(dataset: Any, name: str) -> Tensor:
     if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
         raise DatasetError(f"{name}: expected a map-style torch Dataset (with __getitem__ and __len__) yielding "
@@ -93,14 +113,15 @@ def _labels(dataset: Any, name: str) -> Tensor:
         raise DatasetError(f"{name}: the dataset is empty")
     targets = getattr(dataset, "targets", None)
     if targets is not None and len(targets) == n:
-        y = torch.as_tensor(list(targets) if not isinstance(targets, Tensor) else targets)
+        values = list(targets) if not isinstance(targets, Tensor) else targets.tolist()
+        y = torch.tensor([_label(v, f"{name}.targets", i) for i, v in enumerate(values)])
     else:
         labels = []
         for i in range(n):
             item = dataset[i]
             if not isinstance(item, (tuple, list)) or len(item) < 2:
                 raise DatasetError(f"{name}[{i}]: expected an (image, label) pair, got {type(item).__name__}")
-            labels.append(int(item[1]))
+            labels.append(_label(item[1], name, i))
         y = torch.tensor(labels)
     if y.dim() != 1 or y.is_floating_point():
         raise DatasetError(f"{name}: labels must be class indices (integers), got {y.dtype} of shape {tuple(y.shape)}")
@@ -149,8 +170,15 @@ def DatasetSplits(train: Any, test: Any, *, name: str, num_classes: int | None =
         step = max(1, len(train_y) // STATS_SAMPLE)
         # Seeded reads: a random transform draws the same sample every time, so the statistics (and a resumed
         # run's normalisation) are the same to the last bit.
-        sample = torch.stack([Item(train, i, name).load(seed=i).float() / 255.0
-                              for i in range(0, len(train_y), step)][:STATS_SAMPLE])
+        images = []
+        for i in list(range(0, len(train_y), step))[:STATS_SAMPLE]:
+            image = Item(train, i, f"{name} (train)").load(seed=i)
+            if image.shape != first.shape:  # else torch's "stack expects each tensor to be equal size", unnamed
+                raise DatasetError(f"{name} (train)[{i}]: the image is {' x '.join(map(str, image.shape))} (C x H x W), "
+                                   f"but {name} (train)[0] is {' x '.join(map(str, first.shape))}; every image must "
+                                   "have the same size (resize or crop them in the dataset's transform)")
+            images.append(image.float() / 255.0)
+        sample = torch.stack(images)
         mean = sample.mean(dim=(0, 2, 3)).tolist() if mean is None else mean
         std = sample.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist() if std is None else std
     if len(mean) != c or len(std) != c:

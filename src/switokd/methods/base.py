@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 import inspect
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
+import torch
 from torch import Tensor
 
 from ..core.losses import cross_entropy
@@ -108,6 +109,9 @@ def flatten_batch(logits: Mapping[str, Tensor], targets: Tensor, names: Sequence
     if first.dim() < 2 or tuple(targets.shape) != tuple(first.shape[:-1]):
         raise ValueError(f"method {method!r}: logits of shape {tuple(first.shape)} need labels of shape "
                          f"{tuple(first.shape[:-1])}, got {tuple(targets.shape)} (logits are [N, C] or [B, T, C])")
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise ValueError(f"method {method!r}: labels must be class indices, an integer tensor, got {targets.dtype} "
+                         "(for float labels in a loader, .long() them; soft targets are not labels)")
     c = first.shape[-1]
     if ignore_index is None:  # labels known to be valid (the trainer's): no mask, no host synchronisation
         if first.dim() == 2:
