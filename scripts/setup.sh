@@ -4,7 +4,7 @@
 #  - a virtual environment in .venv with PyTorch 2.13.0 (CPU) and switokd installed editable, with its
 #    extras for the tests, export, reports and TensorBoard (pytest, hypothesis, onnx, onnxruntime, onnxscript,
 #    safetensors, matplotlib, tensorboard, mlflow-skinny, mkdocs,
-#    lightning, transformers; never torchvision: PyPI's for torch 2.13 is a CUDA build that breaks imports).
+#    lightning, transformers, optuna, optuna-dashboard, psycopg; never torchvision: PyPI's for torch 2.13 is a CUDA build that breaks imports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,9 +24,9 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import torch, switokd, pytest, hypothesis, PIL, yaml, tqdm, onnx, onnxruntime, onnxscript, safetensors, matplotlib, tensorboard, mlflow, mkdocs, lightning, transformers" 2>/dev/null; then
-  echo "setup: installing torch==2.13.0 and switokd[test,export,report,tensorboard,mlflow,docs,integrations] into .venv"
+if ! .venv/bin/python -c "import torch, switokd, pytest, hypothesis, PIL, yaml, tqdm, onnx, onnxruntime, onnxscript, safetensors, matplotlib, tensorboard, mlflow, mkdocs, lightning, transformers, optuna, optuna_dashboard, psycopg" 2>/dev/null; then
+  echo "setup: installing torch==2.13.0 and switokd[test,export,report,tensorboard,mlflow,docs,integrations,race] into .venv"
   # torch first, pinned: a bare 'torch' requirement could pull a CUDA build of several GB.
   .venv/bin/python -m pip install -q torch==2.13.0
-  .venv/bin/python -m pip install -q -e ".[test,export,report,tensorboard,mlflow,docs,integrations]"
+  .venv/bin/python -m pip install -q -e ".[test,export,report,tensorboard,mlflow,docs,integrations,race]"
 fi

@@ -97,10 +97,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     command = "switokd sweep " + " ".join(args.argv)
     reports = sweep(args.config, args.methods, args.seeds, args.out, args.overrides, command=command,
-                    report=not args.no_report, log=lambda m: print(m, file=sys.stderr, flush=True))
+                    report=not args.no_report, log=lambda m: print(m, file=sys.stderr, flush=True),
+                    workers=args.workers, storage=args.storage)
     print(f"{len(reports)} runs; results in {Path(args.out) / 'results.md'}")
     print((Path(args.out) / "results.md").read_text())
     return 0
+
+
+def cmd_race(args: argparse.Namespace) -> int:
+    from .race import race
+
+    command = "switokd race " + " ".join(args.argv)
+    result = race(args.config, args.methods, args.seeds, args.out, args.overrides, eta=args.eta, rungs=args.rungs,
+                  min_epochs=args.min_epochs, workers=args.workers, storage=args.storage, study=args.study,
+                  search=args.search, sampler=args.sampler, sampler_seed=args.sampler_seed, lease_s=args.lease,
+                  command=command, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(result.path.read_text())
+    storage = args.storage or str(Path(args.out) / "study.journal")
+    print(f"results in {result.path}; the study: optuna-dashboard {storage}")
+    return 0 if result.data["done"] else 1
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -256,8 +271,44 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     sw.add_argument("--out", default="runs/sweep", help="directory for the runs and the results (default runs/sweep)")
     sw.add_argument("--no-report", action="store_true", help="skip the HTML/PNG report")
+    sw.add_argument("--workers", type=int, default=1, help="runs at once on this machine (default 1)")
+    sw.add_argument("--storage", help="an Optuna storage the workers share (default with --workers: OUT/study.journal)")
     sw.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
     sw.set_defaults(fn=cmd_sweep)
+
+    ra = sub.add_parser("race", help="find the best method for your data within a budget: successive halving on "
+                                     "validation, on Optuna",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Every (method, seed) is a trial of one Optuna study. All train to the first rung; "
+                                    "the methods are ranked by their seeds' mean validation accuracy; the top 1/eta "
+                                    "continue from their checkpoints to the next rung, the rest stop; and so on to "
+                                    "train.epochs. Writes OUT/race.md and OUT/race.json (decisions, the finishers "
+                                    "ranked on test and paired by seed against DML and KD, the stopped trials' curves, "
+                                    "the compute of each trial) and OUT/winner.pt. Resumable: run the same command "
+                                    "again. Needs data.val_split.",
+                        epilog="examples:\n  switokd race --config configs/fashion_mnist.yaml --methods vanilla dml "
+                               "switokd kd dist --seeds 0 1 --out runs/race --workers 2 data.val_split=0.1\n"
+                               "  switokd race ... --storage postgresql://user@host/db   (workers on several "
+                               "machines: the same command on each)\n  optuna-dashboard runs/race/study.journal")
+    ra.add_argument("--config", required=True, help="YAML config file")
+    ra.add_argument("--methods", nargs="+", required=True, help="as switokd sweep --methods")
+    ra.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    ra.add_argument("--out", default="runs/race", help="directory for the runs, the study and the results")
+    ra.add_argument("--workers", type=int, default=1, help="trials at once on this machine (processes; default 1)")
+    ra.add_argument("--storage", help="any Optuna storage URL (postgresql://..., mysql://...) or a journal file "
+                                      "(default OUT/study.journal)")
+    ra.add_argument("--study", help="the study's name (default: race)")
+    ra.add_argument("--eta", type=float, default=3.0, help="each rung keeps the top 1/eta of the methods (default 3)")
+    ra.add_argument("--rungs", type=int, nargs="+", help="the rung epochs (default: train.epochs/eta^k)")
+    ra.add_argument("--min-epochs", type=int, help="the first rung's epoch (default train.epochs/eta^2)")
+    ra.add_argument("--search", type=int, default=0, help="sample N hyperparameter sets per method (tau, the "
+                                                           "distillation weight, lr), each an arm (default 0: recipes)")
+    ra.add_argument("--sampler", choices=["random", "qmc"], default="random", help="the Optuna sampler of --search")
+    ra.add_argument("--sampler-seed", type=int, default=0)
+    ra.add_argument("--lease", type=float, default=120.0,
+                    help="seconds without a heartbeat after which a worker is taken for gone (default 120)")
+    ra.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
+    ra.set_defaults(fn=cmd_race)
 
     rp = sub.add_parser("report", help="figures and an HTML page from one or more run directories",
                         description="Draw test accuracy per epoch (runs overlaid), G and delta over the steps with "

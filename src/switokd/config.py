@@ -103,6 +103,7 @@ class TrainConfig:
     progress: bool = True  # the run header, progress lines (a bar on a terminal) and epoch lines
     progress_interval_s: float = 30.0  # without a terminal: seconds between progress lines
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
+    eval_epochs: list[int] = field(default_factory=list)  # also evaluate after these epochs (the race's rungs)
     checkpoint_every_s: float = 300.0  # also write last.pt inside an epoch this often (0: at epoch ends only)
     checkpoint_every: int = 0  # also write last.pt every N steps (0: off)
     sync_bn: bool = False  # every network's BatchNorm as SyncBatchNorm under several CUDA processes
@@ -374,6 +375,8 @@ def validate(cfg: Config) -> None:
     for k, v in positive.items():
         if v < 1:
             raise ConfigError(f"config key {k!r}: must be >= 1, got {v}")
+    if any(e < 1 for e in cfg.train.eval_epochs):
+        raise ConfigError(f"config key 'train.eval_epochs': epochs are counted from 1, got {cfg.train.eval_epochs}")
     for k in ("checkpoint_every_s", "checkpoint_every", "progress_interval_s", "threads"):
         if getattr(cfg.train, k) < 0:
             raise ConfigError(f"config key 'train.{k}': must be >= 0, got {getattr(cfg.train, k)}")

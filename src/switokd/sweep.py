@@ -23,102 +23,7 @@ from .runs.stats import fmt, group_by, mean_std, verdict  # noqa: F401  (mean_st
 from .errors import ReportError
 from .runs import files as F
 
-TEACHER_RUN = "teacher-alone"
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One run of the grid: its directory name, method and seed, and the overrides that make it."""
-
-    name: str
-    method: str
-    seed: int
-    overrides: tuple[str, ...]
-
-
-def parse_method(entry: str) -> tuple[str, str, tuple[str, ...]]:
-    """One ``--methods`` entry: ``BASE[+MOD...][@key=value,...]`` to (label, base, overrides).
-
-    BASE is a method (``dml``, or ``package.module:factory``); each MOD is a distillation loss (``+dkd``,
-    ``+dist``) or ``+ls`` (logit standardization); ``@key=value`` pairs set ``method.*`` keys (``@tau=2,
-    kl_weight=9``). The label, the part before ``@``, names the runs (``dml+dkd-seed0``) and the column.
-
-    Example:
-        >>> parse_method("kd+ls@tau=2,ce_weight=0.1")
-        ('kd+ls', 'kd', ('method.name=kd', 'method.logit_std=true', 'method.tau=2', 'method.ce_weight=0.1', 'method.label=kd+ls'))
-    """
-    from .methods import LOSSES
-
-    label, _, extra = entry.partition("@")
-    base, *mods = label.split("+")
-    if not base:
-        raise C.ConfigError(f"sweep: method entry {entry!r} has no method name before '+'")
-    over = [f"method.name={base}"]
-    for mod in mods:
-        if mod == "ls":
-            over.append("method.logit_std=true")
-        elif mod in LOSSES:
-            over.append(f"method.loss={mod}")
-        else:
-            raise C.ConfigError(f"sweep: method entry {entry!r}: {mod!r} is neither a distillation loss "
-                                f"({', '.join(LOSSES.names())}) nor 'ls'")
-    for kv in filter(None, extra.split(",")):
-        if "=" not in kv:
-            raise C.ConfigError(f"sweep: method entry {entry!r}: {kv!r} is not of the form key=value")
-        over.append(f"method.{kv.strip()}")
-    if label != base:
-        over.append(f"method.label={label}")
-    return label, base, tuple(over)
-
-
-def plan(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[int], overrides: Sequence[str],
-         out: Path) -> list[RunSpec]:
-    """The runs of the grid in the order they can run: each seed's teacher before its offline runs
-    (``kd``, ``dkd``, ``dist`` and their variants: frozen teachers trained alone)."""
-    from .methods import resolve_method
-
-    base = C.load_config(cfg_path, list(overrides))
-    teachers = [n.name for n in base.networks if n.role == "teacher"]
-    parsed = [parse_method(m) for m in methods]
-    offline = {}
-    for label, name, over in parsed:
-        try:
-            factory = resolve_method(name)
-        except KeyError as e:
-            raise C.ConfigError(f"sweep: {e.args[0]}") from None
-        offline[label] = bool(getattr(factory, "offline", False))
-        C.load_config(cfg_path, [*overrides, *over])  # a bad variant fails before any run starts
-    if any(offline.values()) and not teachers:
-        raise C.ConfigError(f"sweep: offline method(s) {[m for m in offline if offline[m]]} need a network with "
-                            "role teacher in the config")
-    labels = [p[0] for p in parsed]
-    if len(set(labels)) != len(labels) or len(set(seeds)) != len(seeds):
-        raise C.ConfigError("sweep: --methods and --seeds must not repeat")
-    specs: list[RunSpec] = []
-    for seed in seeds:
-        common = (*overrides, f"train.seed={seed}", f"train.out_dir={out}")
-        trained = False
-        for label, name, over in sorted(parsed, key=lambda p: offline[p[0]]):  # offline last: they need the teacher
-            extra: tuple[str, ...] = ()
-            if offline[label]:
-                if "vanilla" in labels:
-                    source = out / f"vanilla-seed{seed}" / F.LAST
-                else:
-                    source = out / f"{TEACHER_RUN}-seed{seed}" / F.LAST
-                    if not trained:
-                        only = "[" + ", ".join(_net_yaml(base, t) for t in teachers) + "]"
-                        specs.append(RunSpec(f"{TEACHER_RUN}-seed{seed}", "vanilla", seed,
-                                             (*common, f"networks={only}", "method.name=vanilla",
-                                              f"train.run_name={TEACHER_RUN}-seed{seed}")))
-                        trained = True
-                extra = tuple(f"networks.{t}.checkpoint={source}" for t in teachers)
-            run = f"{label}-seed{seed}"
-            specs.append(RunSpec(run, label, seed, (*common, *over, f"train.run_name={run}", *extra)))
-    return specs
-
-
-def _net_yaml(cfg: C.Config, name: str) -> str:
-    return json.dumps(C.to_dict(cfg)["networks"][[n.name for n in cfg.networks].index(name)])
+from .race.plan import TEACHER_RUN, RunSpec, parse_method, plan  # noqa: F401  (re-exported)
 
 
 def run_state(run_dir: Path, epochs: int) -> str:
@@ -131,29 +36,6 @@ def run_state(run_dir: Path, epochs: int) -> str:
         except (OSError, ValueError):
             pass
     return "partial" if (run_dir / F.LAST).is_file() else "new"
-
-
-def run_one(cfg_path: str | Path | None, spec: RunSpec, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    """Run, continue or skip one run of the grid; returns its report."""
-    from .train.checkpoint import load_training_checkpoint
-    from .train.trainer import Trainer
-
-    cfg = C.load_config(cfg_path, list(spec.overrides))
-    run_dir = out / spec.name
-    state = run_state(run_dir, cfg.train.epochs)
-    if state == "done":
-        log(f"sweep: {spec.name}: finished earlier, skipped")
-        return json.loads((run_dir / F.REPORT).read_text())
-    if state == "partial":
-        saved = load_training_checkpoint(run_dir / F.LAST)["config"]
-        if C.from_dict(saved) != cfg:
-            raise C.ConfigError(f"sweep: {run_dir} holds a run with another config; move it away or use another --out")
-        log(f"sweep: {spec.name}: continuing from its checkpoint")
-        trainer = Trainer.from_checkpoint(run_dir / F.LAST)
-    else:
-        log(f"sweep: {spec.name}: starting")
-        trainer = Trainer(cfg)
-    return trainer.fit()
 
 
 def group_by_method(reports: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -268,30 +150,47 @@ def log_tables(out: Path, reports: Sequence[dict[str, Any]]) -> list[str]:
 
 def sweep(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[int], out: str | Path,
           overrides: Sequence[str] = (), *, command: str = "", report: bool = True,
-          log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Run (or continue) the grid and write its results; returns the reports of the grid's runs."""
+          log: Callable[[str], None] = print, workers: int = 1, storage: str | None = None) -> list[dict[str, Any]]:
+    """Run (or continue) the grid and write its results; returns the reports of the grid's runs.
+
+    The race's engine with one rung, the last epoch: every run trains to the end (``switokd.race``). With
+    ``workers`` > 1 the runs share a study in ``storage`` (default: a journal file in ``out``) and run that many
+    at a time.
+    """
+    from .race import race
+
     out = Path(out)
-    specs = plan(cfg_path, methods, seeds, overrides, out)
+    specs = [s for s in plan(cfg_path, methods, seeds, overrides, out) if not s.name.startswith(TEACHER_RUN)]
     header = [f"# Sweep: {Path(cfg_path).name if cfg_path else 'defaults'}, methods {', '.join(methods)}, "
               f"seeds {', '.join(map(str, seeds))}", ""]
     if command:
         header.append(f"- command: `{command}`")
     from .train.runinfo import machine_summary
-    threads = C.load_config(cfg_path, list(overrides)).train.threads or None  # the runs', not this process's
-    val = C.load_config(cfg_path, list(overrides)).data.val_split > 0
+    base = C.load_config(cfg_path, list(overrides))
+    threads = base.train.threads or None  # the runs', not this process's
+    val = base.data.val_split > 0
     header += [f"- machine: {machine_summary(threads=threads)}", f"- date: {time.strftime('%Y-%m-%d')}",
                "- accuracy: top-1 % on the test split; mean ± sample std over seeds. "
                + ("The best epoch is chosen on the validation split (data.val_split), and its test accuracy is "
                   "reported." if val else "The best epoch is chosen on the test split (no data.val_split), so it is "
                   "optimistic; the last epoch is the honest figure."),
                "- expert share: steps with the pair in expert mode; paused share: steps a teacher took no step"]
-    reports: list[dict[str, Any]] = []
-    for spec in specs:
-        r = run_one(cfg_path, spec, out, log)
-        if spec.name.startswith(TEACHER_RUN):
-            continue
-        r = {**r, "seed": spec.seed, "run": spec.name}
-        reports.append(r)
+
+    def finished_reports() -> list[dict[str, Any]]:
+        reports = []
+        for spec in specs:  # in the plan's order
+            path = out / spec.name / F.REPORT
+            if run_state(out / spec.name, C.load_config(cfg_path, list(spec.overrides)).train.epochs) == "done":
+                reports.append({**json.loads(path.read_text()), "seed": spec.seed, "run": spec.name})
+        return reports
+
+    race(cfg_path, methods, seeds, out, overrides, prune=False, workers=workers, storage=storage, command=command,
+         log=log, on_trial_complete=lambda trial: write_results(out, finished_reports(), header))
+    reports = finished_reports()
+    missing = [s.name for s in specs if s.name not in {r["run"] for r in reports}]
+    if missing:
+        log(f"sweep: {len(missing)} run(s) did not finish (diverged): {', '.join(missing)}")
+    if reports:
         write_results(out, reports, header)
     if report and reports:
         try:

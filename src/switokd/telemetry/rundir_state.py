@@ -24,13 +24,14 @@ def write_run_state(run_dir: Path, state: str, **info: Any) -> None:
 
 
 @contextlib.contextmanager
-def recording_state(close: Callable[[str, str], None]) -> Iterator[None]:
-    """Run the body, then ``close(state, reason)``: finished, or what the exception that ended it says (its
-    ``run_state`` attribute, e.g. diverged; stopped otherwise) with its message."""
+def recording_state(close: Callable[[str, str], None], done: str = "finished") -> Iterator[None]:
+    """Run the body, then ``close(state, reason)``: ``done`` ("finished", or "paused" for a run stopped at an
+    epoch it was asked to stop at), or what the exception that ended it says (its ``run_state`` attribute, e.g.
+    diverged; stopped otherwise) with its message."""
     state, reason = "stopped", "an error"
     try:
         yield
-        state, reason = "finished", ""
+        state, reason = done, ""
     except BaseException as e:
         state, reason = getattr(e, "run_state", "stopped"), str(e) or type(e).__name__
         raise

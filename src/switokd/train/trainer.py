@@ -33,7 +33,7 @@ from ..telemetry import RunMeters, check_loggers, epoch_line, nest, recording_st
 
 # Keys a resumed run may change; anything else would make it a different run.
 RESUMABLE_OVERRIDES = ("train.epochs", "train.progress", "train.progress_interval_s", "train.log_interval",
-                       "train.device", "train.threads", "train.eval_every", "train.checkpoint_every_s",
+                       "train.device", "train.threads", "train.eval_every", "train.eval_epochs", "train.checkpoint_every_s",
                        "train.checkpoint_every", "train.tensorboard", "train.loggers", "data.dir")
 
 
@@ -195,7 +195,7 @@ class Trainer:
         self._tick()
         means, counts = self.meters.read_epoch(self.dist.mean)
         check_finite_losses(means, self.step)
-        summary = {"steps": counts.get("steps", 0), "train_time_s": self.epoch_time,
+        summary = {"steps": counts.get("steps", 0), "images": self.epoch_images, "train_time_s": self.epoch_time,
                    "images_per_s": self.epoch_images / max(self.epoch_time, 1e-9),
                    "train": nest(means), "switch": shares(counts)}
         self.batch, self.epoch_time, self.epoch_images = 0, 0.0, 0
@@ -248,22 +248,36 @@ class Trainer:
         results = {n: {"acc": 100.0 * correct[i] / total, "loss": losses[i] / total} for i, n in enumerate(names)}
         return Evaluation(results, {n: per_class[i] for i, n in enumerate(names)}, sums[-classes:])
 
-    def fit(self) -> dict[str, Any]:
+    def evaluates_at(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` (1-based) ends with an evaluation: every ``train.eval_every``, the epochs in
+        ``train.eval_epochs`` and the last."""
+        t = self.cfg.train
+        return epoch % t.eval_every == 0 or epoch == t.epochs or epoch in t.eval_epochs
+
+    def fit(self, stop_after: int | None = None) -> dict[str, Any]:
         """Train to ``train.epochs``, evaluating, logging and checkpointing; write report.json.
+
+        Args:
+            stop_after: stop at the end of this epoch instead (a pause: last.pt holds the state, the status is
+                "paused", no report.json is written, and ``Trainer.from_checkpoint(run).fit()`` continues exactly
+                as if the run had never stopped). The race pauses trials at its rungs this way.
 
         SIGTERM/SIGINT finish the current step, write a checkpoint and raise ``Interrupted``.
         """
+        total = self.cfg.train.epochs
+        until = total if stop_after is None else min(int(stop_after), total)
         self.rundir.open(self.cfg, self.loggers, (self.log_offsets or {}) if self.step else None, self._run_facts())
-        if self.cfg.train.progress and self.dist.is_main:
+        if self.cfg.train.progress and self.dist.is_main and self.epoch < until:
             logger.info("\n".join(run_header(self)))
-        with recording_state(self._close_run), StopSignals() as self.stop.signals:
-            while self.epoch < self.cfg.train.epochs:
+        with recording_state(self._close_run, "finished" if until == total else "paused"), \
+                StopSignals() as self.stop.signals:
+            while self.epoch < until:
                 t0 = time.perf_counter()
                 summary = {"epoch": self.epoch + 1, **self.train_epoch(), "lr_end": self._lrs()}
                 self.epoch += 1
                 self._sync_ranks()
                 evaluation = chosen_on = None
-                if self.epoch % self.cfg.train.eval_every == 0 or self.epoch == self.cfg.train.epochs:
+                if self.evaluates_at(self.epoch):
                     t_eval = time.perf_counter()
                     if self.val_loader is not None:  # model selection reads validation; test is for reporting
                         summary["val"] = self.evaluate_split("val").results
@@ -283,7 +297,8 @@ class Trainer:
                 self.stop.agree()
                 self.stop.raise_if_stopped(self.epoch, self.step, self.run_dir if self.writable else None)
         report = self.report()
-        self.rundir.write_report(report)
+        if self.epoch >= total:
+            self.rundir.write_report(report)
         return report
 
     def _update_best(self, chosen_on: dict[str, dict[str, float]], test: dict[str, dict[str, float]] | None = None) -> bool:

@@ -1,0 +1,462 @@
+"""The race's engine on Optuna's storage: one study, a trial per (arm, seed), workers that pull segments.
+
+**The study.** Every (arm, seed) is one trial of an Optuna study, with params ``arm`` and ``seed`` (and the
+sampled hyperparameters, with ``--search``). Each trial reports the students' mean validation accuracy at every
+evaluated epoch as an intermediate value, ends COMPLETE (value: the same at the last epoch) or PRUNED (stopped at
+a rung), and carries its run directory, resolved config, curves and compute as user attributes: what
+``optuna.load_study`` and optuna-dashboard show.
+
+**The work.** A trial trains in *segments*, one per rung it reaches, each continuing from the trial's own
+checkpoint. Every segment is a *ticket*: a trial of a second study, ``NAME::work``, created up front in state
+WAITING. A worker takes a ticket by moving it to RUNNING, which every Optuna storage does atomically (the same
+step ``study.ask`` uses to hand out an enqueued trial), so two workers never run the same segment; which
+tickets may run is a pure function of the reports (``schedule``), so every worker agrees without a
+coordinator. While a worker holds a ticket, a thread writes a heartbeat into it. A ticket whose heartbeat is
+older than the lease, or whose process is gone (same host), is failed by whichever worker sees it first (again
+atomic: only one succeeds) and that worker enqueues its replacement, which continues from the trial's last
+checkpoint. So a killed worker loses at most the work since its run's last checkpoint, a finished trial is
+never run again, and running the same command again resumes the race.
+
+The storage is any Optuna storage: a journal file in the output directory by default (several processes on one
+machine share it through its file lock), or an RDB URL (``postgresql://...``, ``mysql://...``) that workers on
+several machines share. Workers on several machines need the output directory on a file system they all see:
+a paused trial may continue on another machine, from its checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .. import config as C
+from ..errors import ConfigError, SwitokdError
+from ..runs import files as F
+from .schedule import TrialView, rung_epochs, schedule
+
+FORMAT = 1
+ATTR = "switokd_race"  # the study's user attribute holding the race's definition
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:  # pragma: no cover - a dependency
+        raise SwitokdError("the race needs Optuna: pip install optuna") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def open_storage(storage: str | Path):
+    """An Optuna storage from a URL or a path: ``postgresql://...``, ``mysql://...`` or ``sqlite:///...`` (an RDB
+    storage), or a file path (a journal file, which several processes on one machine can share)."""
+    optuna = _optuna()
+    text = str(storage)
+    if "://" in text:
+        try:
+            return optuna.storages.RDBStorage(text)
+        except Exception as e:  # a bad URL, a server that does not answer, a driver not installed
+            raise ConfigError(f"race: --storage {text!r} cannot be opened ({type(e).__name__}: {e})") from None
+    from optuna.storages.journal import JournalFileBackend
+    Path(text).parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(JournalFileBackend(text))
+
+
+@dataclass
+class Segment:
+    """One claimed ticket: train ``trial`` to ``stop``."""
+
+    ticket_id: int
+    ticket_number: int
+    trial_id: int
+    trial_number: int
+    stop: int
+
+
+@dataclass
+class RaceDefinition:
+    """What a race is, stored in its study so that every worker (and a later run of the command) agrees on it."""
+
+    name: str
+    out: str
+    epochs: int
+    rungs: list[int]
+    eta: float
+    protected: list[str]
+    arms: list[str]
+    seeds: list[int]
+    command: str = ""
+    search: dict[str, Any] = field(default_factory=dict)
+    format: int = FORMAT
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RaceDefinition":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class TrialSpec:
+    """A trial to create: its arm and seed, its run directory's name, its resolved config and its segments."""
+
+    arm: str
+    seed: int
+    run: str
+    config: dict[str, Any]
+    kind: str = "arm"  # arm | teacher
+    stops: list[int] = field(default_factory=list)
+    needs: str | None = None  # the run (directory name) that must finish first
+    params: dict[str, Any] = field(default_factory=dict)  # sampled hyperparameters
+
+
+class Study:
+    """The race's two studies on one storage, and the few operations the workers need on them."""
+
+    def __init__(self, storage: Any, name: str) -> None:
+        self.optuna = _optuna()
+        self.storage = storage
+        self.name = name
+        self.main = self.optuna.load_study(study_name=name, storage=storage)
+        self.work = self.optuna.load_study(study_name=name + "::work", storage=storage)
+
+    # ----------------------------------------------------------------- creation
+
+    @classmethod
+    def create_or_join(cls, storage: Any, definition: RaceDefinition, make_trials: Callable[[], list[TrialSpec]],
+                       log: Callable[[str], None], wait_s: float = 120.0) -> "Study":
+        """Create the race's studies and trials (the first process to get here), or join them (the others): a
+        race joined with another definition is refused, naming what differs."""
+        optuna = _optuna()
+        name = definition.name
+        try:
+            main = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=False)
+        except optuna.exceptions.DuplicatedStudyError:
+            return cls._join(storage, definition, log, wait_s)
+        work = optuna.create_study(study_name=name + "::work", storage=storage, load_if_exists=True)
+        trials = make_trials()
+        numbers = {}
+        for spec in trials:
+            params = {"arm": spec.arm, "seed": spec.seed, **spec.params}
+            main.enqueue_trial(params)
+            t = main.ask()
+            t.suggest_categorical("arm", list(dict.fromkeys(s.arm for s in trials)))
+            t.suggest_categorical("seed", sorted({s.seed for s in trials}))
+            for k, v in spec.params.items():
+                t.suggest_float(k, v, v) if isinstance(v, float) else t.suggest_categorical(k, [v])
+            for key, value in (("kind", spec.kind), ("run", spec.run), ("stops", spec.stops),
+                               ("needs", spec.needs), ("config", spec.config)):
+                t.set_user_attr(key, value)
+            numbers[spec.run] = t.number
+            for stop in spec.stops:
+                work.enqueue_trial({}, user_attrs={"trial": t.number, "stop": stop})
+        main.set_user_attr(ATTR, definition.as_dict())  # last: joiners wait for it
+        log(f"race: created study {name!r} with {len(trials)} trials, rungs at epochs {definition.rungs}")
+        return cls(storage, name)
+
+    @classmethod
+    def _join(cls, storage: Any, definition: RaceDefinition, log: Callable[[str], None], wait_s: float) -> "Study":
+        optuna = _optuna()
+        deadline = time.monotonic() + wait_s
+        while True:
+            main = optuna.load_study(study_name=definition.name, storage=storage)
+            stored = main.user_attrs.get(ATTR)
+            if stored is not None:
+                break
+            if time.monotonic() > deadline:
+                raise ConfigError(f"race: the study {definition.name!r} exists but its set-up never finished (the "
+                                  "process creating it died?); remove it (the journal file in --out, or the study "
+                                  "in --storage) and run again")
+            time.sleep(0.5)
+        mine = definition.as_dict()
+        differ = [k for k in ("arms", "seeds", "epochs", "rungs", "eta", "search", "out")
+                  if json.dumps(stored.get(k), sort_keys=True) != json.dumps(mine.get(k), sort_keys=True)]
+        if differ:
+            k = differ[0]
+            raise ConfigError(f"race: the study {definition.name!r} in this storage is another race ({k}: "
+                              f"{stored.get(k)!r} there, {mine.get(k)!r} here); use another --out, --storage or "
+                              "--study, or the same command")
+        log(f"race: joined study {definition.name!r}")
+        return cls(storage, definition.name)
+
+    def definition(self) -> RaceDefinition:
+        return RaceDefinition.from_dict(self.main.user_attrs[ATTR])
+
+    # ----------------------------------------------------------------- reading
+
+    def trials(self) -> list[Any]:
+        return self.main.get_trials(deepcopy=False)
+
+    def tickets(self) -> list[Any]:
+        return self.work.get_trials(deepcopy=False)
+
+    def views(self, trials: Sequence[Any]) -> list[TrialView]:
+        TS = self.optuna.trial.TrialState
+        runs = {t.user_attrs.get("run"): t.number for t in trials}
+        views = []
+        for t in trials:
+            failed = t.state == TS.FAIL
+            reported = {int(k): float(v) for k, v in t.intermediate_values.items()}
+            if failed:  # a failed run (diverged, bad data) ranks last at every later rung
+                for stop in t.user_attrs.get("stops", []):
+                    reported.setdefault(int(stop), 0.0)
+            views.append(TrialView(t.number, t.params.get("arm", "?"), t.params.get("seed", 0),
+                                   t.user_attrs.get("kind", "arm"), list(t.user_attrs.get("stops", [])), reported,
+                                   t.state.is_finished(), runs.get(t.user_attrs.get("needs"))))
+        return views
+
+    # ----------------------------------------------------------------- state changes (atomic in every storage)
+
+    def finish(self, trial_id: int, state: Any, values: Sequence[float] | None = None) -> bool:
+        """Move a trial (or ticket) to a finished state; False if another process finished it first."""
+        try:
+            return bool(self.storage.set_trial_state_values(trial_id, state, values))
+        except self.optuna.exceptions.UpdateFinishedTrialError:
+            return False
+
+    def claim(self, ticket_id: int) -> bool:
+        """Take a WAITING ticket; False if another worker took it first."""
+        TS = self.optuna.trial.TrialState
+        try:
+            return bool(self.storage.set_trial_state_values(ticket_id, TS.RUNNING))
+        except self.optuna.exceptions.UpdateFinishedTrialError:
+            return False
+
+    def beat(self, ticket_id: int) -> None:
+        self.storage.set_trial_user_attr(ticket_id, "lease", {"host": socket.gethostname(), "pid": os.getpid(),
+                                                              "beat": time.time()})
+
+    def replace(self, ticket: Any, why: str) -> None:
+        """Enqueue a new ticket for a failed one's segment (the caller failed it: only one process does)."""
+        self.work.enqueue_trial({}, user_attrs={"trial": ticket.user_attrs["trial"], "stop": ticket.user_attrs["stop"],
+                                                "replaces": ticket.number, "why": why})
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale(ticket: Any, lease_s: float, now: float | None = None) -> str:
+    """Why a RUNNING ticket's worker is taken for gone ("" if it is not): no heartbeat for ``lease_s`` seconds, or
+    its process no longer exists on this host."""
+    lease = ticket.user_attrs.get("lease")
+    now = time.time() if now is None else now
+    if lease is None:  # claimed, but never beat: its age counts from the claim
+        start = ticket.datetime_start.timestamp() if ticket.datetime_start else now
+        return f"no heartbeat in {now - start:.0f}s" if now - start > lease_s else ""
+    if lease.get("host") == socket.gethostname() and not _pid_alive(int(lease.get("pid", -1))):
+        return f"its worker (pid {lease.get('pid')}) is gone"
+    if now - float(lease.get("beat", now)) > lease_s:
+        return f"no heartbeat for {now - float(lease['beat']):.0f}s (lease {lease_s:g}s)"
+    return ""
+
+
+class Heartbeat:
+    """A thread that beats a claimed ticket every ``every`` seconds, and notices when the ticket was taken from
+    this worker (failed by another for a missed lease): ``lost`` is then set, and the segment stops at the next
+    epoch's end rather than writing the run directory beside its replacement."""
+
+    def __init__(self, study: Study, ticket_id: int, every: float) -> None:
+        self.study, self.ticket_id, self.every = study, ticket_id, every
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="switokd-race-heartbeat")
+
+    def __enter__(self) -> "Heartbeat":
+        self.study.beat(self.ticket_id)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        TS = self.study.optuna.trial.TrialState
+        while not self._stop.wait(self.every):
+            try:
+                if self.study.storage.get_trial(self.ticket_id).state != TS.RUNNING:
+                    self.lost.set()
+                    return
+                self.study.beat(self.ticket_id)
+            except Exception:  # a storage hiccup: the next beat tries again
+                pass
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def students_mean(split: dict[str, dict[str, float]], roles: dict[str, str]) -> float:
+    """The students' mean accuracy in an evaluation (every network's, if none is a student)."""
+    nets = [n for n in split if roles.get(n) == "student"] or list(split)
+    return sum(split[n]["acc"] for n in nets) / len(nets)
+
+
+def run_summary(run_dir: Path, roles: dict[str, str]) -> dict[str, Any]:
+    """What a trial's run directory says so far: its curves, the compute it spent, its last report."""
+    epochs = F.read_jsonl(run_dir / F.EPOCHS) if (run_dir / F.EPOCHS).is_file() else []
+    curve = [{"epoch": e["epoch"], **({"val": students_mean(e["val"], roles)} if "val" in e else {}),
+              **({"test": students_mean(e["test"], roles)} if "test" in e else {})}
+             for e in epochs if "val" in e or "test" in e]
+    images = sum(e.get("images", e.get("images_per_s", 0.0) * e.get("train_time_s", 0.0)) for e in epochs)
+    paused = {}
+    for e in epochs:
+        for net, share in e.get("switch", {}).get("paused_share", {}).items():
+            paused[net] = paused.get(net, 0.0) + share * e.get("steps", 0)
+    return {"epochs": len(epochs), "curve": curve, "images": round(images),
+            "train_time_s": sum(e.get("train_time_s", 0.0) for e in epochs),
+            "wall_time_s": sum(e.get("epoch_time_s", e.get("train_time_s", 0.0)) for e in epochs),
+            "teacher_steps_saved": {n: round(v) for n, v in paused.items()},
+            "steps": sum(e.get("steps", 0) for e in epochs)}
+
+
+def run_segment(cfg: C.Config, run_dir: Path, stop: int, log: Callable[[str], None],
+                lost: threading.Event | None = None) -> None:
+    """Train one run to epoch ``stop``: start it, continue it from its checkpoint, or nothing if it is there."""
+    from ..train.checkpoint import load_training_checkpoint
+    from ..train.hooks import Evaluation  # noqa: F401  (the hook protocol)
+    from ..train.trainer import Trainer
+
+    report = run_dir / F.REPORT
+    if report.is_file():
+        try:
+            if json.loads(report.read_text()).get("epochs") == cfg.train.epochs:
+                log(f"race: {run_dir.name}: finished earlier, skipped")
+                return
+        except (OSError, ValueError):
+            pass
+    if (run_dir / F.LAST).is_file():
+        saved = load_training_checkpoint(run_dir / F.LAST)
+        if C.from_dict(saved["config"]) != cfg:
+            raise ConfigError(f"race: {run_dir} holds a run with another config; move it away or use another --out")
+        if saved["epoch"] >= stop and not saved.get("loader", {}).get("batch"):
+            return
+        log(f"race: {run_dir.name}: continuing from its checkpoint (epoch {saved['epoch']}) to epoch {stop}")
+        trainer = Trainer.from_checkpoint(run_dir / F.LAST)
+    else:
+        log(f"race: {run_dir.name}: starting" + (f", to epoch {stop}" if stop < cfg.train.epochs else ""))
+        trainer = Trainer(cfg)
+    if lost is not None:
+        trainer.hooks.append(_StopIfLost(lost))
+    trainer.fit(stop_after=stop)
+
+
+class SegmentLost(SwitokdError):
+    """This worker's ticket was failed by another (missed heartbeats): it stops without writing again."""
+
+
+class _StopIfLost:
+    """Epoch-end hook: stop at once, before the epoch's checkpoint, when the worker lost its ticket (its
+    replacement owns the run directory now)."""
+
+    def __init__(self, lost: threading.Event) -> None:
+        self.lost = lost
+
+    def on_epoch_end(self, trainer, summary, evaluation):
+        if self.lost.is_set():
+            raise SegmentLost(f"epoch {trainer.epoch}: the race gave this segment to another worker")
+        return {}
+
+
+@dataclass
+class WorkerOptions:
+    lease_s: float = 120.0
+    poll_s: float = 2.0
+    on_trial_complete: Callable[[Any], None] | None = None  # called with the finished Optuna trial
+
+
+def work(study: Study, options: WorkerOptions, log: Callable[[str], None]) -> None:
+    """One worker's loop: decide what the reports allow, stop what a rung stopped, then claim and train one
+    segment at a time, until every trial is finished or stopped."""
+    TS = study.optuna.trial.TrialState
+    d = study.definition()
+    while True:
+        trials, tickets = study.trials(), study.tickets()
+        by_number = {t.number: t for t in trials}
+        # Tickets of workers that are gone: fail (one process wins) and enqueue the replacement.
+        for tk in tickets:
+            if tk.state == TS.RUNNING:
+                why = stale(tk, options.lease_s)
+                if why and study.finish(tk._trial_id, TS.FAIL):
+                    log(f"race: segment of trial {tk.user_attrs['trial']} to epoch {tk.user_attrs['stop']} taken "
+                        f"up again ({why})")
+                    study.replace(tk, why)
+        if any(tk.state == TS.RUNNING and stale(tk, options.lease_s) for tk in tickets):
+            time.sleep(min(options.poll_s, 0.5))
+            continue
+        sch = schedule(study.views(trials), d.rungs, d.eta, d.protected)
+        for number, epoch in sch.pruned.items():
+            if study.finish(by_number[number]._trial_id, TS.PRUNED):
+                log(f"race: {by_number[number].user_attrs['run']} stopped at epoch {epoch}")
+        for tk in tickets:  # the segments of stopped trials
+            if tk.state == TS.WAITING and tk.user_attrs["trial"] in sch.pruned:
+                study.finish(tk._trial_id, TS.PRUNED)
+        if sch.done:
+            return
+        candidates = sorted(((tk.user_attrs["stop"], tk.user_attrs["trial"], tk.number, tk) for tk in tickets
+                             if tk.state == TS.WAITING and sch.next_stop.get(tk.user_attrs["trial"]) == tk.user_attrs["stop"]),
+                            key=lambda c: c[:3])
+        segment = None
+        for stop, number, _, tk in candidates:
+            if study.claim(tk._trial_id):
+                segment = Segment(tk._trial_id, tk.number, by_number[number]._trial_id, number, stop)
+                break
+        if segment is None:
+            time.sleep(options.poll_s)  # the others' segments decide the next rung
+            continue
+        _run_claimed(study, segment, by_number[segment.trial_number], d, options, log)
+
+
+def _run_claimed(study: Study, seg: Segment, trial: Any, d: RaceDefinition, options: WorkerOptions,
+                 log: Callable[[str], None]) -> None:
+    from ..errors import TrainingDiverged
+
+    TS = study.optuna.trial.TrialState
+    cfg = C.from_dict(trial.user_attrs["config"])
+    run_dir = Path(d.out) / trial.user_attrs["run"]
+    roles = {n.name: n.role for n in cfg.networks}
+    with Heartbeat(study, seg.ticket_id, max(options.lease_s / 4, 0.5)) as hb:
+        try:
+            run_segment(cfg, run_dir, seg.stop, log, hb.lost)
+        except SegmentLost:
+            log(f"race: {run_dir.name}: this worker lost its segment (missed heartbeats); its replacement continues")
+            return
+        except TrainingDiverged as e:  # a method that diverges has lost; the race goes on
+            log(f"race: {run_dir.name} diverged: {e}")
+            study.storage.set_trial_user_attr(seg.trial_id, "error", str(e))
+            study.finish(seg.trial_id, TS.FAIL)
+            study.finish(seg.ticket_id, TS.FAIL)
+            return
+        except BaseException as e:  # stopped (a signal, Ctrl-C) or an error to fix: the segment waits for the next worker
+            if study.finish(seg.ticket_id, TS.FAIL):
+                study.replace(study.storage.get_trial(seg.ticket_id), f"{type(e).__name__}: {e}"[:200])
+            raise
+    if hb.lost.is_set():
+        log(f"race: {run_dir.name}: this worker lost its segment (missed heartbeats); its replacement continues")
+        return
+    summary = run_summary(run_dir, roles)
+    for point in summary["curve"]:
+        if "val" in point and point["epoch"] <= seg.stop:
+            study.storage.set_trial_intermediate_value(seg.trial_id, point["epoch"], point["val"])
+    study.storage.set_trial_user_attr(seg.trial_id, "summary", summary)
+    if seg.stop == trial.user_attrs["stops"][-1]:
+        report_path = run_dir / F.REPORT
+        report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+        study.storage.set_trial_user_attr(seg.trial_id, "report", report)
+        final = [p["val"] for p in summary["curve"] if "val" in p and p["epoch"] == seg.stop]
+        value = final[0] if final else (summary["curve"][-1].get("test", 0.0) if summary["curve"] else 0.0)
+        if study.finish(seg.trial_id, TS.COMPLETE, [value]) and options.on_trial_complete is not None:
+            options.on_trial_complete(study.storage.get_trial(seg.trial_id))
+    study.finish(seg.ticket_id, TS.COMPLETE)
+
+
+__all__ = ["open_storage", "Study", "RaceDefinition", "TrialSpec", "WorkerOptions", "work", "run_segment",
+           "run_summary", "stale", "students_mean", "rung_epochs"]

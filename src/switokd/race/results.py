@@ -1,0 +1,158 @@
+"""What a race writes: its decisions, the ranking of the arms that finished (on test, paired by seed against
+DML and KD where they ran), each stopped trial's curve up to its stop, the compute each trial spent, and the
+winner (chosen on validation) with its checkpoint.
+
+Everything is read back from the study (``optuna.load_study`` sees the same), so any process can write it, and
+writing it again gives the same files.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..runs import files as F
+from ..runs.stats import fmt, mean_std
+from .schedule import schedule
+
+
+def _state(t: Any) -> str:
+    return t.state.name.lower()
+
+
+def _students_last(report: dict[str, Any]) -> float | None:
+    nets = report.get("networks", {})
+    accs = [v["last_acc"] for v in nets.values() if v.get("role") == "student" and v.get("last_acc") is not None]
+    return sum(accs) / len(accs) if accs else None
+
+
+def collect(study: Any) -> dict[str, Any]:
+    """The race as plain data (``race.json``): its definition, decisions, trials, ranking and winner."""
+    d = study.definition()
+    trials = study.trials()
+    sch = schedule(study.views(trials), d.rungs, d.eta, d.protected)
+    rows = []
+    for t in trials:
+        summary = t.user_attrs.get("summary", {})
+        report = t.user_attrs.get("report", {})
+        rows.append({"number": t.number, "arm": t.params.get("arm"), "seed": t.params.get("seed"),
+                     "kind": t.user_attrs.get("kind", "arm"), "run": t.user_attrs.get("run"), "state": _state(t),
+                     "params": {k: v for k, v in t.params.items() if k not in ("arm", "seed")},
+                     "stopped_at": sch.pruned.get(t.number) or (max(t.intermediate_values, default=None)
+                                                                if t.state.name == "PRUNED" else None),
+                     "val": t.value, "test": _students_last(report) if report else None,
+                     "best_chosen_on": report.get("best_chosen_on"),
+                     "curve": summary.get("curve", []), "epochs_trained": summary.get("epochs", 0),
+                     "images": summary.get("images", 0), "wall_time_s": summary.get("wall_time_s", 0.0),
+                     "train_time_s": summary.get("train_time_s", 0.0),
+                     "teacher_steps_saved": summary.get("teacher_steps_saved", {}),
+                     "error": t.user_attrs.get("error")})
+    arms = [a for a in d.arms]
+    finished = {a: [r for r in rows if r["arm"] == a and r["kind"] == "arm"] for a in arms}
+    finished = {a: rs for a, rs in finished.items() if rs and all(r["state"] == "complete" for r in rs)}
+    ranking = []
+    for a, rs in finished.items():
+        test = [r["test"] for r in rs if r["test"] is not None]
+        val = [r["val"] for r in rs if r["val"] is not None]
+        ranking.append({"arm": a, "seeds": len(rs), "test": mean_std(test) if test else None,
+                        "val": mean_std(val) if val else None,
+                        "vs": {ref: _paired(rs, finished.get(ref, [])) for ref in ("dml", "kd") if ref in finished and ref != a}})
+    ranking.sort(key=lambda r: -(r["test"][0] if r["test"] else -1.0))
+    winner = None
+    if finished:
+        best_arm = max(finished, key=lambda a: (sum(r["val"] or 0.0 for r in finished[a]) / len(finished[a]),
+                                                -arms.index(a)))
+        best_run = max(finished[best_arm], key=lambda r: (r["val"] or 0.0, -r["seed"]))
+        winner = {"arm": best_arm, "seed": best_run["seed"], "run": best_run["run"], "val": best_run["val"],
+                  "test": best_run["test"], "chosen_on": "validation (the arm's mean over its seeds, then its seed's)"}
+    decisions = [{"epoch": x.rung, "scores": x.scores, "kept": x.kept, "stopped": x.stopped} for x in sch.decisions]
+    totals = {"images": sum(r["images"] for r in rows), "wall_time_s": sum(r["wall_time_s"] for r in rows),
+              "train_time_s": sum(r["train_time_s"] for r in rows),
+              "epochs_trained": sum(r["epochs_trained"] for r in rows)}
+    return {"definition": d.as_dict(), "done": sch.done, "decisions": decisions, "trials": rows,
+            "ranking": ranking, "winner": winner, "totals": totals}
+
+
+def _paired(ours: Sequence[dict[str, Any]], theirs: Sequence[dict[str, Any]]) -> tuple[float, float, int] | None:
+    """Mean ± std over the shared seeds of (ours − theirs) on test, and how many seeds."""
+    by_seed = {r["seed"]: r["test"] for r in theirs if r["test"] is not None}
+    diffs = [r["test"] - by_seed[r["seed"]] for r in ours if r["test"] is not None and r["seed"] in by_seed]
+    if not diffs:
+        return None
+    m, s = mean_std(diffs)
+    return (m, s, len(diffs))
+
+
+def _cell(ms: Any) -> str:
+    if ms is None:
+        return "—"
+    m, s = ms[0], ms[1]
+    return f"{m:.2f} ± {s:.2f}"
+
+
+def markdown(data: dict[str, Any], header: Sequence[str] = ()) -> str:
+    """``race.md``: decisions, ranking, winner, stopped trials' curves and the compute each trial spent."""
+    d = data["definition"]
+    out = [*header, f"- rungs at epochs {d['rungs']}, eta {d['eta']:g}: each rung keeps the top 1/eta of the arms by "
+           "the mean over their seeds of the students' validation accuracy; the test split is read for reporting only",
+           f"- {'finished' if data['done'] else 'in progress'}; compute: {data['totals']['images']:,} training images "
+           f"seen, {data['totals']['epochs_trained']} epochs, {data['totals']['wall_time_s'] / 3600:.2f} h of run time "
+           "(training and evaluation, summed over trials)", ""]
+    if data["decisions"]:
+        out += ["## Decisions", "", "| rung (epoch) | arm | mean val acc (%) | |", "|---:|---|---:|---|"]
+        for x in data["decisions"]:
+            for arm, score in sorted(x["scores"].items(), key=lambda kv: -kv[1]):
+                out.append(f"| {x['epoch']} | {arm} | {score:.2f} | {'kept' if arm in x['kept'] else 'stopped'} |")
+        out.append("")
+    out += ["## Ranking of the arms that finished (students' last-epoch test accuracy, mean ± std over seeds)", "",
+            "| arm | seeds | test acc (%) | val acc (%) | − DML (paired) | − KD (paired) |", "|---|---:|---:|---:|---:|---:|"]
+    for r in data["ranking"]:
+        vs = {k: (f"{v[0]:+.2f} ± {v[1]:.2f} (n={v[2]})" if v else "—") for k, v in r["vs"].items()}
+        out.append(f"| {r['arm']} | {r['seeds']} | {_cell(r['test'])} | {_cell(r['val'])} | {vs.get('dml', '—')} | "
+                   f"{vs.get('kd', '—')} |")
+    w = data["winner"]
+    if w:
+        out += ["", f"**Winner (chosen on validation): {w['arm']}**, seed {w['seed']}: val {w['val']:.2f}%, test "
+                    f"{w['test']:.2f}%; its checkpoint is `winner.pt` (`switokd export --checkpoint winner.pt`)."]
+    stopped = [r for r in data["trials"] if r["state"] == "pruned"]
+    if stopped:
+        out += ["", "## Stopped trials: their curves up to the stop (students' mean accuracy, %)", "",
+                "| trial | stopped at epoch | curve (epoch: val / test) |", "|---|---:|---|"]
+        for r in stopped:
+            curve = ", ".join(f"{p['epoch']}: {p.get('val', float('nan')):.2f} / {p.get('test', float('nan')):.2f}"
+                              for p in r["curve"])
+            out.append(f"| {r['run']} | {r['stopped_at']} | {curve} |")
+    out += ["", "## Compute per trial", "", "| trial | state | epochs | images | run time (s) | teacher steps saved |",
+            "|---|---|---:|---:|---:|---:|"]
+    for r in data["trials"]:
+        saved = ", ".join(f"{k} {v}" for k, v in r["teacher_steps_saved"].items() if v) or "—"
+        out.append(f"| {r['run']} | {r['state']}{' (' + r['error'] + ')' if r['error'] else ''} | {r['epochs_trained']} | "
+                   f"{r['images']:,} | {r['wall_time_s']:.0f} | {saved} |")
+    return "\n".join(out) + "\n"
+
+
+def write(study: Any, out: Path, header: Sequence[str] = ()) -> dict[str, Any]:
+    """Write ``race.json``, ``race.md`` and (once there is one) ``winner.pt`` with ``winner.json`` into ``out``."""
+    data = collect(study)
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic(out / "race.json", json.dumps(data, indent=1))
+    _atomic(out / "race.md", markdown(data, header))
+    w = data["winner"]
+    if w and data["done"]:
+        run = Path(data["definition"]["out"]) / w["run"]
+        src = run / F.BEST if (run / F.BEST).is_file() else run / F.LAST
+        if src.is_file():
+            shutil.copyfile(src, out / "winner.pt.tmp")
+            (out / "winner.pt.tmp").replace(out / "winner.pt")
+            _atomic(out / "winner.json", json.dumps({**w, "checkpoint": str(out / "winner.pt"), "from": str(src)}, indent=1))
+    return data
+
+
+def _atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+__all__ = ["collect", "markdown", "write", "fmt"]
