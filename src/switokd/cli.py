@@ -118,6 +118,19 @@ def cmd_race(args: argparse.Namespace) -> int:
     return 0 if result.data["done"] else 1
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_config
+    from .train.teacher_cache import fill
+    from .train.trainer import Trainer
+
+    cfg = load_config(args.config, args.overrides)
+    if not any(n.cache for n in cfg.networks):
+        raise ConfigError("switokd cache: no network has a cache; set networks.NAME.cache=DIR on the frozen teacher")
+    trainer = Trainer(cfg, writable=False)
+    fill(trainer, log=print)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .runs.report import write_report
 
@@ -275,6 +288,19 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--storage", help="an Optuna storage the workers share (default with --workers: OUT/study.journal)")
     sw.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
     sw.set_defaults(fn=cmd_sweep)
+
+    ca = sub.add_parser("cache", help="compute a frozen teacher's logits for every training view ahead of training",
+                        description="Fill networks.NAME.cache (a directory) with the frozen teacher's logits for every "
+                                    "training image and view (one per epoch with augmentation, drawn from "
+                                    "data.augment_seed), so that every later run with the same teacher, data and "
+                                    "augmentation reads them instead of running the teacher. A run fills it too, as "
+                                    "it goes; this command does it up front. Entries already there are kept.",
+                        epilog="example:\n  switokd cache --config configs/fashion_mnist.yaml method.name=kd "
+                               "networks.teacher.checkpoint=runs/t/last.pt networks.teacher.cache=runs/t/cache "
+                               "data.augment_seed=0")
+    ca.add_argument("--config", help="YAML config file")
+    ca.add_argument("overrides", nargs="*", metavar="key=value", help="the runs' config overrides")
+    ca.set_defaults(fn=cmd_cache)
 
     ra = sub.add_parser("race", help="find the best method for your data within a budget: successive halving on "
                                      "validation, on Optuna",

@@ -29,6 +29,7 @@ class DataConfig:
     augment: bool = True  # random crops (and flips) while training
     crop_padding: int | None = None  # None: the data set's usual padding
     hflip: bool = True  # random horizontal flips, with augment
+    augment_seed: int | None = None  # None: crops and flips follow train.seed; N: each image's from N (a teacher cache)
     image_size: int = 0  # image_folder only: resize every image to this size (0 keeps it)
     channels: int = 0  # 1 (gray) or 3 (color) forces it; 0: the data set's own (image_folder: color if any file is)
     in_memory: bool = True  # false: image_folder is decoded from disk while training (imagenet always is)
@@ -64,6 +65,9 @@ class NetworkConfig:
     checkpoint_network: str | None = None  # which network of that checkpoint (default: this name)
     checkpoint_strict: bool = True  # false: load what fits (new head left at init, stem conv adapted), say what
     sync_bn: bool = False  # several CUDA processes: SyncBatchNorm (batch statistics over the global batch)
+    cache: str | None = None  # a frozen teacher: a directory caching its logits for every training view (docs/performance.md)
+    cache_dtype: str = "fp32"  # fp32 (exact for fp32 and bf16 runs) | fp16 (half the bytes, lossy)
+    cache_topk: int = 0  # keep each view's k largest logits only (0: all; FKD's compression for many classes)
 
 
 @dataclass

@@ -306,7 +306,7 @@ def load_dataset(name: str, root: str | None = None, image_size: int = 0, limit_
 
 
 def make_loaders(data, *, batch_size: int, eval_batch_size: int, crop_padding: int, hflip: bool, drop_last: bool,
-                 workers: int, stream=None, **common):
+                 workers: int, stream=None, augment_seed: int | None = None, **common):
     """The train and test loaders for in-memory ``DataSplits`` or streamed ``StreamSplits``; ``stream`` (a
     ``DriftStream``) makes up each training epoch."""
     from .loader import TensorLoader
@@ -317,9 +317,9 @@ def make_loaders(data, *, batch_size: int, eval_batch_size: int, crop_padding: i
     if getattr(data, "streaming", False):
         return (StreamingLoader(data.train_files, data.train_y, batch_size, train=True, crop_padding=crop_padding,
                                 drop_last=drop_last, image_size=data.image_size, in_chans=data.in_chans,
-                                workers=workers, stream=stream, **common), test)
+                                workers=workers, stream=stream, augment_seed=augment_seed, **common), test)
     return (TensorLoader(data.train_x, data.train_y, batch_size, train=True, crop_padding=crop_padding, hflip=hflip,
-                         drop_last=drop_last, stream=stream, **common), test)
+                         drop_last=drop_last, stream=stream, augment_seed=augment_seed, **common), test)
 
 
 def eval_loader(data, images, labels, batch_size: int, workers: int, **common):

@@ -47,6 +47,7 @@ class TensorLoader:
         rank: int = 0,
         world_size: int = 1,
         stream=None,
+        augment_seed: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -66,6 +67,9 @@ class TensorLoader:
         self.normalize = Normalize(mean, std, self.device)
         self.bounds = shard_bounds(len(self.labels), batch_size, world_size, drop_last)
         self.stream = stream  # a DriftStream (data.drift_phases): which examples make up each epoch
+        # data.augment_seed: each image's crop and flip at an epoch drawn from a seed of their own (the same
+        # whatever train.seed and the order), so that a teacher cache's views are every run's views.
+        self.augment_seed = augment_seed
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -84,9 +88,45 @@ class TensorLoader:
         n = len(self.labels)
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = epoch_order(n, g, self.stream, self.epoch)
+        if self.augment_seed is not None:
+            offsets, flips = self.image_views(self.epoch)
+        else:
+            offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=g) if self.crop_padding > 0 else None
+            flips = torch.rand(n, generator=g) < 0.5 if self.hflip else None
+        return tuple(t.to(self.device) if t is not None else None for t in (order, offsets, flips))  # type: ignore[return-value]
+
+    def image_views(self, epoch: int) -> tuple[Tensor | None, Tensor | None]:
+        """Every image's crop offset and flip at ``epoch``, indexed by image, from ``augment_seed`` alone."""
+        n = len(self.labels)
+        g = torch.Generator().manual_seed((self.augment_seed * 100_003 + epoch) * 1_000_033 + 17)
         offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=g) if self.crop_padding > 0 else None
         flips = torch.rand(n, generator=g) < 0.5 if self.hflip else None
-        return tuple(t.to(self.device) if t is not None else None for t in (order, offsets, flips))  # type: ignore[return-value]
+        return offsets, flips
+
+    def image_indices(self, b: int) -> Tensor:
+        """The images (indices into the training set) of this rank's part of batch ``b`` of the current epoch."""
+        sel = rank_slice(*self.bounds[b], self.rank, self.world_size)
+        if not self.train:
+            return torch.arange(sel.start, sel.stop)
+        n = len(self.labels)
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return epoch_order(n, g, self.stream, self.epoch)[sel]
+
+    def view(self, indices: Tensor, epoch: int) -> Tensor:
+        """The normalised images ``indices`` as training sees them at ``epoch`` (with ``augment_seed``), for
+        filling a teacher cache ahead of training."""
+        idx = indices.to(self.device)
+        x = self.images[idx]
+        if self.train and (self.crop_padding > 0 or self.hflip):
+            if self.augment_seed is None:
+                raise ValueError("TensorLoader.view: the views follow the training order unless augment_seed is set")
+            offsets, flips = self.image_views(epoch)
+            if offsets is not None:
+                x = crop_at(x, self.crop_padding, offsets.to(self.device)[idx])
+            if flips is not None:
+                x = flip_where(x, flips.to(self.device)[idx])
+        x = self.normalize(x)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def batches(self, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """Yield batches from batch index ``start`` (to continue an interrupted epoch)."""
@@ -98,11 +138,12 @@ class TensorLoader:
                 x, y = self.images[idx], self.labels[idx]
             else:
                 x, y = self.images[sel], self.labels[sel]
-            # Augmentation follows the example's position in the epoch's order.
+            # Augmentation follows the example's position in the epoch's order, or with augment_seed the image.
+            at = idx if self.augment_seed is not None and order is not None else sel
             if offsets is not None:
-                x = crop_at(x, self.crop_padding, offsets[sel])
+                x = crop_at(x, self.crop_padding, offsets[at])
             if flips is not None:
-                x = flip_where(x, flips[sel])
+                x = flip_where(x, flips[at])
             x = self.normalize(x)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -70,7 +70,8 @@ def build_run_data(cfg: Any, data: DataSplits | None, device: torch.device, rank
                   rank=rank, world_size=world_size)
     train_loader, test_loader = make_loaders(
         data, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size, crop_padding=pad,
-        hflip=d.augment and d.hflip, drop_last=t.drop_last, workers=workers, stream=conditions.drift, **common)
+        hflip=d.augment and d.hflip, drop_last=t.drop_last, workers=workers, stream=conditions.drift,
+        augment_seed=d.augment_seed, **common)
     conditions.memorisation = Memorisation.build(
         data, conditions, lambda x, y: eval_loader(data, x, y, t.eval_batch_size, workers, **common), device)
     val_loader = (eval_loader(data, validation.images, validation.labels, t.eval_batch_size, workers, **common)

@@ -145,9 +145,11 @@ class StreamingLoader:
     def __init__(self, files: Sequence[Path], labels: Tensor, batch_size: int, mean, std, *, train: bool,
                  image_size: int, in_chans: int = 3, crop_padding: int = 0, drop_last: bool = False, seed: int = 0,
                  device: torch.device | str = "cpu", channels_last: bool = False, rank: int = 0, world_size: int = 1,
-                 workers: int = 4, stream=None) -> None:
-        self.dataset = ImageFiles(files, labels, image_size, "L" if in_chans == 1 else "RGB", train, seed,
-                                  crop_padding if train else 0, in_chans)
+                 workers: int = 4, stream=None, augment_seed: int | None = None) -> None:
+        # Each item's augmentation is drawn from (seed, epoch, index): with data.augment_seed, from that seed, so
+        # that a teacher cache's views are every run's views whatever train.seed.
+        self.dataset = ImageFiles(files, labels, image_size, "L" if in_chans == 1 else "RGB", train,
+                                  seed if augment_seed is None else augment_seed, crop_padding if train else 0, in_chans)
         self.labels = labels
         self.train, self.seed, self.epoch = train, seed, 0
         self.device = torch.device(device)
@@ -162,6 +164,16 @@ class StreamingLoader:
 
     def __len__(self) -> int:
         return len(self.bounds)
+
+    def image_indices(self, b: int) -> Tensor:
+        """The images (indices into the training set) of this rank's part of batch ``b`` of the current epoch."""
+        return torch.tensor([i for _, i in self.batch_indices(b)[0]], dtype=torch.int64)
+
+    def view(self, indices: Tensor, epoch: int) -> Tensor:
+        """The normalised images ``indices`` as training sees them at ``epoch`` (for filling a teacher cache)."""
+        x = torch.stack([self.dataset[(epoch, int(i))][0] for i in indices.tolist()])
+        x = self.normalize(x.to(self.device))
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def batch_indices(self, start: int = 0) -> list[list[tuple[int, int]]]:
         """This rank's (epoch, example) lists for the batches from ``start`` to the end of the epoch."""

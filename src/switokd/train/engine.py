@@ -92,6 +92,11 @@ class Precision:
         self.device_type = device.type
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.name == "fp16")
 
+    @property
+    def logits_dtype(self) -> torch.dtype:
+        """The dtype a network's logits have in this precision (a Linear's output under autocast)."""
+        return self.dtype or torch.float32
+
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype is None:
             return contextlib.nullcontext()

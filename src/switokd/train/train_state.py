@@ -139,6 +139,8 @@ def build_report(tr: "Trainer") -> dict[str, Any]:
             **({"conditions": tr.conditions.describe()} if tr.conditions.lines else {}),
             **({"memorisation": tr.history[-1]["memorisation"]}
                if tr.history and "memorisation" in tr.history[-1] else {}),
+            **({"teacher_cache": {n: {"path": str(c.path), "batches_read": c.hits, "batches_computed": c.misses}
+                                  for n, c in tr.caches.items()}} if getattr(tr, "caches", None) else {}),
             "run_dir": str(tr.rundir.path) if tr.rundir.path else None}
 
 

@@ -86,6 +86,8 @@ class Trainer:
         self.networks: dict[str, Network] = {
             n.name: build_network(n, cfg, self.data, frozen=n.name in self.method.frozen, device=self.device,
                                   dist=self.dist, initial_weights=initial_weights) for n in cfg.networks}
+        self.caches = self._open_caches(initial_weights)  # frozen teachers' logits computed once (networks.NAME.cache)
+        self._batch_images: torch.Tensor | None = None  # the images of the current batch, for the caches
         self.lr_scale = float(self.dist.world_size) if t.scale_lr else 1.0
         # --- training state (checkpointed: train_state) ---
         self.epoch = 0  # epochs completed
@@ -109,6 +111,20 @@ class Trainer:
         self.progress = Progress(enabled=t.progress and self.dist.is_main, epochs=t.epochs,
                                  steps_per_epoch=len(self.train_loader), interval_s=t.progress_interval_s)
 
+    def _open_caches(self, initial_weights: bool) -> dict[str, Any]:
+        from .teacher_cache import TeacherCache, check_cache_config, run_identity
+        check_cache_config(self.cfg, self.method.frozen)
+        caches = {}
+        for name, net in self.networks.items():
+            n = net.cfg
+            if not n.cache:
+                continue
+            views = self.cfg.train.epochs if self.cfg.data.augment else 1
+            caches[name] = TeacherCache.open(n.cache, f"networks.{name}.cache", run_identity(self.cfg, self.data, net,
+                                             self.precision.name), views, len(self.data.train_y),
+                                             self.data.num_classes, n.cache_dtype, n.cache_topk)
+        return caches
+
     @property
     def run_dir(self) -> Path | None:
         return self.rundir.path
@@ -127,8 +143,17 @@ class Trainer:
     def forward(self, x: torch.Tensor, training: bool = False) -> dict[str, torch.Tensor]:
         logits = {}
         for name, net in self.networks.items():
+            cache = self.caches.get(name) if training and self._batch_images is not None else None
+            if cache is not None:
+                view = self.epoch if self.cfg.data.augment else 0
+                cached = cache.lookup(view, self._batch_images)
+                if cached is not None:  # what the teacher computed for these views, read back exactly
+                    logits[name] = cached.to(self.device, self.precision.logits_dtype)
+                    continue
             with torch.no_grad() if net.frozen else contextlib.nullcontext(), ddp_errors(name, net.ddp):
                 logits[name] = (net.train_module if training else net.model)(x)
+            if cache is not None:
+                cache.store(view, self._batch_images, logits[name])
         return logits
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
@@ -176,6 +201,8 @@ class Trainer:
         self._t0 = time.perf_counter()
         for x, y in self.train_loader.batches(start=self.batch):
             start, end = self.train_loader.bounds[self.batch]  # this global batch: every process's images
+            if self.caches:
+                self._batch_images = self.train_loader.image_indices(self.batch)
             self._set_lrs()
             self.meters.record(self.train_step(x, y))
             self.step += 1
@@ -192,6 +219,9 @@ class Trainer:
                 schedule.written()
                 self.stop.raise_if_stopped(self.epoch, self.step, self.run_dir if self.writable else None)
         self.progress.end_epoch()
+        self._batch_images = None
+        for cache in self.caches.values():
+            cache.flush()
         self._tick()
         means, counts = self.meters.read_epoch(self.dist.mean)
         check_finite_losses(means, self.step)
