@@ -66,9 +66,12 @@ exp_pairs100() {
     "networks.student.milestones=[9,13,17]"
 }
 # Offline KD where the teacher converges: 10,000 clean training images, 15 epochs, the teacher trained alone
-# (once per seed) and frozen; the four offline methods whose papers claim to beat KD, and KD.
+# (once per seed) and frozen; KD and the three offline methods whose papers claim to beat it. Each seed's
+# teacher is computed once, by its first offline run, into a teacher cache that the seed's other runs read
+# (views from data.augment_seed=0, so every seed sees the same crops and flips).
 exp_offline10k() {
-  grid offline10k $FM "kd kd+ls dkd@warmup_epochs=2 dist" data.limit_train=10500 train.epochs=15 train.eval_every=5
+  grid offline10k $FM "kd kd+ls dkd@warmup_epochs=2 dist" data.limit_train=10500 train.epochs=15 train.eval_every=5 \
+    data.augment_seed=0 networks.teacher.cache=runs/methods/offline10k/cache
 }
 
 for e in "${@:-clean sym40-noaug few50 pairs100}"; do

@@ -178,3 +178,19 @@ def test_two_gloo_processes_read_the_cache_each_its_shard(tmp_path, teacher):
         assert all(torch.equal(v, b["student"][k]) for k, v in a["student"].items())
     for k, v in cached[0]["student"].items():  # the ranks agree (BatchNorm statistics are synced at epoch ends)
         assert torch.equal(v, cached[1]["student"][k]), k
+
+
+def test_a_sweep_gives_each_seeds_teacher_a_cache_of_its_own(tmp_path):
+    from switokd.sweep import plan
+    specs = plan(None, ["vanilla", "dml", "kd", "dist"], [0, 1], [f"networks.teacher.cache={tmp_path / 'c'}",
+                                                                  "data.augment_seed=0"], tmp_path)
+    cfgs = {s.name: C.load_config(None, list(s.overrides)) for s in specs}
+    for seed in (0, 1):
+        assert cfgs[f"kd-seed{seed}"].network("teacher").cache == str(tmp_path / "c" / f"vanilla-seed{seed}")
+        assert cfgs[f"dist-seed{seed}"].network("teacher").cache == cfgs[f"kd-seed{seed}"].network("teacher").cache
+        assert cfgs[f"vanilla-seed{seed}"].network("teacher").cache is None  # it learns
+        assert cfgs[f"dml-seed{seed}"].network("teacher").cache is None
+    alone = plan(None, ["kd"], [3], [f"networks.teacher.cache={tmp_path / 'c'}", "data.augment_seed=0"], tmp_path)
+    assert [s.name for s in alone] == ["teacher-alone-seed3", "kd-seed3"]
+    assert C.load_config(None, list(alone[0].overrides)).network("teacher").cache is None
+    assert C.load_config(None, list(alone[1].overrides)).network("teacher").cache == str(tmp_path / "c" / "teacher-alone-seed3")

@@ -65,11 +65,17 @@ def parse_method(entry: str) -> tuple[str, str, tuple[str, ...]]:
 def plan(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[int], overrides: Sequence[str],
          out: Path) -> list[RunSpec]:
     """The runs of the grid in the order they can run: each seed's teacher before its offline runs
-    (``kd``, ``dkd``, ``dist`` and their variants: frozen teachers trained alone)."""
+    (``kd``, ``dkd``, ``dist`` and their variants: frozen teachers trained alone).
+
+    A teacher cache set in the config (``networks.T.cache=ROOT``) becomes one cache per seed's teacher,
+    ``ROOT/<teacher run>``, shared by that seed's offline runs; the runs whose teacher learns get none.
+    """
     from ..methods import resolve_method
 
     base = C.load_config(cfg_path, list(overrides))
     teachers = [n.name for n in base.networks if n.role == "teacher"]
+    caches = {n.name: n.cache for n in base.networks if n.cache}
+    no_cache = tuple(f"networks.{t}.cache=null" for t in caches)
     parsed = [parse_method(m) for m in methods]
     offline = {}
     for label, name, over in parsed:
@@ -97,19 +103,25 @@ def plan(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[in
                 else:
                     source = out / f"{TEACHER_RUN}-seed{seed}" / F.LAST
                     if not trained:
-                        only = "[" + ", ".join(_net_yaml(base, t) for t in teachers) + "]"
+                        only = "[" + ", ".join(_net_yaml(base, t, no_cache=True) for t in teachers) + "]"
                         specs.append(RunSpec(f"{TEACHER_RUN}-seed{seed}", "vanilla", seed,
                                              (*common, f"networks={only}", "method.name=vanilla",
                                               f"train.run_name={TEACHER_RUN}-seed{seed}")))
                         trained = True
                 extra = tuple(f"networks.{t}.checkpoint={source}" for t in teachers)
+                extra += tuple(f"networks.{t}.cache={Path(c) / source.parent.name}" for t, c in caches.items())
+            else:
+                extra = no_cache
             run = f"{label}-seed{seed}"
             specs.append(RunSpec(run, label, seed, (*common, *over, f"train.run_name={run}", *extra)))
     return specs
 
 
-def _net_yaml(cfg: C.Config, name: str) -> str:
-    return json.dumps(C.to_dict(cfg)["networks"][[n.name for n in cfg.networks].index(name)])
+def _net_yaml(cfg: C.Config, name: str, no_cache: bool = False) -> str:
+    net = C.to_dict(cfg)["networks"][[n.name for n in cfg.networks].index(name)]
+    if no_cache:
+        net["cache"] = None
+    return json.dumps(net)
 
 
 __all__ = ["RunSpec", "TEACHER_RUN", "parse_method", "plan"]
