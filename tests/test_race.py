@@ -118,7 +118,7 @@ def test_the_dashboard_serves_the_study(raced):
 
 def _race_cmd(config, out, data_dir):
     return [sys.executable, "-m", "switokd", "race", "--config", str(config), "--methods", "vanilla", "dml",
-            "switokd", "--seeds", "0", "1", "--out", str(out), "--eta", "2", "--rungs", "2", "4", "--lease", "30",
+            "switokd", "--seeds", "0", "1", "--out", str(out), "--eta", "2", "--rungs", "2,4", "--lease", "30",
             *SMALL, "train.epochs=6", "train.checkpoint_every=1", f"data.dir={data_dir}"]
 
 
@@ -232,3 +232,23 @@ def test_a_paused_run_continues_bit_exactly(tmp_path, data_dir):
     drop = ("train_time_s", "images_per_s", "epoch_time_s")
     rows = lambda run: [{k: v for k, v in r.items() if k not in drop} for r in read_jsonl(tmp_path / run / "epochs.jsonl")]  # noqa: E731
     assert rows("paused") == rows("whole") and [r["epoch"] for r in rows("whole") if "val" in r] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_a_trial_that_is_itself_a_torchrun_job(tmp_path, data_dir):
+    """torchrun --nproc_per_node=2 -m switokd race ...: rank 0 claims each segment, both ranks train it."""
+    config = tmp_path / "c.yaml"
+    config.write_text("{}\n")
+    out = tmp_path / "race"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
+                        str(free_port()), "-m", "switokd", "race", "--config", str(config), "--methods", "dml",
+                        "switokd", "vanilla", "--seeds", "0", "--out", str(out), "--rungs", "1", *SMALL,
+                        "train.epochs=2", "train.batch_size=8", f"data.dir={data_dir}"],
+                       capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONFAULTHANDLER="1"))
+    assert r.returncode == 0, r.stderr[-4000:]
+    data = json.loads((out / "race.json").read_text())
+    assert data["done"] and len(data["trials"]) == 3
+    finisher = next(t for t in data["trials"] if t["state"] == "complete")
+    ck = torch.load(out / finisher["run"] / "last.pt", map_location="cpu", weights_only=False)
+    assert ck["world_size"] == 2  # trained by both ranks
+    assert r.stderr.count("race: created study") == 1  # rank 0 alone talks to the storage

@@ -104,6 +104,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _epochs_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected epochs separated by commas, e.g. 3,10, got {text!r}") from None
+
+
 def cmd_race(args: argparse.Namespace) -> int:
     from .race import race
 
@@ -112,6 +119,8 @@ def cmd_race(args: argparse.Namespace) -> int:
                   min_epochs=args.min_epochs, workers=args.workers, storage=args.storage, study=args.study,
                   search=args.search, sampler=args.sampler, sampler_seed=args.sampler_seed, lease_s=args.lease,
                   command=command, log=lambda m: print(m, file=sys.stderr, flush=True))
+    if result.study is None:  # a torchrun job's other ranks: rank 0 writes and prints
+        return 0
     print(result.path.read_text())
     storage = args.storage or str(Path(args.out) / "study.journal")
     print(f"results in {result.path}; the study: optuna-dashboard {storage}")
@@ -325,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(default OUT/study.journal)")
     ra.add_argument("--study", help="the study's name (default: race)")
     ra.add_argument("--eta", type=float, default=3.0, help="each rung keeps the top 1/eta of the methods (default 3)")
-    ra.add_argument("--rungs", type=int, nargs="+", help="the rung epochs (default: train.epochs/eta^k)")
+    ra.add_argument("--rungs", type=_epochs_list, help="the rung epochs, comma-separated, e.g. 3,10 (default: "
+                                                        "train.epochs/eta^k; the last epoch is always one)")
     ra.add_argument("--min-epochs", type=int, help="the first rung's epoch (default train.epochs/eta^2)")
     ra.add_argument("--search", type=int, default=0, help="sample N hyperparameter sets per method (tau, the "
                                                            "distillation weight, lr), each an arm (default 0: recipes)")

@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .. import config as C
 from ..errors import ConfigError
 from . import results as R
-from .engine import RaceDefinition, Study, TrialSpec, WorkerOptions, open_storage, work
+from .engine import RaceDefinition, Study, TrialSpec, WorkerOptions, open_storage, work, work_ranks
 from .plan import TEACHER_RUN, RunSpec, parse_method, plan
 from .schedule import rung_epochs, schedule
 
@@ -198,16 +198,31 @@ def race(config: str | Path | None, methods: Sequence[str], seeds: Sequence[int]
     digest = hashlib.sha1(json.dumps([arms, list(seeds), rung_list, [t.config for t in trials_box["trials"]]],
                                      sort_keys=True).encode()).hexdigest()[:10]
     definition.name = study or (kind if prune else f"sweep-{digest}")
+    from ..train.distributed import Distributed
+    dist = Distributed.from_env()
     if storage is None:
         # A sweep in one process keeps its study in memory (its runs' directories resume it); a race, or several
         # workers, keep it in a journal file in OUT that every process of the race opens.
-        storage = "memory" if (not prune and workers == 1) else out / "study.journal"
-    store = _storage(storage)
-    s = Study.create_or_join(store, definition, make_trials, log)
+        storage = "memory" if (not prune and workers == 1 and not dist.enabled) else out / "study.journal"
     opts = WorkerOptions(lease_s=lease_s, on_trial_complete=on_trial_complete)
-    if workers == 1:
-        work(s, opts, lambda m: log(m.replace("race:", f"{kind}:", 1)))
+    say = lambda m: log(m.replace("race:", f"{kind}:", 1))  # noqa: E731
+    if dist.enabled:  # a torchrun job: one trial at a time, trained by every rank; rank 0 talks to the storage
+        if workers != 1:
+            raise ConfigError("race: under torchrun the job is one worker (its ranks train each trial together); "
+                              "start more jobs, or use --workers without torchrun")
+        from ..train.engine import resolve_device
+        dist.init(resolve_device(base.train.device, dist.local_rank))
+        s = Study.create_or_join(_storage(storage), definition, make_trials, log) if dist.is_main else None
+        work_ranks(s, str(out), opts, say, dist)
+        if not dist.is_main:
+            return RaceResult(None, {"done": True, "winner": None, "ranking": []}, out / "race.md")
+        store = s.storage
     else:
+        store = _storage(storage)
+        s = Study.create_or_join(store, definition, make_trials, log)
+    if not dist.enabled and workers == 1:
+        work(s, opts, say)
+    elif not dist.enabled:
         if storage == "memory":
             raise ConfigError("race: several workers need a shared storage (a journal file or a database URL)")
         _spawn(workers, storage, definition.name, lease_s, log, kind)

@@ -373,46 +373,83 @@ class WorkerOptions:
     on_trial_complete: Callable[[Any], None] | None = None  # called with the finished Optuna trial
 
 
-def work(study: Study, options: WorkerOptions, log: Callable[[str], None]) -> None:
-    """One worker's loop: decide what the reports allow, stop what a rung stopped, then claim and train one
-    segment at a time, until every trial is finished or stopped."""
+def next_segment(study: Study, d: RaceDefinition, options: WorkerOptions,
+                 log: Callable[[str], None]) -> tuple[str, Segment | None, Any]:
+    """Decide what the reports allow, stop what a rung stopped, take up the segments of workers that are gone,
+    and claim a segment: ("run", segment, trial), ("wait", None, None) or ("done", None, None)."""
     TS = study.optuna.trial.TrialState
-    d = study.definition()
-    while True:
-        trials, tickets = study.trials(), study.tickets()
-        by_number = {t.number: t for t in trials}
-        # Tickets of workers that are gone: fail (one process wins) and enqueue the replacement.
-        for tk in tickets:
-            if tk.state == TS.RUNNING:
-                why = stale(tk, options.lease_s)
-                if why and study.finish(tk._trial_id, TS.FAIL):
+    trials, tickets = study.trials(), study.tickets()
+    by_number = {t.number: t for t in trials}
+    # Tickets of workers that are gone: fail (one process wins) and enqueue the replacement.
+    gone = False
+    for tk in tickets:
+        if tk.state == TS.RUNNING:
+            why = stale(tk, options.lease_s)
+            if why:
+                gone = True
+                if study.finish(tk._trial_id, TS.FAIL):
                     log(f"race: segment of trial {tk.user_attrs['trial']} to epoch {tk.user_attrs['stop']} taken "
                         f"up again ({why})")
                     study.replace(tk, why)
-        if any(tk.state == TS.RUNNING and stale(tk, options.lease_s) for tk in tickets):
-            time.sleep(min(options.poll_s, 0.5))
-            continue
-        sch = schedule(study.views(trials), d.rungs, d.eta, d.protected)
-        for number, epoch in sch.pruned.items():
-            if study.finish(by_number[number]._trial_id, TS.PRUNED):
-                log(f"race: {by_number[number].user_attrs['run']} stopped at epoch {epoch}")
-        for tk in tickets:  # the segments of stopped trials
-            if tk.state == TS.WAITING and tk.user_attrs["trial"] in sch.pruned:
-                study.finish(tk._trial_id, TS.PRUNED)
-        if sch.done:
+    if gone:
+        return "wait", None, None
+    sch = schedule(study.views(trials), d.rungs, d.eta, d.protected)
+    for number, epoch in sch.pruned.items():
+        if study.finish(by_number[number]._trial_id, TS.PRUNED):
+            log(f"race: {by_number[number].user_attrs['run']} stopped at epoch {epoch}")
+    for tk in tickets:  # the segments of stopped trials
+        if tk.state == TS.WAITING and tk.user_attrs["trial"] in sch.pruned:
+            study.finish(tk._trial_id, TS.PRUNED)
+    if sch.done:
+        return "done", None, None
+    candidates = sorted(((tk.user_attrs["stop"], tk.user_attrs["trial"], tk.number, tk) for tk in tickets
+                         if tk.state == TS.WAITING and sch.next_stop.get(tk.user_attrs["trial"]) == tk.user_attrs["stop"]),
+                        key=lambda c: c[:3])
+    for stop, number, _, tk in candidates:
+        if study.claim(tk._trial_id):
+            return "run", Segment(tk._trial_id, tk.number, by_number[number]._trial_id, number, stop), by_number[number]
+    return "wait", None, None  # the others' segments decide the next rung
+
+
+def work(study: Study, options: WorkerOptions, log: Callable[[str], None]) -> None:
+    """One worker's loop: claim and train one segment at a time until every trial is finished or stopped."""
+    d = study.definition()
+    while True:
+        what, seg, trial = next_segment(study, d, options, log)
+        if what == "done":
             return
-        candidates = sorted(((tk.user_attrs["stop"], tk.user_attrs["trial"], tk.number, tk) for tk in tickets
-                             if tk.state == TS.WAITING and sch.next_stop.get(tk.user_attrs["trial"]) == tk.user_attrs["stop"]),
-                            key=lambda c: c[:3])
-        segment = None
-        for stop, number, _, tk in candidates:
-            if study.claim(tk._trial_id):
-                segment = Segment(tk._trial_id, tk.number, by_number[number]._trial_id, number, stop)
-                break
-        if segment is None:
-            time.sleep(options.poll_s)  # the others' segments decide the next rung
+        if what == "wait":
+            time.sleep(options.poll_s)
             continue
-        _run_claimed(study, segment, by_number[segment.trial_number], d, options, log)
+        _run_claimed(study, seg, trial, d, options, log)
+
+
+def work_ranks(study: Study | None, out: str, options: WorkerOptions, log: Callable[[str], None], dist: Any) -> None:
+    """A worker that is a torchrun job: rank 0 talks to the storage and hands each claimed segment to every rank;
+    all ranks train it together (each its shard of every batch, as ``switokd train`` under torchrun)."""
+    import torch.distributed as tdist
+    d = study.definition() if dist.is_main else None
+    while True:
+        msg: list[Any] = [None]
+        if dist.is_main:
+            what, seg, trial = next_segment(study, d, options, log)
+            if what == "wait":
+                time.sleep(options.poll_s)
+            msg = [(what, seg, trial.user_attrs["config"] if trial is not None else None,
+                    trial.user_attrs["run"] if trial is not None else None)]
+        tdist.broadcast_object_list(msg, src=0)
+        what, seg, config, run = msg[0]
+        if what == "done":
+            return
+        if what == "wait":
+            continue
+        if dist.is_main:
+            _run_claimed(study, seg, study.storage.get_trial(seg.trial_id), d, options, log)
+        else:
+            try:
+                run_segment(C.from_dict(config), Path(out) / run, seg.stop, lambda m: None)
+            except Exception:  # rank 0 records what happened; every rank raised the same (decisions are global)
+                pass
 
 
 def _run_claimed(study: Study, seg: Segment, trial: Any, d: RaceDefinition, options: WorkerOptions,
@@ -425,7 +462,9 @@ def _run_claimed(study: Study, seg: Segment, trial: Any, d: RaceDefinition, opti
     roles = {n.name: n.role for n in cfg.networks}
     with Heartbeat(study, seg.ticket_id, max(options.lease_s / 4, 0.5)) as hb:
         try:
-            run_segment(cfg, run_dir, seg.stop, log, hb.lost)
+            # Under torchrun every rank must stop together: no early stop on a lost ticket there.
+            several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+            run_segment(cfg, run_dir, seg.stop, log, None if several else hb.lost)
         except SegmentLost:
             log(f"race: {run_dir.name}: this worker lost its segment (missed heartbeats); its replacement continues")
             return
@@ -458,5 +497,5 @@ def _run_claimed(study: Study, seg: Segment, trial: Any, d: RaceDefinition, opti
     study.finish(seg.ticket_id, TS.COMPLETE)
 
 
-__all__ = ["open_storage", "Study", "RaceDefinition", "TrialSpec", "WorkerOptions", "work", "run_segment",
+__all__ = ["open_storage", "Study", "RaceDefinition", "TrialSpec", "WorkerOptions", "work", "work_ranks", "run_segment",
            "run_summary", "stale", "students_mean", "rung_epochs"]
