@@ -77,15 +77,40 @@ def test_methods_summary_ranks_and_pairs_by_seed(tmp_path, capsys):
     (tmp_path / "clean" / "results.json").write_text(json.dumps(runs))
     assert ms.main(["--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "| clean | switokd | 81.00 ± 0.71 | +0.50 ± 0.00 | +1.75 ± 0.35 | 84.00 ± 0.00 | 20.0 ± 0.0% |  |" in out
-    assert "| kd | 2 | 79.25 ± 0.35 | 80.25 ± 0.35 | (frozen) | (frozen) | -1.25 ± 0.35 |  |  |" in out
+    assert "| clean | switokd | 81.00 ± 0.71 | +0.50 ± 0.00 | +1.75 ± 0.35 | 84.00 ± 0.00 | — | 20.0 ± 0.0% |  |" in out
+    assert "| kd | 2 | 79.25 ± 0.35 | 80.25 ± 0.35 |  | (frozen) | (frozen) | -1.25 ± 0.35 |  |  |" in out
     # the teacher paired with DML's too: SwitOKD's teacher ends 1.00 below in both seeds
-    assert "| switokd | 2 | 81.00 ± 0.71 | 82.00 ± 0.71 | 84.00 ± 0.00 | 85.00 ± 0.00 | +0.50 ± 0.00 | +1.75 ± 0.35 " \
+    assert "| switokd | 2 | 81.00 ± 0.71 | 82.00 ± 0.71 |  | 84.00 ± 0.00 | 85.00 ± 0.00 | +0.50 ± 0.00 | +1.75 ± 0.35 " \
         "| -1.00 ± 0.00 | 30.0 ± 0.0% | 20.0 ± 0.0% |" in out
+    assert "student best (test maximum)" in out  # no validation split in these reports
     assert ms.main(["--root", str(tmp_path), "--readme"]) == 0
     out = capsys.readouterr().out
     assert "| method | clean |" in out and "| switokd | 81.00 ± 0.71 |" in out and "| clean | switokd |" in out
     assert ms.main(["--root", str(tmp_path), "--status"]) == 0
     out = capsys.readouterr().out
-    assert "| clean | 6 (seed 0: dml, kd, switokd; seed 1: dml, kd, switokd) | 33 |" in out
+    assert "| clean | 6 (seed 0: dml, kd, switokd; seed 1: dml, kd, switokd) | 36 |" in out
     assert "| few50 | 0 | 21 |" in out
+
+
+def test_race_summary_sets_the_race_beside_the_grid(tmp_path, capsys):
+    """benchmarks/race_summary.py on a made-up grid and race: compute, winners, the pick's paired shortfall."""
+    import json
+    rs = load("race_summary")
+
+    def rep(method, seed, s):
+        return {"method": method, "seed": seed, "best_chosen_on": "val", "networks": {
+            "student": {"role": "student", "last_acc": s, "last_val_acc": s - 1}}}
+    grid = tmp_path / "grid" / "clean"
+    (grid / "runs" / "dml-seed0").mkdir(parents=True)
+    (grid / "runs" / "dml-seed0" / "epochs.jsonl").write_text(json.dumps({"epoch": 1, "images": 1000, "epoch_time_s": 3600}) + "\n")
+    (grid / "results.json").write_text(json.dumps([rep("dml", 0, 80.0), rep("dml", 1, 81.0), rep("kd", 0, 79.0),
+                                                   rep("kd", 1, 82.0)]))
+    race = tmp_path / "race" / "clean"
+    race.mkdir(parents=True)
+    (race / "race.json").write_text(json.dumps({"trials": [{}] * 4, "totals": {"images": 500, "wall_time_s": 1800},
+                                                "winner": {"arm": "dml"}, "done": True, "decisions": []}))
+    (race / "elapsed-1.json").write_text(json.dumps({"seconds": 900}))
+    assert rs.main(["--grid", str(tmp_path / "grid"), "--race", str(tmp_path / "race")]) == 0
+    out = capsys.readouterr().out
+    # dml and kd tie at 80.50 (the first wins), and the race picked dml: the same.
+    assert "| clean | 1, 0.00 M, 1.00 h | 4, 0.00 M, 0.50 h, 0.25 h elapsed | 0.50 | dml | dml | dml | 0 (the same) |" in out

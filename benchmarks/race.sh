@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The race against the methods grid (issue 30): `switokd race` on the grid's four conditions, with the grid's
+# methods, seeds and sizes (benchmarks/methods.sh), on one machine with 2 workers (one thread each: the grid's
+# two lanes). Each experiment is one race into runs/race/<exp>/ (resumable: the same command again), then its
+# race.md, race.json and the runs' logs (not checkpoints) are copied into $RESULTS/<exp>/, with the elapsed time.
+# benchmarks/race_summary.py then sets each beside the grid.
+#
+#   bash benchmarks/race.sh clean few50          # some experiments (default: the four)
+#   LONG=2 bash benchmarks/race.sh clean         # the same race at twice the epochs (runs/race-long/...)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh >/dev/null
+RESULTS=${RESULTS:-benchmarks/results/race}
+LONG=${LONG:-1}
+SUFFIX=$([ "$LONG" = 1 ] && echo "" || echo "-x$LONG")
+RACE=".venv/bin/switokd race --workers 2 --seeds 0 1 2"
+COMMON=(train.threads=1 train.progress=false train.log_interval=5 train.eval_batch_size=256 data.val_split=500)
+online() { echo vanilla dml kdcl switokd uniokd "dml+dkd@warmup_epochs=$1" dml+dist; }
+offline() { echo kd kd+ls "dkd@warmup_epochs=$1" "dkd+ls@warmup_epochs=$1" dist; }
+source benchmarks/collect.sh
+
+run() {  # run EXP CONFIG "METHODS" EPOCHS OVERRIDES...
+  local exp=$1 config=$2 methods=$3 epochs=$4
+  shift 4
+  local out="runs/race/$exp$SUFFIX" dst="$RESULTS/$exp$SUFFIX" t0
+  t0=$(date +%s)
+  # shellcheck disable=SC2086  # the methods are words
+  $RACE --config "$config" --methods $methods --out "$out" "${COMMON[@]}" "$@" "train.epochs=$((epochs * LONG))" \
+    > /dev/null 2> >(tee -a "$out.log" >&2) || true
+  mkdir -p "$dst/runs"
+  echo "{\"seconds\": $(( $(date +%s) - t0 )), \"started\": $t0}" > "$dst/elapsed-$(date +%s).json"
+  cp "$out/race.md" "$out/race.json" "$dst/" 2>/dev/null || true
+  for r in "$out"/*-seed*/; do
+    name=$(basename "$r"); mkdir -p "$dst/runs/$name"
+    cp "$r"/config.yaml "$r"/epochs.jsonl "$dst/runs/$name/" 2>/dev/null || true
+    for f in report.json status.json; do [ -f "$r/$f" ] && cp "$r/$f" "$dst/runs/$name/"; done
+  done
+  echo "$dst/race.md"
+}
+
+FM=configs/fashion_mnist.yaml
+exp_clean() { run clean $FM "$(online $((3 * LONG))) $(offline $((3 * LONG)))" 30 data.limit_train=1500 train.eval_every=15; }
+exp_sym40-noaug() { run sym40-noaug configs/fashion_mnist_noisy.yaml "$(online $((3 * LONG)))" 40 data.limit_train=1500; }
+exp_few50() { run few50 $FM "$(online $((3 * LONG)))" 40 data.labels_per_class=50 train.eval_every=20; }
+exp_pairs100() {
+  run pairs100 $FM "$(online $((2 * LONG))) $(offline $((2 * LONG)))" 20 data.name=fashion_mnist_pairs data.limit_train=2500 \
+    train.eval_every=10 networks.teacher.model=resnet20 networks.teacher.schedule=multistep \
+    networks.student.schedule=multistep "networks.teacher.milestones=[$((9 * LONG)),$((13 * LONG)),$((17 * LONG))]" \
+    "networks.student.milestones=[$((9 * LONG)),$((13 * LONG)),$((17 * LONG))]"
+}
+
+for e in "${@:-clean sym40-noaug few50 pairs100}"; do
+  for x in $e; do "exp_$x"; done
+done

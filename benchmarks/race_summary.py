@@ -1,0 +1,106 @@
+"""The race beside the full grid (issue 30): compute spent, and whether the race found the grid's winner.
+
+    python benchmarks/race_summary.py [--grid benchmarks/results/methods] [--race benchmarks/results/race]
+
+For each condition with both a grid (``benchmarks/methods.sh``) and a race (``benchmarks/race.sh``) on the same
+machine: the runs or trials, the training images seen, the run time summed over runs (training and evaluation)
+and the elapsed time; then the grid's best student (the method with the highest mean last-epoch test accuracy
+of its students over the seeds), the method the validation split favours in the grid (what a race could at
+best pick), the race's winner (chosen on validation), and how far the race's pick trails the grid's best,
+paired by seed on the grid's own runs (both methods ran every seed there). It reads files only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from switokd.runs.files import read_jsonl
+from switokd.runs.stats import fmt, group_by, mean_std
+
+CONDITIONS = ("clean", "sym40-noaug", "few50", "pairs100")
+
+
+def students(report: dict, key: str = "last_acc") -> float | None:
+    vals = [v.get(key) for v in report["networks"].values() if v["role"] == "student"]
+    return None if not vals or any(v is None for v in vals) else sum(vals) / len(vals)
+
+
+def run_compute(run_dir: Path) -> tuple[float, float, int]:
+    """(images, run seconds, epochs) from a run's epochs.jsonl."""
+    f = run_dir / "epochs.jsonl"
+    if not f.is_file():
+        return 0.0, 0.0, 0
+    rows = read_jsonl(f)
+    images = sum(e.get("images", e.get("images_per_s", 0.0) * e.get("train_time_s", 0.0)) for e in rows)
+    return images, sum(e.get("epoch_time_s", e.get("train_time_s", 0.0)) for e in rows), len(rows)
+
+
+def grid_side(root: Path) -> dict | None:
+    if not (root / "results.json").is_file():
+        return None
+    reports = json.loads((root / "results.json").read_text())
+    runs = [p for p in (root / "runs").iterdir() if p.is_dir()] if (root / "runs").is_dir() else []
+    images = seconds = 0.0
+    for r in runs:  # every run of the experiment, the teachers trained alone included
+        i, s, _ = run_compute(r)
+        images, seconds = images + i, seconds + s
+    by = group_by(reports, lambda r: r["method"])
+    test = {m: {r["seed"]: students(r) for r in rs} for m, rs in by.items()}
+    val = {m: [students(r, "last_val_acc") for r in rs] for m, rs in by.items()}
+    best = max(test, key=lambda m: mean_std(list(test[m].values()))[0])
+    best_val = max(val, key=lambda m: mean_std([v for v in val[m] if v is not None] or [0.0])[0])
+    return {"runs": len(runs), "images": images, "seconds": seconds, "test": test, "best": best, "best_val": best_val}
+
+
+def race_side(root: Path) -> dict | None:
+    if not (root / "race.json").is_file():
+        return None
+    data = json.loads((root / "race.json").read_text())
+    elapsed = [json.loads(p.read_text())["seconds"] for p in root.glob("elapsed-*.json")]
+    return {"trials": len(data["trials"]), "images": data["totals"]["images"], "seconds": data["totals"]["wall_time_s"],
+            "elapsed": sum(elapsed) if elapsed else None, "winner": (data["winner"] or {}).get("arm"),
+            "done": data["done"], "decisions": data["decisions"]}
+
+
+def paired(a: dict[int, float], b: dict[int, float]) -> str:
+    diffs = [a[s] - b[s] for s in a if s in b and a[s] is not None and b[s] is not None]
+    return fmt(diffs, sign=True) if diffs else "—"
+
+
+def table(grid_root: Path, race_root: Path, suffix: str = "") -> list[str]:
+    out = ["| condition | grid: runs, images, run time | race: trials, images, run time, elapsed | race / grid (run time) "
+           "| grid's best (test) | best on validation in the grid | race's winner | race's pick − grid's best (paired, test) |",
+           "|---|---|---|---:|---|---|---|---:|"]
+    for c in CONDITIONS:
+        g, r = grid_side(grid_root / c), race_side(race_root / (c + suffix))
+        if g is None or r is None:
+            continue
+        share = r["seconds"] / g["seconds"] if g["seconds"] else float("nan")
+        pick = r["winner"]
+        trail = "0 (the same)" if pick == g["best"] else (paired(g["test"][pick], g["test"][g["best"]]) if pick in g["test"] else "—")
+        elapsed = f", {r['elapsed'] / 3600:.2f} h elapsed" if r["elapsed"] else ""
+        out.append(f"| {c} | {g['runs']}, {g['images'] / 1e6:.2f} M, {g['seconds'] / 3600:.2f} h | {r['trials']}, "
+                   f"{r['images'] / 1e6:.2f} M, {r['seconds'] / 3600:.2f} h{elapsed} | {share:.2f} | {g['best']} | "
+                   f"{g['best_val']} | {pick}{'' if r['done'] else ' (unfinished)'} | {trail} |")
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    here = Path(__file__).parent / "results"
+    p.add_argument("--grid", default=str(here / "methods"))
+    p.add_argument("--race", default=str(here / "race"))
+    p.add_argument("--suffix", default="", help="the race's folder suffix (e.g. -x2 for LONG=2)")
+    args = p.parse_args(argv)
+    rows = table(Path(args.grid), Path(args.race), args.suffix)
+    if len(rows) == 2:
+        print("race_summary: no condition has both a grid and a race", file=sys.stderr)
+        return 2
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
