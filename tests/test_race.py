@@ -252,3 +252,53 @@ def test_a_trial_that_is_itself_a_torchrun_job(tmp_path, data_dir):
     ck = torch.load(out / finisher["run"] / "last.pt", map_location="cpu", weights_only=False)
     assert ck["world_size"] == 2  # trained by both ranks
     assert r.stderr.count("race: created study") == 1  # rank 0 alone talks to the storage
+
+
+def test_sqlite_is_refused_and_a_zero_validation_split_named(tmp_path):
+    with pytest.raises(C.ConfigError, match="SQLite does not lock rows"):
+        open_storage(f"sqlite:///{tmp_path / 'x.db'}")
+    from switokd.data.conditions import split_validation
+    from switokd.data.readers import DatasetError
+    from conftest import synthetic_splits
+    with pytest.raises(DatasetError, match=r"data.val_split=0.001 of 64 training images is no image"):
+        split_validation(synthetic_splits(), 0.001)
+
+
+def test_a_failed_protected_trial_ranks_last_at_every_rung(tmp_path):
+    """A trial that failed (diverged) counts 0 at every rung, its own stops or not, so no rung waits for it."""
+    from switokd.race.engine import Study
+    storage = optuna.storages.InMemoryStorage()
+    optuna.create_study(study_name="r", storage=storage)
+    optuna.create_study(study_name="r::work", storage=storage)
+    s = Study(storage, "r")
+    t = s.main.ask()
+    t.suggest_categorical("arm", ["vanilla"])
+    t.set_user_attr("stops", [8])
+    s.main.tell(t, state=optuna.trial.TrialState.FAIL)
+    (view,) = s.views(s.trials(), [2, 4, 8])
+    assert view.finished and view.reported == {2: 0.0, 4: 0.0, 8: 0.0}
+
+
+def test_a_segment_left_without_a_ticket_gets_one(tmp_path, data_dir):
+    """A worker that died between failing a ticket and enqueueing its replacement: the next worker re-enqueues."""
+    from switokd.race.engine import Study
+    TS = optuna.trial.TrialState
+    real_claim = Study.claim
+    state = {"lost": False}
+
+    def claim_then_lose(self, ticket_id):  # the first claim: the ticket fails and no replacement follows
+        if not state["lost"]:
+            state["lost"] = True
+            self.finish(ticket_id, TS.FAIL)
+            return False
+        return real_claim(self, ticket_id)
+
+    Study.claim = claim_then_lose
+    try:
+        r = race(None, ["dml"], [0], tmp_path / "race", [*SMALL, f"data.dir={data_dir}", "train.epochs=2"], rungs=[1],
+                 log=lambda m: None)
+    finally:
+        Study.claim = real_claim
+    assert state["lost"] and r.data["done"] and r.data["trials"][0]["state"] == "complete"
+    work = optuna.load_study(study_name="race::work", storage=open_storage(tmp_path / "race" / "study.journal"))
+    assert [t.user_attrs.get("why") for t in work.get_trials()].count("no ticket left") == 1

@@ -46,7 +46,7 @@ def test_cached_and_live_runs_train_the_same_student(tmp_path, teacher):
     fill = kd(tmp_path, "fill", teacher, tmp_path / "cache")
     fill.fit()
     read = kd(tmp_path, "read", teacher, tmp_path / "cache", ["train.seed=1"])  # another seed: the same views
-    assert read.caches["teacher"].filled_share(2) == 1.0
+    assert read.open_caches()["teacher"].filled_share(2) == 1.0
     read.fit()
     assert fill.caches["teacher"].misses == 8 and fill.caches["teacher"].hits == 0  # 2 epochs x 4 batches, computed
     assert read.caches["teacher"].hits == 8 and read.caches["teacher"].misses == 0  # all read
@@ -70,6 +70,19 @@ def test_an_interrupted_fill_is_completed_not_trusted(tmp_path, teacher):
     resumed.fit()
     assert resumed.caches["teacher"].misses > 0 and same_student(live, resumed)
     assert resumed.caches["teacher"].filled_share(2) == 1.0
+
+
+def test_a_paused_cached_run_resumes_from_its_checkpoint(tmp_path, teacher):
+    """The cache is keyed by the teacher's weights: opened after a checkpoint restored them, not before."""
+    live = kd(tmp_path, "live", teacher)
+    live.fit()
+    first = kd(tmp_path, "paused", teacher, tmp_path / "cache")
+    first.fit(stop_after=1)
+    resumed = Trainer.from_checkpoint(tmp_path / "paused" / "run", data=synthetic_splits())
+    resumed.fit()
+    assert same_student(live, resumed) and resumed.caches["teacher"].misses == 4  # epoch 2, computed and written
+    evaluated = Trainer.from_checkpoint(tmp_path / "paused" / "run", data=synthetic_splits(), evaluate_only=True)
+    assert evaluated.caches == {} and evaluated.evaluate()["student"]["acc"] >= 0  # evaluation opens no cache
 
 
 class Augmenting(Dataset):

@@ -155,7 +155,7 @@ def sweep(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[i
 
     The race's engine with one rung, the last epoch: every run trains to the end (``switokd.race``). With
     ``workers`` > 1 the runs share a study in ``storage`` (default: a journal file in ``out``) and run that many
-    at a time.
+    at a time; the tables are then written when they all have finished (with one worker, after every run).
     """
     from .race import race
 

@@ -109,6 +109,9 @@ def split_validation(data: Any, val_split: float, split_seed: int = 0) -> tuple[
     n = len(data.train_y)
     count = validation_count(val_split, n)
     if not count:
+        if val_split > 0:
+            raise DatasetError(f"data.val_split={val_split:g} of {n} training images is no image; use a larger fraction "
+                               "or a count")
         return data, None
     idx = validation_indices(data.train_y, count, data.num_classes, split_seed, getattr(data, "classes", None))
     rest = torch.ones(n, dtype=torch.bool)

@@ -104,13 +104,15 @@ class TensorLoader:
         return offsets, flips
 
     def image_indices(self, b: int) -> Tensor:
-        """The images (indices into the training set) of this rank's part of batch ``b`` of the current epoch."""
+        """The images (indices into the training set) of this rank's part of batch ``b`` of the current epoch
+        (the epoch's order is drawn once per epoch and kept)."""
         sel = rank_slice(*self.bounds[b], self.rank, self.world_size)
         if not self.train:
             return torch.arange(sel.start, sel.stop)
-        n = len(self.labels)
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return epoch_order(n, g, self.stream, self.epoch)[sel]
+        if getattr(self, "_order_epoch", None) != self.epoch:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            self._order, self._order_epoch = epoch_order(len(self.labels), g, self.stream, self.epoch), self.epoch
+        return self._order[sel]
 
     def view(self, indices: Tensor, epoch: int) -> Tensor:
         """The normalised images ``indices`` as training sees them at ``epoch`` (with ``augment_seed``), for

@@ -166,8 +166,11 @@ class StreamingLoader:
         return len(self.bounds)
 
     def image_indices(self, b: int) -> Tensor:
-        """The images (indices into the training set) of this rank's part of batch ``b`` of the current epoch."""
-        return torch.tensor([i for _, i in self.batch_indices(b)[0]], dtype=torch.int64)
+        """The images (indices into the training set) of this rank's part of batch ``b`` of the current epoch
+        (the epoch's order is drawn once per epoch and kept)."""
+        if getattr(self, "_order_epoch", None) != self.epoch:
+            self._order, self._order_epoch = self.batch_indices(0), self.epoch
+        return torch.tensor([i for _, i in self._order[b]], dtype=torch.int64)
 
     def view(self, indices: Tensor, epoch: int) -> Tensor:
         """The normalised images ``indices`` as training sees them at ``epoch`` (for filling a teacher cache)."""

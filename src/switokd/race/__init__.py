@@ -112,6 +112,8 @@ def build(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[i
     if search:
         space = dict(search_space or SEARCH_SPACE)
         for i, (label, _, over) in enumerate(parse_method(m) for m in methods):
+            if label in protected:
+                continue
             keys = _searchable(cfg_path, overrides, over, space)
             draws[label] = _sample(keys, search, sampler_seed + i, sampler) if keys else [{}]
     trials: list[TrialSpec] = []
@@ -120,7 +122,8 @@ def build(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[i
         teacher = spec.name.startswith(TEACHER_RUN)
         source = next((o.split("=", 1)[1] for o in spec.overrides if o.startswith("networks.") and ".checkpoint=" in o), None)
         needs = Path(source).parent.name if source else None
-        for j, point in enumerate(draws.get(spec.method, [{}]) if not teacher else [{}]):
+        searched = not teacher and spec.method not in protected  # a teacher source is not searched: it must finish
+        for j, point in enumerate(draws.get(spec.method, [{}]) if searched else [{}]):
             arm = spec.method if not point else f"{spec.method}#{j}"
             run = spec.name if not point else f"{arm}-seed{spec.seed}"
             over = [*spec.overrides, *extra]
@@ -135,6 +138,10 @@ def build(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[i
                                     {k.replace("method.", ""): float(v) for k, v in point.items()}))
             if not teacher and arm not in arms:
                 arms.append(arm)
+    runs = {t.run for t in trials}
+    for t in trials:
+        if t.needs is not None and t.needs not in runs:
+            raise ConfigError(f"race: {t.run} learns from {t.needs}, which is not a trial of this race")
     return trials, arms, protected
 
 
@@ -197,6 +204,7 @@ def race(config: str | Path | None, methods: Sequence[str], seeds: Sequence[int]
                                         "sampler": sampler, "seed": sampler_seed} if search else {})
     digest = hashlib.sha1(json.dumps([arms, list(seeds), rung_list, [t.config for t in trials_box["trials"]]],
                                      sort_keys=True).encode()).hexdigest()[:10]
+    definition.configs = hashlib.sha1(json.dumps([t.config for t in trials_box["trials"]], sort_keys=True).encode()).hexdigest()
     definition.name = study or (kind if prune else f"sweep-{digest}")
     from ..train.distributed import Distributed
     dist = Distributed.from_env()
@@ -252,17 +260,18 @@ def _spawn(n: int, storage: str | Path, name: str, lease_s: float, log: Callable
     import torch
     from ..data.pipeline import usable_cores
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()] or [str(i) for i in range(gpus)]
     threads = max(1, usable_cores() // n)
     procs = []
     for i in range(n):
         env = dict(os.environ)
         if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+            env["CUDA_VISIBLE_DEVICES"] = visible[i % len(visible)]  # this worker's own GPU, of the parent's
         cmd = [sys.executable, "-m", "switokd.race.worker", "--storage", str(storage), "--study", name,
                "--lease", str(lease_s), "--threads", str(threads), "--kind", kind]
         procs.append(subprocess.Popen(cmd, env=env))
     log(f"{kind}: {n} workers (pids {', '.join(str(p.pid) for p in procs)}), {threads} thread(s) each"
-        + (f", GPUs {[i % gpus for i in range(n)]}" if gpus else ""))
+        + (f", GPUs {[visible[i % len(visible)] for i in range(n)]}" if gpus else ""))
     codes = [p.wait() for p in procs]
     bad = [(p.pid, c) for p, c in zip(procs, codes) if c]
     if bad:

@@ -56,6 +56,9 @@ def open_storage(storage: str | Path):
     storage), or a file path (a journal file, which several processes on one machine can share)."""
     optuna = _optuna()
     text = str(storage)
+    if text.startswith("sqlite"):
+        raise ConfigError(f"race: --storage {text!r}: SQLite does not lock rows, so two workers could take the same "
+                          "trial; use a journal file (a path) on one machine, or PostgreSQL or MySQL for several")
     if "://" in text:
         try:
             return optuna.storages.RDBStorage(text)
@@ -91,6 +94,7 @@ class RaceDefinition:
     seeds: list[int]
     command: str = ""
     search: dict[str, Any] = field(default_factory=dict)
+    configs: str = ""  # a digest of every trial's resolved config
     format: int = FORMAT
 
     def as_dict(self) -> dict[str, Any]:
@@ -174,7 +178,7 @@ class Study:
                                   "in --storage) and run again")
             time.sleep(0.5)
         mine = definition.as_dict()
-        differ = [k for k in ("arms", "seeds", "epochs", "rungs", "eta", "search", "out")
+        differ = [k for k in ("arms", "seeds", "epochs", "rungs", "eta", "search", "out", "configs")
                   if json.dumps(stored.get(k), sort_keys=True) != json.dumps(mine.get(k), sort_keys=True)]
         if differ:
             k = differ[0]
@@ -195,15 +199,15 @@ class Study:
     def tickets(self) -> list[Any]:
         return self.work.get_trials(deepcopy=False)
 
-    def views(self, trials: Sequence[Any]) -> list[TrialView]:
+    def views(self, trials: Sequence[Any], rungs: Sequence[int] = ()) -> list[TrialView]:
         TS = self.optuna.trial.TrialState
         runs = {t.user_attrs.get("run"): t.number for t in trials}
         views = []
         for t in trials:
             failed = t.state == TS.FAIL
             reported = {int(k): float(v) for k, v in t.intermediate_values.items()}
-            if failed:  # a failed run (diverged, bad data) ranks last at every later rung
-                for stop in t.user_attrs.get("stops", []):
+            if failed:  # a failed run (diverged, bad data) ranks last at every rung it had not reached
+                for stop in [*t.user_attrs.get("stops", []), *rungs]:
                     reported.setdefault(int(stop), 0.0)
             views.append(TrialView(t.number, t.params.get("arm", "?"), t.params.get("seed", 0),
                                    t.user_attrs.get("kind", "arm"), list(t.user_attrs.get("stops", [])), reported,
@@ -228,13 +232,31 @@ class Study:
             return False
 
     def beat(self, ticket_id: int) -> None:
-        self.storage.set_trial_user_attr(ticket_id, "lease", {"host": socket.gethostname(), "pid": os.getpid(),
-                                                              "beat": time.time()})
+        self.storage.set_trial_user_attr(ticket_id, "lease", {**_process_identity(), "beat": time.time()})
 
     def replace(self, ticket: Any, why: str) -> None:
         """Enqueue a new ticket for a failed one's segment (the caller failed it: only one process does)."""
         self.work.enqueue_trial({}, user_attrs={"trial": ticket.user_attrs["trial"], "stop": ticket.user_attrs["stop"],
                                                 "replaces": ticket.number, "why": why})
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _process_identity() -> dict[str, Any]:
+    """Who holds a ticket: the host, its boot, the PID namespace and the pid (a pid is only comparable with the
+    same host, boot and namespace: containers can share a host name)."""
+    try:
+        pidns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pidns = ""
+    return {"host": socket.gethostname(), "boot": _read("/proc/sys/kernel/random/boot_id"), "pidns": pidns,
+            "pid": os.getpid()}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -255,7 +277,8 @@ def stale(ticket: Any, lease_s: float, now: float | None = None) -> str:
     if lease is None:  # claimed, but never beat: its age counts from the claim
         start = ticket.datetime_start.timestamp() if ticket.datetime_start else now
         return f"no heartbeat in {now - start:.0f}s" if now - start > lease_s else ""
-    if lease.get("host") == socket.gethostname() and not _pid_alive(int(lease.get("pid", -1))):
+    me = _process_identity()
+    if all(lease.get(k) == me[k] for k in ("host", "boot", "pidns")) and not _pid_alive(int(lease.get("pid", -1))):
         return f"its worker (pid {lease.get('pid')}) is gone"
     if now - float(lease.get("beat", now)) > lease_s:
         return f"no heartbeat for {now - float(lease['beat']):.0f}s (lease {lease_s:g}s)"
@@ -393,7 +416,16 @@ def next_segment(study: Study, d: RaceDefinition, options: WorkerOptions,
                     study.replace(tk, why)
     if gone:
         return "wait", None, None
-    sch = schedule(study.views(trials), d.rungs, d.eta, d.protected)
+    # A trial whose teacher run failed cannot start: it fails too, saying why.
+    for t in trials:
+        need = t.user_attrs.get("needs")
+        source = next((u for u in trials if u.user_attrs.get("run") == need), None) if need else None
+        if source is not None and source.state == TS.FAIL and not t.state.is_finished():
+            study.storage.set_trial_user_attr(t._trial_id, "error", f"its teacher run {need} failed")
+            if study.finish(t._trial_id, TS.FAIL):
+                log(f"race: {t.user_attrs['run']} cannot run: its teacher run {need} failed")
+            return "wait", None, None
+    sch = schedule(study.views(trials, d.rungs), d.rungs, d.eta, d.protected)
     for number, epoch in sch.pruned.items():
         if study.finish(by_number[number]._trial_id, TS.PRUNED):
             log(f"race: {by_number[number].user_attrs['run']} stopped at epoch {epoch}")
@@ -402,9 +434,20 @@ def next_segment(study: Study, d: RaceDefinition, options: WorkerOptions,
             study.finish(tk._trial_id, TS.PRUNED)
     if sch.done:
         return "done", None, None
-    candidates = sorted(((tk.user_attrs["stop"], tk.user_attrs["trial"], tk.number, tk) for tk in tickets
-                         if tk.state == TS.WAITING and sch.next_stop.get(tk.user_attrs["trial"]) == tk.user_attrs["stop"]),
-                        key=lambda c: c[:3])
+    # Per segment, only its lowest-numbered unfinished ticket may run (a segment can have two: a replacement
+    # enqueued twice), and a segment the schedule wants with no unfinished ticket gets one (a replacement lost
+    # between its predecessor's failure and its own enqueueing).
+    open_tickets: dict[tuple[int, int], Any] = {}
+    for tk in sorted(tickets, key=lambda tk: tk.number):
+        key = (tk.user_attrs["trial"], tk.user_attrs["stop"])
+        if not tk.state.is_finished() and key not in open_tickets:
+            open_tickets[key] = tk
+    for number, stop in sch.next_stop.items():
+        if (number, stop) not in open_tickets and not by_number[number].state.is_finished():
+            study.work.enqueue_trial({}, user_attrs={"trial": number, "stop": stop, "why": "no ticket left"})
+            return "wait", None, None
+    candidates = sorted(((stop, number, tk.number, tk) for (number, stop), tk in open_tickets.items()
+                         if tk.state == TS.WAITING and sch.next_stop.get(number) == stop), key=lambda c: c[:3])
     for stop, number, _, tk in candidates:
         if study.claim(tk._trial_id):
             return "run", Segment(tk._trial_id, tk.number, by_number[number]._trial_id, number, stop), by_number[number]
@@ -446,9 +489,10 @@ def work_ranks(study: Study | None, out: str, options: WorkerOptions, log: Calla
         if dist.is_main:
             _run_claimed(study, seg, study.storage.get_trial(seg.trial_id), d, options, log)
         else:
+            from ..errors import TrainingDiverged
             try:
                 run_segment(C.from_dict(config), Path(out) / run, seg.stop, lambda m: None)
-            except Exception:  # rank 0 records what happened; every rank raised the same (decisions are global)
+            except TrainingDiverged:  # every rank saw it (the check is global); rank 0 records it
                 pass
 
 
@@ -478,14 +522,24 @@ def _run_claimed(study: Study, seg: Segment, trial: Any, d: RaceDefinition, opti
             if study.finish(seg.ticket_id, TS.FAIL):
                 study.replace(study.storage.get_trial(seg.ticket_id), f"{type(e).__name__}: {e}"[:200])
             raise
-    if hb.lost.is_set():
+    if hb.lost.is_set() or study.storage.get_trial(seg.ticket_id).state != TS.RUNNING:
         log(f"race: {run_dir.name}: this worker lost its segment (missed heartbeats); its replacement continues")
         return
     summary = run_summary(run_dir, roles)
-    for point in summary["curve"]:
-        if "val" in point and point["epoch"] <= seg.stop:
-            study.storage.set_trial_intermediate_value(seg.trial_id, point["epoch"], point["val"])
-    study.storage.set_trial_user_attr(seg.trial_id, "summary", summary)
+    if not any(p["epoch"] == seg.stop and "val" in p for p in summary["curve"]):
+        why = f"no validation accuracy at epoch {seg.stop} (is data.val_split set, and evaluated there?)"
+        log(f"race: {run_dir.name} failed: {why}")
+        study.storage.set_trial_user_attr(seg.trial_id, "error", why)
+        study.finish(seg.trial_id, TS.FAIL)
+        study.finish(seg.ticket_id, TS.FAIL)
+        return
+    try:  # another worker may decide the rung, and stop this trial, as soon as the value is in
+        study.storage.set_trial_user_attr(seg.trial_id, "summary", summary)
+        for point in summary["curve"]:
+            if "val" in point and point["epoch"] <= seg.stop:
+                study.storage.set_trial_intermediate_value(seg.trial_id, point["epoch"], point["val"])
+    except study.optuna.exceptions.UpdateFinishedTrialError:
+        pass
     if seg.stop == trial.user_attrs["stops"][-1]:
         report_path = run_dir / F.REPORT
         report = json.loads(report_path.read_text()) if report_path.is_file() else {}

@@ -31,7 +31,7 @@ def collect(study: Any) -> dict[str, Any]:
     """The race as plain data (``race.json``): its definition, decisions, trials, ranking and winner."""
     d = study.definition()
     trials = study.trials()
-    sch = schedule(study.views(trials), d.rungs, d.eta, d.protected)
+    sch = schedule(study.views(trials, d.rungs), d.rungs, d.eta, d.protected)
     rows = []
     for t in trials:
         summary = t.user_attrs.get("summary", {})
@@ -143,14 +143,17 @@ def write(study: Any, out: Path, header: Sequence[str] = ()) -> dict[str, Any]:
         run = Path(data["definition"]["out"]) / w["run"]
         src = run / F.BEST if (run / F.BEST).is_file() else run / F.LAST
         if src.is_file():
-            shutil.copyfile(src, out / "winner.pt.tmp")
-            (out / "winner.pt.tmp").replace(out / "winner.pt")
+            import os
+            tmp = out / f"winner.pt.{os.getpid()}.tmp"
+            shutil.copyfile(src, tmp)
+            tmp.replace(out / "winner.pt")
             _atomic(out / "winner.json", json.dumps({**w, "checkpoint": str(out / "winner.pt"), "from": str(src)}, indent=1))
     return data
 
 
 def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    import os
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # several writers (machines) do not share a tmp file
     tmp.write_text(text)
     tmp.replace(path)
 

@@ -78,7 +78,7 @@ def run_header(tr: RunView) -> list[str]:
                  f"seed {tr.cfg.train.seed}")
     for name, cache in getattr(tr, "caches", {}).items():
         lines.append(f"cache      {name}: {cache.path} ({cache.meta['dtype'] if not cache.topk else f'top-{cache.topk}'}, "
-                     f"{cache.bytes_per_view} B per image per view, {cache.filled_share(tr.cfg.train.epochs if tr.cfg.data.augment else 1):.0%} "
+                     f"{cache.bytes_per_view} B per image per view, {cache.filled_share(cache.meta['views']):.0%} "
                      "filled: the rest is computed live and written)")
     describe = getattr(tr.method, "describe_recipe", None)
     if describe is not None:

@@ -44,7 +44,8 @@ LABELS = {"format": "cache format", "images": "number of training images", "clas
           "training_images": "set of training images (SHA-256)", "augment": "augmentation (data.augment)",
           "crop_padding": "crop padding (data.crop_padding)", "hflip": "flip setting (data.hflip)",
           "augment_seed": "augmentation seed (data.augment_seed)", "mean": "normalisation mean",
-          "std": "normalisation std", "precision": "precision (train.precision)",
+          "std": "normalisation std", "image_size": "image size", "channels": "number of channels",
+          "precision": "precision (train.precision)",
           "channels_last": "memory format (train.channels_last)", "dtype": "cache dtype", "topk": "cache top-k"}
 
 
@@ -209,13 +210,25 @@ class TeacherCache:
         return self.topk * 6 if self.topk else self.classes * np.dtype(DTYPES[self.meta["dtype"]]).itemsize
 
 
+def random_views(cfg: Any, data: Any) -> bool:
+    """Whether training sees a new view of an image every epoch: augmentation on, or a streamed or user data set
+    (whose decoding draws random crops and flips, and whose transforms are the user's)."""
+    return bool(cfg.data.augment) or bool(getattr(data, "streaming", False))
+
+
+def cache_views(cfg: Any, data: Any) -> int:
+    """Views per image a cache holds for this run: one per epoch when the views are random, else one."""
+    return cfg.train.epochs if random_views(cfg, data) else 1
+
+
 def run_identity(cfg: Any, data: Any, net: Any, precision: str) -> dict[str, Any]:
     """What a cache must match for this run and network (``meta.json``'s keys, without the arrays' shape)."""
     d = cfg.data
     return {"model": net.cfg.model, "teacher_weights": weights_digest(net.model), "data": data.name,
             "training_images": data_digest(data), "mean": list(data.mean), "std": list(data.std),
+            "image_size": int(data.image_size), "channels": int(data.in_chans),
             "augment": bool(d.augment), "crop_padding": d.crop_padding, "hflip": bool(d.hflip),
-            "augment_seed": d.augment_seed if d.augment else None, "precision": precision,
+            "augment_seed": d.augment_seed if random_views(cfg, data) else None, "precision": precision,
             "channels_last": bool(cfg.train.channels_last)}
 
 
@@ -234,7 +247,18 @@ def check_cache_config(cfg: Any, frozen: Sequence[str]) -> None:
                               "train.seed, so that every run sees the views the cache holds")
 
 
-__all__ = ["TeacherCache", "run_identity", "check_cache_config", "weights_digest", "data_digest"]
+def check_cache_data(cfg: Any, data: Any) -> None:
+    """A streamed or user data set draws a new view every epoch even with data.augment=false: it needs
+    data.augment_seed too."""
+    if any(n.cache for n in cfg.networks) and getattr(data, "streaming", False) and cfg.data.augment_seed is None:
+        name = next(n.name for n in cfg.networks if n.cache)
+        raise ConfigError(f"config key 'networks.{name}.cache' needs data.augment_seed (an integer): a streamed or "
+                          "user data set decodes (and transforms) every image anew each epoch, so its views must be "
+                          "drawn from a seed of their own")
+
+
+__all__ = ["TeacherCache", "run_identity", "check_cache_config", "check_cache_data", "cache_views", "random_views",
+           "weights_digest", "data_digest", "fill"]
 
 
 def fill(trainer: Any, log: Any = print) -> dict[str, dict[str, Any]]:
@@ -243,7 +267,8 @@ def fill(trainer: Any, log: Any = print) -> dict[str, dict[str, Any]]:
     seconds it took and the bytes on disk."""
     import time
     out = {}
-    views = trainer.cfg.train.epochs if trainer.cfg.data.augment else 1
+    trainer.open_caches()
+    views = cache_views(trainer.cfg, trainer.data)
     loader = trainer.train_loader
     bs = trainer.cfg.train.eval_batch_size
     for name, cache in trainer.caches.items():

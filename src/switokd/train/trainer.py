@@ -86,7 +86,13 @@ class Trainer:
         self.networks: dict[str, Network] = {
             n.name: build_network(n, cfg, self.data, frozen=n.name in self.method.frozen, device=self.device,
                                   dist=self.dist, initial_weights=initial_weights) for n in cfg.networks}
-        self.caches = self._open_caches(initial_weights)  # frozen teachers' logits computed once (networks.NAME.cache)
+        # Frozen teachers' logits computed once (networks.NAME.cache): checked now, opened by fit() (or
+        # open_caches()), once a checkpoint's weights are in place, since the cache is keyed by them.
+        from .teacher_cache import check_cache_config
+        check_cache_config(self.cfg, self.method.frozen)
+        from .teacher_cache import check_cache_data
+        check_cache_data(self.cfg, self.data)
+        self.caches: dict[str, Any] = {}
         self._batch_images: torch.Tensor | None = None  # the images of the current batch, for the caches
         self.lr_scale = float(self.dist.world_size) if t.scale_lr else 1.0
         # --- training state (checkpointed: train_state) ---
@@ -111,19 +117,18 @@ class Trainer:
         self.progress = Progress(enabled=t.progress and self.dist.is_main, epochs=t.epochs,
                                  steps_per_epoch=len(self.train_loader), interval_s=t.progress_interval_s)
 
-    def _open_caches(self, initial_weights: bool) -> dict[str, Any]:
-        from .teacher_cache import TeacherCache, check_cache_config, run_identity
-        check_cache_config(self.cfg, self.method.frozen)
-        caches = {}
+    def open_caches(self) -> dict[str, Any]:
+        """Open (or create) every ``networks.NAME.cache``, checked against this run's teacher weights, data and
+        augmentation (``teacher_cache.TeacherCache.open``); ``fit`` calls it."""
+        from .teacher_cache import TeacherCache, cache_views, run_identity
         for name, net in self.networks.items():
             n = net.cfg
-            if not n.cache:
-                continue
-            views = self.cfg.train.epochs if self.cfg.data.augment else 1
-            caches[name] = TeacherCache.open(n.cache, f"networks.{name}.cache", run_identity(self.cfg, self.data, net,
-                                             self.precision.name), views, len(self.data.train_y),
-                                             self.data.num_classes, n.cache_dtype, n.cache_topk)
-        return caches
+            if n.cache and name not in self.caches:
+                self.caches[name] = TeacherCache.open(
+                    n.cache, f"networks.{name}.cache", run_identity(self.cfg, self.data, net, self.precision.name),
+                    cache_views(self.cfg, self.data), len(self.data.train_y), self.data.num_classes, n.cache_dtype,
+                    n.cache_topk)
+        return self.caches
 
     @property
     def run_dir(self) -> Path | None:
@@ -145,7 +150,7 @@ class Trainer:
         for name, net in self.networks.items():
             cache = self.caches.get(name) if training and self._batch_images is not None else None
             if cache is not None:
-                view = self.epoch if self.cfg.data.augment else 0
+                view = self.epoch if cache.meta["views"] > 1 else 0
                 cached = cache.lookup(view, self._batch_images)
                 if cached is not None:  # what the teacher computed for these views, read back exactly
                     logits[name] = cached.to(self.device, self.precision.logits_dtype)
@@ -296,6 +301,8 @@ class Trainer:
         """
         total = self.cfg.train.epochs
         until = total if stop_after is None else min(int(stop_after), total)
+        if self.epoch < until:
+            self.open_caches()
         self.rundir.open(self.cfg, self.loggers, (self.log_offsets or {}) if self.step else None, self._run_facts())
         if self.cfg.train.progress and self.dist.is_main and self.epoch < until:
             logger.info("\n".join(run_header(self)))
