@@ -230,6 +230,17 @@ def cmd_list(args: argparse.Namespace) -> int:
             doc = (MODELS.get(name).__doc__ or "").strip().splitlines()
             line = f"{name:<20}" + (f" {params / 1e6:7.2f}M params (10 classes)" if params else "")
             print(line + (f"  {doc[0]}" if doc and not params else ""))
+    elif args.what == "recipes":
+        from .config import load_config
+        from .methods import method_from_config
+
+        print("the values an unset method.* key takes (set a key to override it), for the default pair WRN-16-2 -> "
+              "WRN-16-1; sources in docs/method.md\n")
+        for entry in ("kd", "kd+ls", "dkd", "dkd+ls", "dist", "dml", "dml+dkd", "dml+dist", "switokd", "uniokd", "kdcl"):
+            from .race.plan import parse_method
+            label, _, over = parse_method(entry)
+            method = method_from_config(load_config(None, list(over)))
+            print(f"{label:<9} {method.describe_recipe()}")
     elif args.what == "methods":
         from .methods import METHODS
 
@@ -413,8 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print JSON")
     pr.set_defaults(fn=cmd_predict)
 
-    ls = sub.add_parser("list", help="list registered models, methods or datasets")
-    ls.add_argument("what", choices=["models", "methods", "datasets"])
+    ls = sub.add_parser("list", help="list registered models, methods, datasets, or the methods' published recipes")
+    ls.add_argument("what", choices=["models", "methods", "datasets", "recipes"])
     ls.add_argument("--params", action="store_true", help="models: count parameters (builds each model)")
     ls.set_defaults(fn=cmd_list)
     return p
