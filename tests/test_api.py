@@ -25,7 +25,8 @@ def test_the_public_api_imports_from_switokd():
 
 
 @pytest.mark.parametrize("module", ["switokd.switching", "switokd.config", "switokd.losses", "switokd.methods",
-                                    "switokd.methods.distill", "switokd.sweep", "switokd.log"])
+                                    "switokd.methods.distill", "switokd.race.plan", "switokd.race.schedule",
+                                    "switokd.methods.recipes", "switokd.data.conditions", "switokd.log"])
 def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0, result
