@@ -65,7 +65,7 @@ def test_a_warm_up_ramps_any_loss():
 def test_online_dist_at_the_offline_recipe_warns_with_the_reason():
     assert built("method.name=dml", "method.loss=dist").recipe_warnings == []
     (w,) = built("method.name=dml", "method.loss=dist", "method.tau=4", "method.kl_weight=2").recipe_warnings
-    assert "~200x cross-entropy's" in w and "collapsed to chance" in w
+    assert "~200x cross-entropy's" in w and "(to chance)" in w and "26% after 30 epochs" in w
     assert built("method.name=dist").recipe_warnings == []  # offline, a trained teacher: the recipe
 
 
