@@ -55,10 +55,10 @@ def collect(study: Any) -> dict[str, Any]:
     for a, rs in finished.items():
         test = [r["test"] for r in rs if r["test"] is not None]
         val = [r["val"] for r in rs if r["val"] is not None]
-        ranking.append({"arm": a, "seeds": len(rs), "test": mean_std(test) if test else None,
-                        "val": mean_std(val) if val else None,
+        ranking.append({"arm": a, "seeds": len(rs), "test": test, "val": val,
+                        "test_mean": mean_std(test)[0] if test else None,
                         "vs": {ref: _paired(rs, finished.get(ref, [])) for ref in ("dml", "kd") if ref in finished and ref != a}})
-    ranking.sort(key=lambda r: -(r["test"][0] if r["test"] else -1.0))
+    ranking.sort(key=lambda r: -(r["test_mean"] if r["test_mean"] is not None else -1.0))
     winner = None
     if finished:
         best_arm = max(finished, key=lambda a: (sum(r["val"] or 0.0 for r in finished[a]) / len(finished[a]),
@@ -74,21 +74,14 @@ def collect(study: Any) -> dict[str, Any]:
             "ranking": ranking, "winner": winner, "totals": totals}
 
 
-def _paired(ours: Sequence[dict[str, Any]], theirs: Sequence[dict[str, Any]]) -> tuple[float, float, int] | None:
-    """Mean ± std over the shared seeds of (ours − theirs) on test, and how many seeds."""
+def _paired(ours: Sequence[dict[str, Any]], theirs: Sequence[dict[str, Any]]) -> list[float]:
+    """Per shared seed, ours − theirs on test."""
     by_seed = {r["seed"]: r["test"] for r in theirs if r["test"] is not None}
-    diffs = [r["test"] - by_seed[r["seed"]] for r in ours if r["test"] is not None and r["seed"] in by_seed]
-    if not diffs:
-        return None
-    m, s = mean_std(diffs)
-    return (m, s, len(diffs))
+    return [r["test"] - by_seed[r["seed"]] for r in ours if r["test"] is not None and r["seed"] in by_seed]
 
 
-def _cell(ms: Any) -> str:
-    if ms is None:
-        return "—"
-    m, s = ms[0], ms[1]
-    return f"{m:.2f} ± {s:.2f}"
+def _cell(values: Sequence[float], sign: bool = False) -> str:
+    return fmt(list(values), sign=sign) if values else "—"
 
 
 def markdown(data: dict[str, Any], header: Sequence[str] = ()) -> str:
@@ -108,13 +101,14 @@ def markdown(data: dict[str, Any], header: Sequence[str] = ()) -> str:
     out += ["## Ranking of the arms that finished (students' last-epoch test accuracy, mean ± std over seeds)", "",
             "| arm | seeds | test acc (%) | val acc (%) | − DML (paired) | − KD (paired) |", "|---|---:|---:|---:|---:|---:|"]
     for r in data["ranking"]:
-        vs = {k: (f"{v[0]:+.2f} ± {v[1]:.2f} (n={v[2]})" if v else "—") for k, v in r["vs"].items()}
+        vs = {k: _cell(v, sign=True) for k, v in r["vs"].items()}
         out.append(f"| {r['arm']} | {r['seeds']} | {_cell(r['test'])} | {_cell(r['val'])} | {vs.get('dml', '—')} | "
                    f"{vs.get('kd', '—')} |")
     w = data["winner"]
     if w:
         out += ["", f"**Winner (chosen on validation): {w['arm']}**, seed {w['seed']}: val {w['val']:.2f}%, test "
-                    f"{w['test']:.2f}%; its checkpoint is `winner.pt` (`switokd export --checkpoint winner.pt`)."]
+                    f"{w['test']:.2f}%; its checkpoint is `{Path(d['out']) / 'winner.pt'}` (for `switokd export "
+                    "--checkpoint`)."]
     stopped = [r for r in data["trials"] if r["state"] == "pruned"]
     if stopped:
         out += ["", "## Stopped trials: their curves up to the stop (students' mean accuracy, %)", "",
