@@ -13,7 +13,8 @@ bash scripts/setup.sh >/dev/null
 RESULTS=${RESULTS:-benchmarks/results/race}
 LONG=${LONG:-1}
 SUFFIX=$([ "$LONG" = 1 ] && echo "" || echo "-x$LONG")
-RACE=".venv/bin/switokd race --workers 2 --seeds 0 1 2"
+# WORKERS=1 when another job holds the other core (the wall-clock is then per core; race_summary.py compares core-seconds)
+RACE=".venv/bin/switokd race --workers ${WORKERS:-2} --seeds 0 1 2"
 COMMON=(train.threads=1 train.progress=false train.log_interval=5 train.eval_batch_size=256 data.val_split=500)
 online() { echo vanilla dml kdcl switokd uniokd "dml+dkd@warmup_epochs=$1" dml+dist; }
 offline() { echo kd kd+ls "dkd@warmup_epochs=$1" "dkd+ls@warmup_epochs=$1" dist; }
