@@ -6,7 +6,10 @@
 # benchmarks/race_summary.py then sets each beside the grid.
 #
 #   bash benchmarks/race.sh clean few50          # some experiments (default: the four)
-#   LONG=2 bash benchmarks/race.sh clean         # the same race at twice the epochs (runs/race-long/...)
+#   LONG=2 bash benchmarks/race.sh clean         # the same race at twice the epochs (runs/race/<exp>-x2)
+#   CACHE=1 bash benchmarks/race.sh clean        # the offline arms read one teacher cache per seed (issue 29):
+#       data.augment_seed=0 (every trial's views from one seed, as the cache needs) and
+#       networks.teacher.cache=runs/race/<exp>-cache
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
@@ -23,10 +26,12 @@ source benchmarks/collect.sh
 run() {  # run EXP CONFIG "METHODS" EPOCHS OVERRIDES...
   local exp=$1 config=$2 methods=$3 epochs=$4
   shift 4
-  local out="runs/race/$exp$SUFFIX" dst="$RESULTS/$exp$SUFFIX" t0
+  local out="runs/race/$exp$SUFFIX" dst="$RESULTS/$exp$SUFFIX" t0 cache=()
+  [ "${CACHE:-0}" = 1 ] && cache=(data.augment_seed=0 "networks.teacher.cache=$out-cache")
   t0=$(date +%s)
+  mkdir -p "$(dirname "$out")"
   # shellcheck disable=SC2086  # the methods are words
-  $RACE --config "$config" --methods $methods --out "$out" "${COMMON[@]}" "$@" "train.epochs=$((epochs * LONG))" \
+  $RACE --config "$config" --methods $methods --out "$out" "${COMMON[@]}" "${cache[@]}" "$@" "train.epochs=$((epochs * LONG))" \
     > /dev/null 2> >(tee -a "$out.log" >&2) || true
   mkdir -p "$dst/runs"
   echo "{\"seconds\": $(( $(date +%s) - t0 )), \"started\": $t0}" > "$dst/elapsed-$(date +%s).json"
