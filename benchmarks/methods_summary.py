@@ -4,6 +4,7 @@
   python benchmarks/methods_summary.py --root DIR      # another folder of experiments (e.g. runs/methods)
   python benchmarks/methods_summary.py --status        # how far the grid is: the finished runs per experiment
   python benchmarks/methods_summary.py --readme        # the README's tables (students by method, which to use)
+  python benchmarks/methods_summary.py --against benchmarks/results/methods-2026-12-02-565f5ba   # before / now
 
 Per experiment, one row per method: the student's and the teacher's accuracy at the last and at the best
 epoch (mean ± sample std over seeds), the student's difference from DML's and from KD's and the teacher's
@@ -124,6 +125,25 @@ def method_matrix(grids: dict[str, dict[str, list[dict]]]) -> list[str]:
     return out
 
 
+def side_by_side(old: dict[str, dict[str, list[dict]]], new: dict[str, dict[str, list[dict]]]) -> list[str]:
+    """Each method's student (last epoch, test) in an earlier grid and in this one, condition by condition."""
+    exps = [e for e in new if e in old]
+    methods = list(dict.fromkeys(m for g in (new, old) for e in exps for m in g[e]))
+    out = ["| method | " + " | ".join(f"{e}: before | {e}: now" for e in exps) + " |",
+           "|---|" + "---:|---:|" * len(exps)]
+    for m in methods:
+        cells = []
+        for e in exps:
+            cells += [cell(acc(g[e][m], "student", "last_acc")) if m in g[e] else "—" for g in (old, new)]
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    return out
+
+
+def load(root: Path) -> dict[str, list[dict]]:
+    return {exp: json.loads((root / exp / "results.json").read_text()) for exp in SETTINGS
+            if (root / exp / "results.json").is_file()}
+
+
 def status(reports: dict[str, list[dict]]) -> list[str]:
     """The finished runs of each experiment (its results.json), by seed, against the grid's total."""
     out = ["| experiment | finished runs | of |", "|---|---|---:|"]
@@ -141,10 +161,11 @@ def main(argv=None) -> int:
     p.add_argument("--status", action="store_true", help="the finished runs per experiment, not the tables")
     p.add_argument("--readme", action="store_true", help="the README's two tables: students by method and condition, "
                    "and which method to use")
+    p.add_argument("--against", metavar="OLD_ROOT", help="an earlier grid's folder: each method's student there and "
+                   "here, side by side")
     args = p.parse_args(argv)
     root = Path(args.root)
-    reports = {exp: json.loads((root / exp / "results.json").read_text()) for exp in SETTINGS
-               if (root / exp / "results.json").is_file()}
+    reports = load(root)
     if args.status:
         print("\n".join(status(reports)))
         return 0
@@ -152,6 +173,10 @@ def main(argv=None) -> int:
     if not grids:
         print(f"methods_summary: no results.json under {root}", file=sys.stderr)
         return 2
+    if args.against:
+        old = {exp: group_by(runs, lambda r: r["method"]) for exp, runs in load(Path(args.against)).items()}
+        print("\n".join(side_by_side(old, grids)))
+        return 0
     if args.readme:
         print("\n".join(method_matrix(grids)) + "\n")
         print("\n".join(which_method(grids)))

@@ -90,6 +90,13 @@ def test_methods_summary_ranks_and_pairs_by_seed(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| clean | 6 (seed 0: dml, kd, switokd; seed 1: dml, kd, switokd) | 36 |" in out
     assert "| few50 | 0 | 21 |" in out
+    old = tmp_path / "old"  # an earlier grid beside this one: each method before and now
+    (old / "clean").mkdir(parents=True)
+    (old / "clean" / "results.json").write_text(json.dumps([rep("dml", 0, 70.0, 75.0), rep("dml", 1, 72.0, 75.0)]))
+    assert ms.main(["--root", str(tmp_path), "--against", str(old)]) == 0
+    out = capsys.readouterr().out
+    assert "| method | clean: before | clean: now |" in out
+    assert "| dml | 71.00 ± 1.41 | 80.50 ± 0.71 |" in out and "| kd | — | 79.25 ± 0.35 |" in out
 
 
 def test_race_summary_sets_the_race_beside_the_grid(tmp_path, capsys):
