@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -87,6 +88,7 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
     p.add_argument("--out", help="also write the table to this markdown file")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as work:
@@ -94,7 +96,7 @@ def main(argv=None) -> None:
             rows.append(measure(pair, args.images, args.steps, args.batch, args.threads, Path(work)))
             print(rows[-1], flush=True)
     lines = [f"# Teacher cache: offline KD steps, live teacher against the cache", "",
-             f"- command: `python benchmarks/teacher_cache.py {' '.join(argv or [])}`".rstrip(),
+             f"- command: `python benchmarks/teacher_cache.py {' '.join(argv)}`".rstrip(),
              f"- machine: {machine_summary(threads=args.threads or None)}", f"- date: {time.strftime('%Y-%m-%d')}",
              f"- batch {args.batch}; {args.steps} steps per mode, alternating live and cached step by step; medians",
              "", "| pair | input | precision | live step (ms) | cached step (ms) | speed-up | fill (s) | entries | "
