@@ -70,6 +70,16 @@ def test_two_workers_race_prune_and_write_the_ranking(raced):
     assert len(done) == len(set(done))
 
 
+def test_the_teachers_are_taken_first(raced):
+    """The offline trials wait for their seed's teacher (the vanilla trial): the workers take those first."""
+    out, _ = raced
+    storage = open_storage(out / "study.journal")
+    runs = {t.number: t.user_attrs["run"] for t in optuna.load_study(study_name="race", storage=storage).get_trials()}
+    work = optuna.load_study(study_name="race::work", storage=storage).get_trials()
+    first = sorted((tk for tk in work if tk.datetime_start is not None), key=lambda tk: tk.datetime_start)[:2]
+    assert sorted(runs[tk.user_attrs["trial"]] for tk in first) == ["vanilla-seed0", "vanilla-seed1"]
+
+
 def test_a_surviving_trial_is_bit_exact_against_the_same_trial_run_alone(raced, tmp_path):
     out, result = raced
     study = optuna.load_study(study_name="race", storage=open_storage(out / "study.journal"))

@@ -446,9 +446,13 @@ def next_segment(study: Study, d: RaceDefinition, options: WorkerOptions,
         if (number, stop) not in open_tickets and not by_number[number].state.is_finished():
             study.work.enqueue_trial({}, user_attrs={"trial": number, "stop": stop, "why": "no ticket left"})
             return "wait", None, None
-    candidates = sorted(((stop, number, tk.number, tk) for (number, stop), tk in open_tickets.items()
-                         if tk.state == TS.WAITING and sch.next_stop.get(number) == stop), key=lambda c: c[:3])
-    for stop, number, _, tk in candidates:
+    # Teachers first: a seed's offline trials cannot start before its teacher has trained to the end, and the rung
+    # waits for them, so a teacher taken last would leave the other workers idle. Then the lowest rung first.
+    needed = {t.user_attrs.get("needs") for t in trials if not t.state.is_finished()} - {None}
+    candidates = sorted(((by_number[number].user_attrs.get("run") not in needed, stop, number, tk.number, tk)
+                         for (number, stop), tk in open_tickets.items()
+                         if tk.state == TS.WAITING and sch.next_stop.get(number) == stop), key=lambda c: c[:4])
+    for _, stop, number, _, tk in candidates:
         if study.claim(tk._trial_id):
             return "run", Segment(tk._trial_id, tk.number, by_number[number]._trial_id, number, stop), by_number[number]
     return "wait", None, None  # the others' segments decide the next rung
