@@ -58,6 +58,19 @@ def test_cached_and_live_runs_train_the_same_student(tmp_path, teacher):
     assert report["teacher_cache"]["teacher"]["batches_read"] == 8
 
 
+@pytest.mark.parametrize("compression", [["networks.teacher.cache_dtype=fp16"], ["networks.teacher.cache_topk=3"]])
+def test_a_lossy_cache_trains_the_same_student_in_the_run_that_fills_it(tmp_path, teacher, compression):
+    """fp16 or top-k: the filling run trains on the values it stored, as every later run does."""
+    fill = kd(tmp_path, "fill", teacher, tmp_path / "cache", compression)
+    fill.fit()
+    read = kd(tmp_path, "read", teacher, tmp_path / "cache", compression)
+    read.fit()
+    assert read.caches["teacher"].misses == 0 and same_student(fill, read)
+    live = kd(tmp_path, "live", teacher)
+    live.fit()
+    assert not same_student(live, read)  # the compression changed what the student learned from
+
+
 def test_an_interrupted_fill_is_completed_not_trusted(tmp_path, teacher):
     kd(tmp_path, "fill", teacher, tmp_path / "cache").fit()
     filled = np.load(tmp_path / "cache" / "filled.npy", mmap_mode="r+")

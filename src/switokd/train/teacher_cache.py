@@ -183,6 +183,11 @@ class TeacherCache:
         out.scatter_(1, torch.from_numpy(np.asarray(self.indices[view, idx], dtype=np.int64)), values)
         return out
 
+    @property
+    def lossy(self) -> bool:
+        """fp16 or top-k: what is read back is not what the teacher computed."""
+        return bool(self.topk) or self.meta["dtype"] != "fp32"
+
     def store(self, view: int, indices: Tensor, logits: Tensor) -> None:
         """Write a batch computed live (then mark it filled)."""
         idx = indices.to("cpu").numpy()
