@@ -167,14 +167,15 @@ class TeacherCache:
 
     # ------------------------------------------------------------------ reading and writing
 
-    def lookup(self, view: int, indices: Tensor) -> Tensor | None:
+    def lookup(self, view: int, indices: Tensor, count: bool = True) -> Tensor | None:
         """The cached logits of images ``indices`` at ``view`` as a float32 [n, C] tensor, or None when any of them
-        is not filled yet (the caller computes the batch live and ``store``s it)."""
+        is not filled yet (the caller computes the batch live and ``store``s it). ``count=False``: a read-back of
+        what was just stored, not a batch read instead of the teacher."""
         idx = indices.to("cpu").numpy()
         if not self.filled[view, idx].all():
-            self.misses += 1
+            self.misses += count
             return None
-        self.hits += 1
+        self.hits += count
         values = torch.from_numpy(np.asarray(self.logits[view, idx], dtype=np.float32))
         if not self.topk:
             return values

@@ -160,7 +160,7 @@ class Trainer:
             if cache is not None:
                 cache.store(view, self._batch_images, logits[name])
                 if cache.lossy:  # train on what every later run will read, so that all runs of a cache agree
-                    logits[name] = cache.lookup(view, self._batch_images).to(self.device, self.precision.logits_dtype)
+                    logits[name] = cache.lookup(view, self._batch_images, count=False).to(self.device, self.precision.logits_dtype)
         return logits
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
