@@ -167,39 +167,44 @@ class TeacherCache:
 
     # ------------------------------------------------------------------ reading and writing
 
-    def lookup(self, view: int, indices: Tensor, count: bool = True) -> Tensor | None:
+    def lookup(self, view: int, indices: Tensor) -> Tensor | None:
         """The cached logits of images ``indices`` at ``view`` as a float32 [n, C] tensor, or None when any of them
-        is not filled yet (the caller computes the batch live and ``store``s it). ``count=False``: a read-back of
-        what was just stored, not a batch read instead of the teacher."""
+        is not filled yet (the caller computes the batch live and ``store``s it)."""
         idx = indices.to("cpu").numpy()
         if not self.filled[view, idx].all():
-            self.misses += count
+            self.misses += 1
             return None
-        self.hits += count
-        values = torch.from_numpy(np.asarray(self.logits[view, idx], dtype=np.float32))
-        if not self.topk:
-            return values
-        out = torch.empty(len(idx), self.classes, dtype=torch.float32)
-        out[:] = values.min(dim=1, keepdim=True).values  # the classes left out sit at the k-th largest logit
-        out.scatter_(1, torch.from_numpy(np.asarray(self.indices[view, idx], dtype=np.int64)), values)
-        return out
+        self.hits += 1
+        return self._logits(self.logits[view, idx], self.indices[view, idx] if self.topk else None)
+
+    def _logits(self, values: np.ndarray, top: np.ndarray | None) -> Tensor:
+        """Stored values (and top-k indices) as the float32 [n, C] logits a run reads."""
+        out = torch.from_numpy(np.asarray(values, dtype=np.float32))
+        if top is None:
+            return out
+        full = torch.empty(len(out), self.classes, dtype=torch.float32)
+        full[:] = out.min(dim=1, keepdim=True).values  # the classes left out sit at the k-th largest logit
+        return full.scatter_(1, torch.from_numpy(np.asarray(top, dtype=np.int64)), out)
 
     @property
     def lossy(self) -> bool:
         """fp16 or top-k: what is read back is not what the teacher computed."""
         return bool(self.topk) or self.meta["dtype"] != "fp32"
 
-    def store(self, view: int, indices: Tensor, logits: Tensor) -> None:
-        """Write a batch computed live (then mark it filled)."""
+    def store(self, view: int, indices: Tensor, logits: Tensor) -> Tensor:
+        """Write a batch computed live (then mark it filled); return it as every later ``lookup`` will read it."""
         idx = indices.to("cpu").numpy()
         z = logits.detach().float().to("cpu")
+        top = None
         if self.topk:
-            top = z.topk(self.topk, dim=1)
-            self.logits[view, idx] = top.values.numpy().astype(np.float16)
-            self.indices[view, idx] = top.indices.numpy().astype(np.int32)
+            kept = z.topk(self.topk, dim=1)
+            values, top = kept.values.numpy().astype(np.float16), kept.indices.numpy().astype(np.int32)
+            self.indices[view, idx] = top
         else:
-            self.logits[view, idx] = z.numpy().astype(self.logits.dtype)
+            values = z.numpy().astype(self.logits.dtype)
+        self.logits[view, idx] = values
         self.filled[view, idx] = 1
+        return self._logits(values, top)
 
     def flush(self) -> None:
         for arr in (self.logits, self.indices, self.filled):

@@ -158,9 +158,9 @@ class Trainer:
             with torch.no_grad() if net.frozen else contextlib.nullcontext(), ddp_errors(name, net.ddp):
                 logits[name] = (net.train_module if training else net.model)(x)
             if cache is not None:
-                cache.store(view, self._batch_images, logits[name])
+                stored = cache.store(view, self._batch_images, logits[name])
                 if cache.lossy:  # train on what every later run will read, so that all runs of a cache agree
-                    logits[name] = cache.lookup(view, self._batch_images, count=False).to(self.device, self.precision.logits_dtype)
+                    logits[name] = stored.to(self.device, self.precision.logits_dtype)
         return logits
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
