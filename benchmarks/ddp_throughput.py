@@ -97,6 +97,8 @@ def main(argv=None) -> int:
     p.add_argument("--out")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=3, help="interleaved runs of each reduction")
+    p.add_argument("--modes", nargs="+", choices=("learning", "paused"), default=["learning", "paused"],
+                   help="the multi-process SwitOKD steps to time: every step learning, the teacher paused (both)")
     p.add_argument("--ddp", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--force", default="", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -106,7 +108,8 @@ def main(argv=None) -> int:
         return 0
     n = args.procs
     rows = [run("1 process, 1 thread", 1, 1, args), run(f"1 process, {n} threads", 1, n, args)]
-    for mode, force in (("every step learning", ""), ("teacher paused every step", "expert")):
+    modes = {"learning": ("every step learning", ""), "paused": ("teacher paused every step", "expert")}
+    for mode, force in (modes[m] for m in args.modes):
         times: dict[bool, list[dict]] = {False: [], True: []}
         for _ in range(args.repeats):  # interleaved: bucketed, DDP, bucketed, DDP, ...
             for ddp in (False, True):

@@ -24,7 +24,11 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import torch, switokd, pytest, hypothesis, PIL, yaml, tqdm, onnx, onnxruntime, onnxscript, safetensors, matplotlib, tensorboard, mlflow, mkdocs, lightning, transformers, optuna, optuna_dashboard, psycopg" 2>/dev/null; then
+# Finding the packages, not importing them: importing all of them takes 14 s of CPU on every test, demo and
+# benchmark command.
+if ! .venv/bin/python -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in sys.argv[1:]))" \
+    torch switokd pytest xdist hypothesis PIL yaml tqdm onnx onnxruntime onnxscript safetensors matplotlib tensorboard \
+    mlflow mkdocs lightning transformers optuna optuna_dashboard psycopg 2>/dev/null; then
   echo "setup: installing torch==2.13.0 and switokd[test,export,report,tensorboard,mlflow,docs,integrations,race] into .venv"
   # torch first, pinned: a bare 'torch' requirement could pull a CUDA build of several GB.
   .venv/bin/python -m pip install -q torch==2.13.0
