@@ -10,6 +10,7 @@ Times ``--steps`` training steps (after ``--warmup``) of the default pair on Fas
   all-reduce after the backward (``train.ddp=false``) and one torch DistributedDataParallel per network,
   whose all-reduce overlaps the backward (``train.ddp=true``). The two reductions run interleaved,
   ``--repeats`` times each, so that a drift of the machine hits both; the table gives the median.
+``--modes learning`` or ``--modes paused`` times one of the two SwitOKD modes.
 Images/s count every process's images.
 """
 from __future__ import annotations
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
     n = args.procs
     rows = [run("1 process, 1 thread", 1, 1, args), run(f"1 process, {n} threads", 1, n, args)]
     modes = {"learning": ("every step learning", ""), "paused": ("teacher paused every step", "expert")}
-    for mode, force in (modes[m] for m in args.modes):
+    for mode, force in (modes[m] for m in dict.fromkeys(args.modes)):
         times: dict[bool, list[dict]] = {False: [], True: []}
         for _ in range(args.repeats):  # interleaved: bucketed, DDP, bucketed, DDP, ...
             for ddp in (False, True):

@@ -48,8 +48,8 @@ def test_loader_throughput_script(tmp_path):
 def test_ddp_throughput_script(tmp_path):
     dt = load("ddp_throughput")
     out = tmp_path / "d.md"
-    # One mode of the two: the other's two torchrun launches run the same code path, and the test's time goes
-    # to starting processes, not to the steps.
+    # One mode of the two: the script's plumbing is the same for both, and the test's time goes to starting
+    # processes. The learning mode's teacher backward and all-reduce are tested in tests/e2e/test_distributed.py.
     assert dt.main(["--steps", "1", "--warmup", "1", "--images", "600", "--batch", "8", "--repeats", "1",
                     "--modes", "paused", "--out", str(out)]) == 0
     text = out.read_text()
