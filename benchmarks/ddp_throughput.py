@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+# --modes: the multi-process SwitOKD steps timed, each as (its row's words, method.force_mode)
+MODES = {"learning": ("every step learning", ""), "paused": ("teacher paused every step", "expert")}
 
 
 def child(args) -> None:
@@ -98,7 +100,7 @@ def main(argv=None) -> int:
     p.add_argument("--out")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=3, help="interleaved runs of each reduction")
-    p.add_argument("--modes", nargs="+", choices=("learning", "paused"), default=["learning", "paused"],
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
                    help="the multi-process SwitOKD steps to time: every step learning, the teacher paused (both)")
     p.add_argument("--ddp", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--force", default="", help=argparse.SUPPRESS)
@@ -109,8 +111,7 @@ def main(argv=None) -> int:
         return 0
     n = args.procs
     rows = [run("1 process, 1 thread", 1, 1, args), run(f"1 process, {n} threads", 1, n, args)]
-    modes = {"learning": ("every step learning", ""), "paused": ("teacher paused every step", "expert")}
-    for mode, force in (modes[m] for m in dict.fromkeys(args.modes)):
+    for mode, force in (MODES[m] for m in dict.fromkeys(args.modes)):
         times: dict[bool, list[dict]] = {False: [], True: []}
         for _ in range(args.repeats):  # interleaved: bucketed, DDP, bucketed, DDP, ...
             for ddp in (False, True):

@@ -63,7 +63,7 @@ def test_a_lossy_cache_trains_the_same_student_in_the_run_that_fills_it(tmp_path
     """fp16 or top-k: the filling run trains on the values it stored, as every later run does."""
     fill = kd(tmp_path, "fill", teacher, tmp_path / "cache", compression)
     fill.fit()
-    assert fill.caches["teacher"].misses == 8 and fill.caches["teacher"].hits == 0  # read-backs are not reads
+    assert fill.caches["teacher"].misses == 8 and fill.caches["teacher"].hits == 0  # it reads nothing back
     read = kd(tmp_path, "read", teacher, tmp_path / "cache", compression)
     read.fit()
     assert read.caches["teacher"].misses == 0 and same_student(fill, read)
