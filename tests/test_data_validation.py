@@ -90,3 +90,27 @@ def test_a_user_dataset_takes_a_validation_split_too(tmp_path):
     data = DatasetSplits(TensorDataset(imgs, y), TensorDataset(imgs[:16], y[:16]), name="toy")
     report = Trainer(tiny_config(tmp_path, method="vanilla", overrides=["data.val_split=0.25"]), data=data).fit()
     assert report["best_chosen_on"] == "val" and report["networks"]["student"]["best_val_acc"] is not None
+
+
+def test_eval_test_last_reads_the_test_split_at_the_last_epoch_only(tmp_path, splits):
+    """train.eval_test=last (the race's rungs): the same training and validation curve, the test split read once;
+    a best epoch before the last has no test figure rather than another epoch's."""
+    over = ["data.val_split=16", "train.epochs=3"]
+    every = Trainer(tiny_config(tmp_path / "every", method="dml", overrides=over), data=splits)
+    every.fit()
+    last = Trainer(tiny_config(tmp_path / "last", method="dml", overrides=[*over, "train.eval_test=last"]), data=splits)
+    report = last.fit()
+    rows = lambda tr: [json.loads(x) for x in (tr.run_dir / "epochs.jsonl").read_text().splitlines()]  # noqa: E731
+    assert [("val" in e, "test" in e) for e in rows(last)] == [(True, False), (True, False), (True, True)]
+    assert [e["val"] for e in rows(last)] == [e["val"] for e in rows(every)]  # evaluating test changes nothing
+    assert rows(last)[-1]["test"] == rows(every)[-1]["test"]
+    for n in every.networks:
+        a, b = every.networks[n].model.state_dict(), last.networks[n].model.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), n
+    for n, r in report["networks"].items():
+        assert r["last_acc"] == rows(every)[-1]["test"][n]["acc"]
+        assert r["best_acc"] == (r["last_acc"] if r["best_epoch"] == 3 else None)
+    with pytest.raises(C.ConfigError, match="'train.eval_test': 'last' .* set data.val_split"):
+        C.load_config(None, ["train.eval_test=last"])
+    with pytest.raises(C.ConfigError, match="'train.eval_test': 'sometimes' is not one of every, last"):
+        C.load_config(None, ["train.eval_test=sometimes", "data.val_split=0.1"])

@@ -57,6 +57,9 @@ def test_two_workers_race_prune_and_write_the_ranking(raced):
         assert 1 in t.intermediate_values
         if t.state.name == "PRUNED":
             assert max(t.intermediate_values) < 4 and t.user_attrs["summary"]["epochs"] < 4
+        # The rungs read validation only; the test split is read at the last epoch, for the ranking.
+        assert [p["epoch"] for p in t.user_attrs["summary"]["curve"] if "test" in p] == (
+            [4] if t.state.name == "COMPLETE" else [])
     data = json.loads((out / "race.json").read_text())
     assert data["done"] and data["decisions"][0]["epoch"] == 1
     assert [r["arm"] for r in data["ranking"]] and "## Ranking" in (out / "race.md").read_text()

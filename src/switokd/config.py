@@ -108,6 +108,7 @@ class TrainConfig:
     progress_interval_s: float = 30.0  # without a terminal: seconds between progress lines
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
     eval_epochs: list[int] = field(default_factory=list)  # also evaluate after these epochs (the race's rungs)
+    eval_test: str = "every"  # every: read the test split at every evaluation; last: at the last epoch only (needs data.val_split)
     checkpoint_every_s: float = 300.0  # also write last.pt inside an epoch this often (0: at epoch ends only)
     checkpoint_every: int = 0  # also write last.pt every N steps (0: off)
     sync_bn: bool = False  # every network's BatchNorm as SyncBatchNorm under several CUDA processes
@@ -154,6 +155,7 @@ class Config:
 ROLES = ("teacher", "student")
 NOISE_KINDS = ("symmetric", "pairflip")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+EVAL_TEST = ("every", "last")  # train.eval_test: the race reads test at the last epoch only (its rungs read validation)
 SCHEDULES = ("multistep", "cosine", "constant")
 
 # ----------------------------------------------------------------------------- type checking
@@ -379,6 +381,10 @@ def validate(cfg: Config) -> None:
     for k, v in positive.items():
         if v < 1:
             raise ConfigError(f"config key {k!r}: must be >= 1, got {v}")
+    one_of("train.eval_test", cfg.train.eval_test, EVAL_TEST)
+    if cfg.train.eval_test == "last" and not cfg.data.val_split:
+        raise ConfigError("config key 'train.eval_test': 'last' evaluates the epochs before the last on the validation "
+                          "split only, and this run has none: set data.val_split, or train.eval_test=every")
     if any(e < 1 for e in cfg.train.eval_epochs):
         raise ConfigError(f"config key 'train.eval_epochs': epochs are counted from 1, got {cfg.train.eval_epochs}")
     for k in ("checkpoint_every_s", "checkpoint_every", "progress_interval_s", "threads"):

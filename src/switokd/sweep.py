@@ -58,6 +58,7 @@ def results_table(reports: Sequence[dict[str, Any]]) -> str:
             + ("last-epoch val acc (%) | " if val else "")
             + "expert share (%) | paused share (%) | wall time (s) |",
             "|---|---|---|---:|---:|---:|" + ("---:|" if val else "") + "---:|---:|---:|"]
+    known = lambda xs: fmt(xs) if None not in xs else "–"  # noqa: E731  (None: not measured at that epoch)
     for method, runs in by_method.items():
         for net, info in runs[0]["networks"].items():
             last = [r["networks"][net]["last_acc"] for r in runs]
@@ -66,8 +67,8 @@ def results_table(reports: Sequence[dict[str, Any]]) -> str:
             paused = network_share(runs, "paused_share", lambda t: t == net)
             wall = [r.get("wall_time_s", r["train_time_s"]) for r in runs]
             last_val = ([r["networks"][net].get("last_val_acc") for r in runs] if val else [])
-            rows.append(f"| {method} | {net} | {info['model']} | {len(runs)} | {fmt(last)} | {fmt(best)} | "
-                        + (f"{fmt(last_val) if None not in last_val else '–'} | " if val else "")
+            rows.append(f"| {method} | {net} | {info['model']} | {len(runs)} | {fmt(last)} | {known(best)} | "
+                        + (f"{known(last_val)} | " if val else "")
                         + f"{expert} | {paused} | {fmt(wall, 0)} |")
     return "\n".join(rows)
 

@@ -108,6 +108,8 @@ def build(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[i
     labels = [parse_method(m)[0] for m in methods]
     protected = ["vanilla"] if offline and "vanilla" in labels else []
     extra = [f"train.eval_epochs={json.dumps(rungs[:-1])}"] if prune and len(rungs) > 1 else []
+    if extra and not any(o.split("=", 1)[0].strip() == "train.eval_test" for o in overrides):
+        extra.append("train.eval_test=last")  # the rungs decide on validation: the test split waits for the end
     draws: dict[str, list[dict[str, float]]] = {}
     if search:
         space = dict(search_space or SEARCH_SPACE)

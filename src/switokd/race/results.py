@@ -84,6 +84,10 @@ def _cell(values: Sequence[float], sign: bool = False) -> str:
     return fmt(list(values), sign=sign) if values else "—"
 
 
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
 def markdown(data: dict[str, Any], header: Sequence[str] = ()) -> str:
     """``race.md``: decisions, ranking, winner, stopped trials' curves and the compute each trial spent."""
     d = data["definition"]
@@ -112,10 +116,10 @@ def markdown(data: dict[str, Any], header: Sequence[str] = ()) -> str:
     stopped = [r for r in data["trials"] if r["state"] == "pruned"]
     if stopped:
         out += ["", "## Stopped trials: their curves up to the stop (students' mean accuracy, %)", "",
-                "| trial | stopped at epoch | curve (epoch: val / test) |", "|---|---:|---|"]
+                "| trial | stopped at epoch | curve (epoch: val / test; — where the rung read validation only) |",
+                "|---|---:|---|"]
         for r in stopped:
-            curve = ", ".join(f"{p['epoch']}: {p.get('val', float('nan')):.2f} / {p.get('test', float('nan')):.2f}"
-                              for p in r["curve"])
+            curve = ", ".join(f"{p['epoch']}: {_pct(p.get('val'))} / {_pct(p.get('test'))}" for p in r["curve"])
             out.append(f"| {r['run']} | {r['stopped_at']} | {curve} |")
     out += ["", "## Compute per trial", "", "| trial | state | epochs | images | run time (s) | teacher steps saved |",
             "|---|---|---:|---:|---:|---:|"]

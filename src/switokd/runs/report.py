@@ -268,14 +268,14 @@ def _save(fig, path: Path) -> Path:
 
 def best_test_acc(epochs: Sequence[dict[str, Any]], net: str) -> float | None:
     """A network's "best" test accuracy from its epochs: the test accuracy at the epoch of its highest validation
-    accuracy when the run has a validation split (the first such epoch), else the test-set maximum."""
-    tested = [e for e in epochs if net in e.get("test", {})]
-    if not tested:
-        return None
-    if any(net in e.get("val", {}) for e in tested):
-        chosen = max((e for e in tested if net in e.get("val", {})), key=lambda e: (e["val"][net]["acc"], -e["epoch"]))
-        return chosen["test"][net]["acc"]
-    return max(e["test"][net]["acc"] for e in tested)
+    accuracy when the run has a validation split (the first such epoch; None if that epoch did not read the test
+    split), else the test-set maximum."""
+    validated = [e for e in epochs if net in e.get("val", {})]
+    if validated:  # None when the chosen epoch did not read the test split (train.eval_test=last)
+        chosen = max(validated, key=lambda e: (e["val"][net]["acc"], -e["epoch"]))
+        return chosen.get("test", {}).get(net, {}).get("acc")
+    tested = [e["test"][net]["acc"] for e in epochs if net in e.get("test", {})]
+    return max(tested) if tested else None
 
 
 def summary_rows(runs: Sequence[RunLogs]) -> list[dict[str, Any]]:

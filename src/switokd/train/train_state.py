@@ -100,14 +100,17 @@ def update_best(tr: "Trainer", chosen_on: dict[str, dict[str, float]],
     """Record each network's best epoch, judged on ``chosen_on`` (the validation results, or the test results
     without a validation split); true when the students' mean accuracy there is a new best (best.pt).
 
-    Each network's entry keeps the test accuracy of that epoch (``acc``) and, with validation, its validation
-    accuracy (``val_acc``), which is what is compared.
+    Each network's entry keeps the test accuracy of that epoch (``acc``; None when that epoch did not read the
+    test split) and, with validation, its validation accuracy (``val_acc``), which is what is compared.
     """
-    test = chosen_on if test is None else test
-    key = "val_acc" if chosen_on is not test else "acc"
+    on_val = best_split(tr) == "val"
+    test = chosen_on if test is None and not on_val else test
+    key = "val_acc" if on_val else "acc"
     for n, r in chosen_on.items():
         if r["acc"] > tr.best.get(n, {key: -1.0}).get(key, -1.0):
-            tr.best[n] = {"acc": test[n]["acc"], "epoch": tr.epoch, **({"val_acc": r["acc"]} if key == "val_acc" else {})}
+            # acc None: the chosen epoch did not read the test split (train.eval_test=last)
+            tr.best[n] = {"acc": test[n]["acc"] if test else None, "epoch": tr.epoch,
+                          **({"val_acc": r["acc"]} if on_val else {})}
     judged = tr.method.students or list(chosen_on)
     score = sum(chosen_on[n]["acc"] for n in judged) / len(judged)
     if score > tr.best_score:

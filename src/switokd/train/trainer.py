@@ -33,7 +33,7 @@ from ..telemetry import RunMeters, check_loggers, epoch_line, nest, recording_st
 
 # Keys a resumed run may change; anything else would make it a different run.
 RESUMABLE_OVERRIDES = ("train.epochs", "train.progress", "train.progress_interval_s", "train.log_interval",
-                       "train.device", "train.threads", "train.eval_every", "train.eval_epochs", "train.checkpoint_every_s",
+                       "train.device", "train.threads", "train.eval_every", "train.eval_epochs", "train.eval_test", "train.checkpoint_every_s",
                        "train.checkpoint_every", "train.tensorboard", "train.loggers", "data.dir")
 
 
@@ -291,6 +291,12 @@ class Trainer:
         t = self.cfg.train
         return epoch % t.eval_every == 0 or epoch == t.epochs or epoch in t.eval_epochs
 
+    def tests_at(self, epoch: int) -> bool:
+        """Whether an evaluation at epoch ``epoch`` also reads the test split: always, or with
+        ``train.eval_test=last`` at the last epoch only (the race's rungs read validation alone; the test split
+        was most of an early rung's cost)."""
+        return self.cfg.train.eval_test == "every" or epoch == self.cfg.train.epochs
+
     def fit(self, stop_after: int | None = None) -> dict[str, Any]:
         """Train to ``train.epochs``, evaluating, logging and checkpointing; write report.json.
 
@@ -320,9 +326,10 @@ class Trainer:
                     t_eval = time.perf_counter()
                     if self.val_loader is not None:  # model selection reads validation; test is for reporting
                         summary["val"] = self.evaluate_split("val").results
-                    evaluation = self.evaluate_split()
-                    summary["test"] = evaluation.results
-                    chosen_on = summary.get("val", summary["test"])
+                    if self.tests_at(self.epoch):
+                        evaluation = self.evaluate_split()
+                        summary["test"] = evaluation.results
+                    chosen_on = summary.get("val", summary.get("test"))
                     self.progress.evaluated(time.perf_counter() - t_eval)
                 for hook in self.hooks:  # memorisation under label noise, per-phase accuracy under drift, yours
                     summary.update(hook.on_epoch_end(self, summary, evaluation))
@@ -331,7 +338,7 @@ class Trainer:
                 self.rundir.logs.epoch(summary, self.step)
                 if self.cfg.train.progress and self.dist.is_main:
                     logger.info(epoch_line(summary, self.cfg.train.epochs))
-                self.save_checkpoint(best=chosen_on is not None and self._update_best(chosen_on, summary["test"]),
+                self.save_checkpoint(best=chosen_on is not None and self._update_best(chosen_on, summary.get("test")),
                                      synced=True)
                 self.stop.agree()
                 self.stop.raise_if_stopped(self.epoch, self.step, self.run_dir if self.writable else None)
