@@ -92,7 +92,7 @@ def experiment_table(by: dict[str, list[dict]]) -> list[str]:
     return out
 
 
-def which_method(grids: dict[str, dict[str, list[dict]]]) -> list[str]:
+def which_method(grids: dict[str, dict[str, list[dict]]], alone: dict[str, list[dict]] | None = None) -> list[str]:
     out = ["| condition | best student (last epoch, test) | its accuracy | − DML (paired) | − KD (paired) | its teacher | "
            "best on validation | SwitOKD saved | UniOKD saved |", "|---|---|---:|---:|---:|---:|---|---:|---:|"]
     for exp, by in grids.items():
@@ -105,7 +105,8 @@ def which_method(grids: dict[str, dict[str, list[dict]]]) -> list[str]:
         if best not in OFFLINE:
             teacher = cell(acc(runs, "teacher", "last_acc"))
         else:  # the frozen teacher is the vanilla run's own
-            teacher = f"{cell(acc(by['vanilla'], 'teacher', 'last_acc'))} (frozen)" if "vanilla" in by else "(frozen)"
+            teachers = by["vanilla"] if "vanilla" in by else (alone or {}).get(exp, [])
+            teacher = f"{cell(acc(teachers, 'teacher', 'last_acc'))} (frozen)" if teachers else "(frozen)"
         dml = cell(paired(runs, by["dml"]), sign=True) if "dml" in by and best != "dml" else "—"
         kd = cell(paired(runs, by["kd"]), sign=True) if "kd" in by and best != "kd" else "—"
         sw = pct(saved(by["switokd"])) if "switokd" in by else ""
@@ -144,6 +145,12 @@ def load(root: Path) -> dict[str, list[dict]]:
             if (root / exp / "results.json").is_file()}
 
 
+def alone_teachers(root: Path, exp: str) -> list[dict]:
+    """The reports of the teachers an experiment trained alone for its offline methods (offline10k), by seed."""
+    runs = sorted((root / exp / "runs").glob("teacher-alone-seed*/report.json"))
+    return [{**json.loads(p.read_text()), "seed": int(p.parent.name.rsplit("seed", 1)[1])} for p in runs]
+
+
 def status(reports: dict[str, list[dict]]) -> list[str]:
     """The finished runs of each experiment (its results.json), by seed, against the grid's total."""
     out = ["| experiment | finished runs | of |", "|---|---|---:|"]
@@ -177,15 +184,20 @@ def main(argv=None) -> int:
         old = {exp: group_by(runs, lambda r: r["method"]) for exp, runs in load(Path(args.against)).items()}
         print("\n".join(side_by_side(old, grids)))
         return 0
+    alone = {exp: alone_teachers(root, exp) for exp in grids}
     if args.readme:
         print("\n".join(method_matrix(grids)) + "\n")
-        print("\n".join(which_method(grids)))
+        print("\n".join(which_method(grids, alone)))
         return 0
     for exp, by in grids.items():
         print(f"### {exp}: {SETTINGS[exp]}\n")
         print("\n".join(experiment_table(by)) + "\n")
+        if alone[exp]:
+            print(f"Teachers trained alone, frozen for every method ({len(alone[exp])} seeds): last epoch "
+                  f"{cell(acc(alone[exp], 'teacher', 'last_acc'))}, validation-chosen epoch "
+                  f"{cell(acc(alone[exp], 'teacher', 'best_acc'))}.\n")
     print("### Which method should I use?\n")
-    print("\n".join(which_method(grids)))
+    print("\n".join(which_method(grids, alone)))
     return 0
 
 

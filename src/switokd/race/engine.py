@@ -141,7 +141,7 @@ class Study:
         try:
             main = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=False)
         except optuna.exceptions.DuplicatedStudyError:
-            return cls._join(storage, definition, log, wait_s)
+            return cls._join(storage, definition, log, wait_s, make_trials)
         work = optuna.create_study(study_name=name + "::work", storage=storage, load_if_exists=True)
         trials = make_trials()
         numbers = {}
@@ -164,7 +164,8 @@ class Study:
         return cls(storage, name)
 
     @classmethod
-    def _join(cls, storage: Any, definition: RaceDefinition, log: Callable[[str], None], wait_s: float) -> "Study":
+    def _join(cls, storage: Any, definition: RaceDefinition, log: Callable[[str], None], wait_s: float,
+              make_trials: Callable[[], list[TrialSpec]] | None = None) -> "Study":
         optuna = _optuna()
         deadline = time.monotonic() + wait_s
         while True:
@@ -182,9 +183,10 @@ class Study:
                   if json.dumps(stored.get(k), sort_keys=True) != json.dumps(mine.get(k), sort_keys=True)]
         if differ:
             k = differ[0]
-            raise ConfigError(f"race: the study {definition.name!r} in this storage is another race ({k}: "
-                              f"{stored.get(k)!r} there, {mine.get(k)!r} here); use another --out, --storage or "
-                              "--study, or the same command")
+            what = (f"{k}: {stored.get(k)!r} there, {mine.get(k)!r} here" if k != "configs" or make_trials is None
+                    else config_difference(main.get_trials(deepcopy=False), make_trials()))
+            raise ConfigError(f"race: the study {definition.name!r} in this storage is another race ({what}); use "
+                              "another --out, --storage or --study, or the same command")
         log(f"race: joined study {definition.name!r}")
         return cls(storage, definition.name)
 
@@ -238,6 +240,25 @@ class Study:
         """Enqueue a new ticket for a failed one's segment (the caller failed it: only one process does)."""
         self.work.enqueue_trial({}, user_attrs={"trial": ticket.user_attrs["trial"], "stop": ticket.user_attrs["stop"],
                                                 "replaces": ticket.number, "why": why})
+
+
+def config_difference(stored: Sequence[Any], mine: Sequence[TrialSpec]) -> str:
+    """The first config key where a stored trial and this command's trial of the same run differ, in words (a
+    race's definition keeps only a digest of its trials' configs)."""
+    def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(tree, dict):
+            return {k: v for key, sub in tree.items() for k, v in flat(sub, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: tree}
+
+    theirs = {t.user_attrs.get("run"): t.user_attrs.get("config", {}) for t in stored}
+    for spec in mine:
+        if spec.run not in theirs:
+            return f"trial {spec.run!r} is not in the stored race"
+        a, b = flat(theirs[spec.run]), flat(spec.config)
+        for key in sorted(a.keys() | b.keys()):
+            if json.dumps(a.get(key)) != json.dumps(b.get(key)):
+                return f"{spec.run}'s {key}: {a.get(key)!r} there, {b.get(key)!r} here"
+    return "the trials' configs differ"
 
 
 def _read(path: str) -> str:
@@ -556,4 +577,4 @@ def _run_claimed(study: Study, seg: Segment, trial: Any, d: RaceDefinition, opti
 
 
 __all__ = ["open_storage", "Study", "RaceDefinition", "TrialSpec", "WorkerOptions", "work", "work_ranks", "run_segment",
-           "run_summary", "stale", "students_mean", "rung_epochs"]
+           "run_summary", "stale", "students_mean", "rung_epochs", "config_difference"]
