@@ -33,8 +33,9 @@ from ..telemetry import RunMeters, check_loggers, epoch_line, nest, recording_st
 
 # Keys a resumed run may change; anything else would make it a different run.
 RESUMABLE_OVERRIDES = ("train.epochs", "train.progress", "train.progress_interval_s", "train.log_interval",
-                       "train.device", "train.threads", "train.eval_every", "train.eval_epochs", "train.eval_test", "train.checkpoint_every_s",
-                       "train.checkpoint_every", "train.tensorboard", "train.loggers", "data.dir")
+                       "train.device", "train.threads", "train.eval_every", "train.eval_epochs", "train.eval_test",
+                       "train.checkpoint_every_s", "train.checkpoint_every", "train.tensorboard", "train.loggers",
+                       "data.dir")
 
 
 build_method = method_from_config  # the older name
