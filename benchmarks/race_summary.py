@@ -1,13 +1,16 @@
 """The race beside the full grid (issue 30): compute spent, and whether the race found the grid's winner.
 
     python benchmarks/race_summary.py [--grid benchmarks/results/methods] [--race benchmarks/results/race]
+    python benchmarks/race_summary.py --suffix=-x2      # the longer race (LONG=2) against the base grid
 
 For each condition with both a grid (``benchmarks/methods.sh``) and a race (``benchmarks/race.sh``) on the same
 machine: the runs or trials, the training images seen, the run time summed over runs (training and evaluation)
 and the elapsed time; then the grid's best student (the method with the highest mean last-epoch test accuracy
 of its students over the seeds), the method the validation split favours in the grid (what a race could at
 best pick), the race's winner (chosen on validation), and how far the race's pick trails the grid's best,
-paired by seed on the grid's own runs (both methods ran every seed there). It reads files only.
+paired by seed on the grid's own runs (both methods ran every seed there). With ``--suffix`` it reads the longer
+races (``LONG=k bash benchmarks/race.sh``: no grid ran at that size) and sets each winner's students beside the
+base grid's best. It reads files only.
 """
 from __future__ import annotations
 
@@ -61,7 +64,9 @@ def race_side(root: Path) -> dict | None:
     elapsed = [json.loads(p.read_text())["seconds"] for p in root.glob("elapsed-*.json")]
     return {"trials": len(data["trials"]), "images": data["totals"]["images"], "seconds": data["totals"]["wall_time_s"],
             "elapsed": sum(elapsed) if elapsed else None, "winner": (data["winner"] or {}).get("arm"),
-            "done": data["done"], "decisions": data["decisions"]}
+            "done": data["done"], "decisions": data["decisions"],
+            "test": {a: {t["seed"]: t["test"] for t in data["trials"] if t["arm"] == a and t["state"] == "complete"
+                         and t["kind"] == "arm"} for a in {t["arm"] for t in data["trials"]}}}
 
 
 def paired(a: dict[int, float], b: dict[int, float]) -> str:
@@ -87,6 +92,27 @@ def table(grid_root: Path, race_root: Path, suffix: str = "") -> list[str]:
     return out
 
 
+def longer_table(grid_root: Path, race_root: Path, suffix: str) -> list[str]:
+    """A longer race (``LONG=k``, folder ``<condition><suffix>``) against the grid at the base size: no grid ran
+    at the longer size, so this says what the race found there for its compute, and how its winner's students
+    compare with the base grid's best (paired by seed: the same data, split and initial weights)."""
+    out = [f"| condition | race{suffix}: trials, images, run time, elapsed | its run time / the base grid's | race's winner "
+           "(test, its seeds) | base grid's best (test) | winner − base grid's best (paired, test) |",
+           "|---|---|---:|---|---|---:|"]
+    for c in CONDITIONS:
+        g, r = grid_side(grid_root / c), race_side(race_root / (c + suffix))
+        if g is None or r is None:
+            continue
+        pick = r["winner"]
+        won = r["test"].get(pick, {}) if pick else {}
+        elapsed = f", {r['elapsed'] / 3600:.2f} h elapsed" if r["elapsed"] else ""
+        out.append(f"| {c} | {r['trials']}, {r['images'] / 1e6:.2f} M, {r['seconds'] / 3600:.2f} h{elapsed} | "
+                   f"{r['seconds'] / g['seconds']:.2f} | {pick}{'' if r['done'] else ' (unfinished)'}: "
+                   f"{fmt(list(won.values()))} | {g['best']}: {fmt(list(g['test'][g['best']].values()))} | "
+                   f"{paired(won, g['test'][g['best']])} |")
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     here = Path(__file__).parent / "results"
@@ -94,7 +120,7 @@ def main(argv=None) -> int:
     p.add_argument("--race", default=str(here / "race"))
     p.add_argument("--suffix", default="", help="the race's folder suffix (e.g. -x2 for LONG=2)")
     args = p.parse_args(argv)
-    rows = table(Path(args.grid), Path(args.race), args.suffix)
+    rows = (longer_table if args.suffix else table)(Path(args.grid), Path(args.race), args.suffix)
     if len(rows) == 2:
         print("race_summary: no condition has both a grid and a race", file=sys.stderr)
         return 2

@@ -115,12 +115,21 @@ def test_race_summary_sets_the_race_beside_the_grid(tmp_path, capsys):
     (grid / "runs" / "dml-seed0" / "epochs.jsonl").write_text(json.dumps({"epoch": 1, "images": 1000, "epoch_time_s": 3600}) + "\n")
     (grid / "results.json").write_text(json.dumps([rep("dml", 0, 80.0), rep("dml", 1, 81.0), rep("kd", 0, 79.0),
                                                    rep("kd", 1, 82.0)]))
-    race = tmp_path / "race" / "clean"
-    race.mkdir(parents=True)
-    (race / "race.json").write_text(json.dumps({"trials": [{}] * 4, "totals": {"images": 500, "wall_time_s": 1800},
-                                                "winner": {"arm": "dml"}, "done": True, "decisions": []}))
-    (race / "elapsed-1.json").write_text(json.dumps({"seconds": 900}))
+    def trial(arm, seed, test):
+        return {"arm": arm, "seed": seed, "kind": "arm", "state": "complete" if test else "pruned", "test": test}
+    for folder, tests in (("clean", (80.5, 80.7)), ("clean-x2", (82.0, 81.0))):
+        race = tmp_path / "race" / folder
+        race.mkdir(parents=True)
+        trials = [trial("dml", 0, tests[0]), trial("dml", 1, tests[1]), trial("kd", 0, None), trial("kd", 1, None)]
+        (race / "race.json").write_text(json.dumps({"trials": trials, "totals": {"images": 500, "wall_time_s": 1800},
+                                                    "winner": {"arm": "dml"}, "done": True, "decisions": []}))
+        (race / "elapsed-1.json").write_text(json.dumps({"seconds": 900}))
     assert rs.main(["--grid", str(tmp_path / "grid"), "--race", str(tmp_path / "race")]) == 0
     out = capsys.readouterr().out
     # dml and kd tie at 80.50 (the first wins), and the race picked dml: the same.
     assert "| clean | 1, 0.00 M, 1.00 h | 4, 0.00 M, 0.50 h, 0.25 h elapsed | 0.50 | dml | dml | dml | 0 (the same) |" in out
+    # The longer race (LONG=2) against the base grid: its winner's students paired by seed with the grid's best.
+    assert rs.main(["--grid", str(tmp_path / "grid"), "--race", str(tmp_path / "race"), "--suffix=-x2"]) == 0
+    out = capsys.readouterr().out
+    assert ("| clean | 4, 0.00 M, 0.50 h, 0.25 h elapsed | 0.50 | dml: 81.50 ± 0.71 | dml: 80.50 ± 0.71 | "
+            "+1.00 ± 1.41 |") in out
