@@ -74,21 +74,25 @@ def paired(a: dict[int, float], b: dict[int, float]) -> str:
     return fmt(diffs, sign=True) if diffs else "—"
 
 
+def sides(grid_root: Path, race_root: Path, suffix: str = ""):
+    """(condition, grid, race, the race's compute cell, its run time over the grid's) where both ran."""
+    for c in CONDITIONS:
+        g, r = grid_side(grid_root / c), race_side(race_root / (c + suffix))
+        if g is not None and r is not None:
+            elapsed = f", {r['elapsed'] / 3600:.2f} h elapsed" if r["elapsed"] else ""
+            compute = f"{r['trials']}, {r['images'] / 1e6:.2f} M, {r['seconds'] / 3600:.2f} h{elapsed}"
+            yield c, g, r, compute, (r["seconds"] / g["seconds"] if g["seconds"] else float("nan"))
+
+
 def table(grid_root: Path, race_root: Path, suffix: str = "") -> list[str]:
     out = ["| condition | grid: runs, images, run time | race: trials, images, run time, elapsed | race / grid (run time) "
            "| grid's best (test) | best on validation in the grid | race's winner | race's pick − grid's best (paired, test) |",
            "|---|---|---|---:|---|---|---|---:|"]
-    for c in CONDITIONS:
-        g, r = grid_side(grid_root / c), race_side(race_root / (c + suffix))
-        if g is None or r is None:
-            continue
-        share = r["seconds"] / g["seconds"] if g["seconds"] else float("nan")
+    for c, g, r, compute, share in sides(grid_root, race_root, suffix):
         pick = r["winner"]
         trail = "0 (the same)" if pick == g["best"] else (paired(g["test"][pick], g["test"][g["best"]]) if pick in g["test"] else "—")
-        elapsed = f", {r['elapsed'] / 3600:.2f} h elapsed" if r["elapsed"] else ""
-        out.append(f"| {c} | {g['runs']}, {g['images'] / 1e6:.2f} M, {g['seconds'] / 3600:.2f} h | {r['trials']}, "
-                   f"{r['images'] / 1e6:.2f} M, {r['seconds'] / 3600:.2f} h{elapsed} | {share:.2f} | {g['best']} | "
-                   f"{g['best_val']} | {pick}{'' if r['done'] else ' (unfinished)'} | {trail} |")
+        out.append(f"| {c} | {g['runs']}, {g['images'] / 1e6:.2f} M, {g['seconds'] / 3600:.2f} h | {compute} | {share:.2f} "
+                   f"| {g['best']} | {g['best_val']} | {pick}{'' if r['done'] else ' (unfinished)'} | {trail} |")
     return out
 
 
@@ -99,15 +103,10 @@ def longer_table(grid_root: Path, race_root: Path, suffix: str) -> list[str]:
     out = [f"| condition | race{suffix}: trials, images, run time, elapsed | its run time / the base grid's | race's winner "
            "(test, its seeds) | base grid's best (test) | winner − base grid's best (paired, test) |",
            "|---|---|---:|---|---|---:|"]
-    for c in CONDITIONS:
-        g, r = grid_side(grid_root / c), race_side(race_root / (c + suffix))
-        if g is None or r is None:
-            continue
+    for c, g, r, compute, share in sides(grid_root, race_root, suffix):
         pick = r["winner"]
         won = r["test"].get(pick, {}) if pick else {}
-        elapsed = f", {r['elapsed'] / 3600:.2f} h elapsed" if r["elapsed"] else ""
-        out.append(f"| {c} | {r['trials']}, {r['images'] / 1e6:.2f} M, {r['seconds'] / 3600:.2f} h{elapsed} | "
-                   f"{r['seconds'] / g['seconds']:.2f} | {pick}{'' if r['done'] else ' (unfinished)'}: "
+        out.append(f"| {c} | {compute} | {share:.2f} | {pick}{'' if r['done'] else ' (unfinished)'}: "
                    f"{fmt(list(won.values()))} | {g['best']}: {fmt(list(g['test'][g['best']].values()))} | "
                    f"{paired(won, g['test'][g['best']])} |")
     return out
