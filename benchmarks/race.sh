@@ -10,6 +10,8 @@
 #   CACHE=1 bash benchmarks/race.sh clean        # the offline arms read one teacher cache per seed (issue 29):
 #       data.augment_seed=0 (every trial's views from one seed, as the cache needs) and
 #       networks.teacher.cache=runs/race/<exp>-cache
+#   EXTRA="train.precision=fp32" bash ...      # more overrides for every trial (the grid ran in fp32 on an AVX2 CPU:
+#       pin its precision on a CPU with native bf16, where `auto` would pick bf16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
@@ -19,6 +21,7 @@ SUFFIX=$([ "$LONG" = 1 ] && echo "" || echo "-x$LONG")
 # WORKERS=1 when another job holds the other core (the wall-clock is then per core; race_summary.py compares core-seconds)
 RACE=".venv/bin/switokd race --workers ${WORKERS:-2} --seeds 0 1 2"
 COMMON=(train.threads=1 train.progress=false train.log_interval=5 train.eval_batch_size=256 data.val_split=500)
+read -ra EXTRA <<< "${EXTRA:-}"
 online() { echo vanilla dml kdcl switokd uniokd "dml+dkd@warmup_epochs=$1" dml+dist; }
 offline() { echo kd kd+ls "dkd@warmup_epochs=$1" "dkd+ls@warmup_epochs=$1" dist; }
 source benchmarks/collect.sh
@@ -31,7 +34,7 @@ run() {  # run EXP CONFIG "METHODS" EPOCHS OVERRIDES...
   t0=$(date +%s)
   mkdir -p "$(dirname "$out")"
   # shellcheck disable=SC2086  # the methods are words
-  $RACE --config "$config" --methods $methods --out "$out" "${COMMON[@]}" "${cache[@]}" "$@" "train.epochs=$((epochs * LONG))" \
+  $RACE --config "$config" --methods $methods --out "$out" "${COMMON[@]}" "${EXTRA[@]}" "${cache[@]}" "$@" "train.epochs=$((epochs * LONG))" \
     > /dev/null 2> >(tee -a "$out.log" >&2) || true
   mkdir -p "$dst/runs"
   echo "{\"seconds\": $(( $(date +%s) - t0 )), \"started\": $t0}" > "$dst/elapsed-$(date +%s).json"
