@@ -10,12 +10,15 @@ of its students over the seeds), the method the validation split favours in the 
 best pick), the race's winner (chosen on validation), and how far the race's pick trails the grid's best,
 paired by seed on the grid's own runs (both methods ran every seed there). With ``--suffix`` it reads the longer
 races (``LONG=k bash benchmarks/race.sh``: no grid ran at that size) and sets each winner's students beside the
-base grid's best. It reads files only.
+base grid's best. Where the longer race ran on another CPU than the base race, its run time is scaled to the
+base machine by the median ratio of the two races' training seconds for the same trial and epoch (the same
+computation: a trial's epochs are the same work at either length). It reads files only.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -96,17 +99,33 @@ def table(grid_root: Path, race_root: Path, suffix: str = "") -> list[str]:
     return out
 
 
+def speed_factor(base: Path, longer: Path) -> float | None:
+    """How many times the longer race's CPU trained faster than the base race's: the median, over every trial
+    and epoch both ran, of the base race's training seconds over the longer race's (None where none matches)."""
+    ratios = []
+    for run in sorted((longer / "runs").glob("*/epochs.jsonl")):
+        mine = base / "runs" / run.parent.name / "epochs.jsonl"
+        if mine.is_file():
+            theirs = {e["epoch"]: e.get("train_time_s") for e in read_jsonl(mine)}
+            ratios += [theirs[e["epoch"]] / e["train_time_s"] for e in read_jsonl(run)
+                       if theirs.get(e["epoch"]) and e.get("train_time_s")]
+    return statistics.median(ratios) if ratios else None
+
+
 def longer_table(grid_root: Path, race_root: Path, suffix: str) -> list[str]:
     """A longer race (``LONG=k``, folder ``<condition><suffix>``) against the grid at the base size: no grid ran
     at the longer size, so this says what the race found there for its compute, and how its winner's students
-    compare with the base grid's best (paired by seed: the same data, split and initial weights)."""
-    out = [f"| condition | race{suffix}: trials, images, run time, elapsed | its run time / the base grid's | race's winner "
+    compare with the base grid's best (paired by seed: the same data, split and initial weights). Its run time
+    over the grid's is taken at the base machine's speed (``speed_factor``; ×1.00 where it could not be measured)."""
+    out = [f"| condition | race{suffix}: trials, images, run time, elapsed | its run time / the base grid's "
+           "(at the grid machine's speed: × its training speed there) | race's winner "
            "(test, its seeds) | base grid's best (test) | winner − base grid's best (paired, test) |",
            "|---|---|---:|---|---|---:|"]
     for c, g, r, compute, share in sides(grid_root, race_root, suffix):
         pick = r["winner"]
         won = r["test"].get(pick, {}) if pick else {}
-        out.append(f"| {c} | {compute} | {share:.2f} | {pick}{'' if r['done'] else ' (unfinished)'}: "
+        f = speed_factor(race_root / c, race_root / (c + suffix)) or 1.0
+        out.append(f"| {c} | {compute} | {share * f:.2f} (×{f:.2f}) | {pick}{'' if r['done'] else ' (unfinished)'}: "
                    f"{fmt(list(won.values()))} | {g['best']}: {fmt(list(g['test'][g['best']].values()))} | "
                    f"{paired(won, g['test'][g['best']])} |")
     return out

@@ -124,6 +124,12 @@ def test_race_summary_sets_the_race_beside_the_grid(tmp_path, capsys):
         (race / "race.json").write_text(json.dumps({"trials": trials, "totals": {"images": 500, "wall_time_s": 1800},
                                                     "winner": {"arm": "dml"}, "done": True, "decisions": []}))
         (race / "elapsed-1.json").write_text(json.dumps({"seconds": 900}))
+        # The same trial's epochs: the base race's CPU took 1.5 times as long on epoch 1 and 2.5 times on epoch 2
+        # (the longer race's third epoch has no match): the median, 2.0, scales its run time to the base machine.
+        (race / "runs" / "dml-seed0").mkdir(parents=True)
+        times = (3.0, 5.0) if folder == "clean" else (2.0, 2.0, 9.0)
+        (race / "runs" / "dml-seed0" / "epochs.jsonl").write_text(
+            "".join(json.dumps({"epoch": i + 1, "train_time_s": t}) + "\n" for i, t in enumerate(times)))
     assert rs.main(["--grid", str(tmp_path / "grid"), "--race", str(tmp_path / "race")]) == 0
     out = capsys.readouterr().out
     # dml and kd tie at 80.50 (the first wins), and the race picked dml: the same.
@@ -131,5 +137,5 @@ def test_race_summary_sets_the_race_beside_the_grid(tmp_path, capsys):
     # The longer race (LONG=2) against the base grid: its winner's students paired by seed with the grid's best.
     assert rs.main(["--grid", str(tmp_path / "grid"), "--race", str(tmp_path / "race"), "--suffix=-x2"]) == 0
     out = capsys.readouterr().out
-    assert ("| clean | 4, 0.00 M, 0.50 h, 0.25 h elapsed | 0.50 | dml: 81.50 ± 0.71 | dml: 80.50 ± 0.71 | "
+    assert ("| clean | 4, 0.00 M, 0.50 h, 0.25 h elapsed | 1.00 (×2.00) | dml: 81.50 ± 0.71 | dml: 80.50 ± 0.71 | "
             "+1.00 ± 1.41 |") in out
