@@ -1,7 +1,7 @@
 """The race's decisions as pure functions: rung epochs, the top 1/eta by pooled seeds, what each trial does next."""
 import pytest
 
-from switokd.race.schedule import TrialView, keep_count, promote, rung_epochs, schedule
+from switokd.race.schedule import TrialView, keep_count, promote, rung_epochs, rungs_before_decay, schedule
 
 
 def test_rung_epochs():
@@ -10,6 +10,15 @@ def test_rung_epochs():
     assert rung_epochs(30, rungs=[20, 5]) == [5, 20, 30]
     with pytest.raises(ValueError, match="rungs must be epochs in 1..30"):
         rung_epochs(30, rungs=[0, 40])
+
+
+def test_a_rung_before_the_first_lr_step_is_named():
+    """pairs100 at twice the epochs: rungs 4 and 13 came before the step at 18 (the last rung decides nothing)."""
+    msg = rungs_before_decay([4, 13, 40], {"teacher": [18, 26, 34], "student": [20, 30]})
+    assert msg is not None and "epoch 4, 13 fall before the first learning-rate step (epoch 18, teacher)" in msg
+    assert rungs_before_decay([20, 30, 40], {"student": [18, 26, 34]}) is None
+    assert rungs_before_decay([3, 10, 30], {"student": [100, 150, 200]}) is None  # steps past the run: none
+    assert rungs_before_decay([3, 10, 30], {}) is None and rungs_before_decay([30], {"student": [18]}) is None
 
 
 def test_keep_the_top_third_pooled_ties_to_the_earlier_arm():

@@ -29,7 +29,7 @@ from ..errors import ConfigError
 from . import results as R
 from .engine import RaceDefinition, Study, TrialSpec, WorkerOptions, open_storage, work, work_ranks
 from .plan import TEACHER_RUN, RunSpec, parse_method, plan
-from .schedule import rung_epochs, schedule
+from .schedule import rung_epochs, rungs_before_decay, schedule
 
 # Default search spaces, (low, high) sampled on a log scale: the temperature and the distillation weight around
 # the recipes' values, and every network's learning rate. A method that refuses a key (vanilla has no
@@ -216,6 +216,10 @@ def race(config: str | Path | None, methods: Sequence[str], seeds: Sequence[int]
         storage = "memory" if (not prune and workers == 1 and not dist.enabled) else out / "study.journal"
     opts = WorkerOptions(lease_s=lease_s, on_trial_complete=on_trial_complete)
     say = lambda m: log(m.replace("race:", f"{kind}:", 1))  # noqa: E731
+    early = prune and rungs_before_decay(rung_list, {n.name: n.milestones for n in base.networks
+                                                     if n.schedule == "multistep"})
+    if early and dist.is_main:
+        log(early)
     if dist.enabled:  # a torchrun job: one trial at a time, trained by every rank; rank 0 talks to the storage
         if workers != 1:
             raise ConfigError("race: under torchrun the job is one worker (its ranks train each trial together); "

@@ -58,6 +58,34 @@ def rung_epochs(epochs: int, eta: float = 3.0, min_epochs: int | None = None,
     return out
 
 
+def rungs_before_decay(rungs: Sequence[int], milestones: Mapping[str, Sequence[int]]) -> str | None:
+    """A warning when a deciding rung falls before a network's first learning-rate step, else None.
+
+    Methods ranked at the first learning rate need not keep that order after the step: at twice the grid's
+    epochs on pairs100 a rung at epoch 13, before the step at 18, stopped DIST, which trained on was the best
+    (``benchmarks/results/race/README.md``).
+
+    Args:
+        rungs: the rung epochs (the last, which decides nothing, is ignored).
+        milestones: each network's step-schedule milestones, by name (networks without steps left out).
+
+    Example:
+        >>> rungs_before_decay([4, 13, 40], {"student": [18, 26, 34]}) is not None
+        True
+        >>> rungs_before_decay([20, 30, 40], {"student": [18, 26, 34]}) is None
+        True
+    """
+    deciding = list(rungs)[:-1]
+    steps = {n: min(m) for n, m in milestones.items() if m and 0 < min(m) < (rungs[-1] if rungs else 0)}
+    first = min(steps.values(), default=None)
+    early = [r for r in deciding if first is not None and r < first]
+    if not early:
+        return None
+    return (f"race: rung(s) at epoch {', '.join(map(str, early))} fall before the first learning-rate step "
+            f"(epoch {first}, {', '.join(sorted(n for n, e in steps.items() if e == first))}); an order at the first "
+            f"learning rate may not last after it: consider --rungs after epoch {first}")
+
+
 def keep_count(n: int, eta: float) -> int:
     """How many of ``n`` arms a rung keeps: ceil(n / eta), at least 1."""
     return max(1, math.ceil(n / eta)) if eta > 1 else n
