@@ -66,7 +66,7 @@ class NetworkConfig:
     checkpoint_strict: bool = True  # false: load what fits (new head left at init, stem conv adapted), say what
     sync_bn: bool = False  # several CUDA processes: SyncBatchNorm (batch statistics over the global batch)
     cache: str | None = None  # a frozen teacher: a directory caching its logits for every training view (docs/performance.md)
-    cache_dtype: str = "fp32"  # fp32 (exact for fp32 and bf16 runs) | fp16 (half the bytes, lossy)
+    cache_dtype: str = "fp32"  # fp32 (exact for fp32 and bf16 runs) | fp16 (half the bytes; lossy for fp32 runs, exact for bf16 logits in fp16's range)
     cache_topk: int = 0  # keep each view's k largest logits only (0: all; FKD's compression for many classes)
 
 
