@@ -75,10 +75,12 @@ def rungs_before_decay(rungs: Sequence[int], milestones: Mapping[str, Sequence[i
         >>> rungs_before_decay([20, 30, 40], {"student": [18, 26, 34]}) is None
         True
     """
-    deciding = list(rungs)[:-1]
-    steps = {n: min(m) for n, m in milestones.items() if m and 0 < min(m) < (rungs[-1] if rungs else 0)}
-    first = min(steps.values(), default=None)
-    early = [r for r in deciding if first is not None and r < first]
+    last = rungs[-1] if rungs else 0
+    steps = {n: min(m) for n, m in milestones.items() if m and 0 < min(m) < last}  # steps within the run
+    if not steps:
+        return None
+    first = min(steps.values())
+    early = [r for r in list(rungs)[:-1] if r < first]
     if not early:
         return None
     return (f"race: rung(s) at epoch {', '.join(map(str, early))} fall before the first learning-rate step "
