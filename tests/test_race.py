@@ -229,8 +229,10 @@ def test_a_different_race_in_the_same_storage_is_refused(raced, data_dir):
     out, _ = raced
     with pytest.raises(C.ConfigError, match=r"is another race \(arms"):
         race(None, ["dml"], [0, 1], out, [*SMALL, f"data.dir={data_dir}"], eta=2, rungs=[1, 2], log=lambda m: None)
-    # The same race with one key changed: the error names the trial and the key, not two digests.
-    with pytest.raises(C.ConfigError, match=r"another race \(vanilla-seed0's train.eval_test: 'last' there, 'every' here\)"):
+    # The same race with one key changed: the error names the run and the key, not two digests (its run
+    # directories are checked first, before the study is touched).
+    with pytest.raises(C.ConfigError, match=r"vanilla-seed0 holds a run with another config \(train.eval_test: 'last' "
+                                            r"there, 'every' here\)"):
         race(None, METHODS, [0, 1], out, [*SMALL, f"data.dir={data_dir}", "train.eval_test=every"], eta=2,
              rungs=[1, 2], log=lambda m: None)
 

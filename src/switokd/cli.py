@@ -99,9 +99,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     reports = sweep(args.config, args.methods, args.seeds, args.out, args.overrides, command=command,
                     report=not args.no_report, log=lambda m: print(m, file=sys.stderr, flush=True),
                     workers=args.workers, storage=args.storage)
-    print(f"{len(reports)} runs; results in {Path(args.out) / 'results.md'}")
-    print((Path(args.out) / "results.md").read_text())
-    return 0
+    if reports:
+        print(f"{len(reports)} runs; results in {Path(args.out) / 'results.md'}")
+        print((Path(args.out) / "results.md").read_text())
+    # Exit 0 only when every asked run finished; a diverged or failed run is exit 3, as in `switokd train`.
+    return 3 if reports.missing else 0
 
 
 def _epochs_list(text: str) -> list[int]:

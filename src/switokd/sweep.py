@@ -26,6 +26,14 @@ from .runs import files as F
 from .race.plan import TEACHER_RUN, RunSpec, parse_method, plan  # noqa: F401  (re-exported)
 
 
+class SweepReports(list):
+    """The reports of a sweep's finished runs (a list), and ``missing``: the planned runs that did not finish."""
+
+    def __init__(self, reports: Sequence[dict[str, Any]], missing: Sequence[str] = ()) -> None:
+        super().__init__(reports)
+        self.missing = list(missing)
+
+
 def run_state(run_dir: Path, epochs: int) -> str:
     """``done`` (report.json with all epochs), ``partial`` (a checkpoint to continue) or ``new``."""
     report = run_dir / F.REPORT
@@ -151,8 +159,9 @@ def log_tables(out: Path, reports: Sequence[dict[str, Any]]) -> list[str]:
 
 def sweep(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[int], out: str | Path,
           overrides: Sequence[str] = (), *, command: str = "", report: bool = True,
-          log: Callable[[str], None] = print, workers: int = 1, storage: str | None = None) -> list[dict[str, Any]]:
-    """Run (or continue) the grid and write its results; returns the reports of the grid's runs.
+          log: Callable[[str], None] = print, workers: int = 1, storage: str | None = None) -> SweepReports:
+    """Run (or continue) the grid and write its results; returns the reports of the grid's finished runs, with
+    ``missing`` naming the runs that did not finish (diverged or failed).
 
     The race's engine with one rung, the last epoch: every run trains to the end (``switokd.race``). With
     ``workers`` > 1 the runs share a study in ``storage`` (default: a journal file in ``out``) and run that many
@@ -185,12 +194,14 @@ def sweep(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[i
                 reports.append({**json.loads(path.read_text()), "seed": spec.seed, "run": spec.name})
         return reports
 
-    race(cfg_path, methods, seeds, out, overrides, prune=False, workers=workers, storage=storage, command=command,
-         log=log, on_trial_complete=lambda trial: write_results(out, finished_reports(), header))
+    result = race(cfg_path, methods, seeds, out, overrides, prune=False, workers=workers, storage=storage,
+                  command=command, log=log, on_trial_complete=lambda trial: write_results(out, finished_reports(), header))
     reports = finished_reports()
     missing = [s.name for s in specs if s.name not in {r["run"] for r in reports}]
     if missing:
-        log(f"sweep: {len(missing)} run(s) did not finish (diverged): {', '.join(missing)}")
+        errors = {t["run"]: t.get("error") for t in result.data.get("trials", [])}
+        log(f"sweep: {len(missing)} run(s) did not finish: "
+            + "; ".join(f"{m} ({errors.get(m) or 'not run'})" for m in missing))
     if reports:
         write_results(out, reports, header)
     if report and reports:
@@ -198,4 +209,4 @@ def sweep(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[i
             write_report([out / r["run"] for r in reports], out / F.REPORT_DIR)
         except ReportError as e:  # matplotlib missing: the tables are written all the same
             log(f"sweep: no report: {e}")
-    return reports
+    return SweepReports(reports, missing)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -25,9 +26,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .. import config as C
-from ..errors import ConfigError
+from ..errors import ConfigError, SwitokdError
 from . import results as R
-from .engine import RaceDefinition, Study, TrialSpec, WorkerOptions, open_storage, work, work_ranks
+from .engine import (RaceDefinition, Study, TrialSpec, WorkerOptions, check_journal, open_storage, reuse_conflict,
+                     work, work_ranks)
 from .plan import TEACHER_RUN, RunSpec, parse_method, plan
 from .schedule import rung_epochs, rungs_before_decay, schedule
 
@@ -181,6 +183,7 @@ def race(config: str | Path | None, methods: Sequence[str], seeds: Sequence[int]
     out = Path(out).resolve()
     base = C.load_config(config, list(overrides))
     epochs = base.train.epochs
+    check_arguments(out, eta, lease_s, prune, storage)
     if prune and base.data.val_split <= 0:
         raise ConfigError("race: the race decides on a validation split only; set data.val_split (a fraction of the "
                           "training images, or a count), e.g. data.val_split=0.1")
@@ -200,6 +203,7 @@ def race(config: str | Path | None, methods: Sequence[str], seeds: Sequence[int]
 
     trials_box["trials"], arms, protected = build(config, methods, seeds, out, overrides, rung_list, prune, search,
                                                   search_space, sampler, sampler_seed)
+    check_before_start(base, trials_box["trials"], out)
     definition = RaceDefinition(name="", out=str(out), epochs=epochs, rungs=rung_list, eta=eta if prune else 1.0,
                                 protected=protected, arms=arms, seeds=list(seeds), command=command,
                                 search={"n": search, "space": {k: list(v) for k, v in (search_space or SEARCH_SPACE).items()},
@@ -252,6 +256,50 @@ def race(config: str | Path | None, methods: Sequence[str], seeds: Sequence[int]
     if prune and not data["done"]:
         log(f"{kind}: not finished: run the same command again to continue")
     return RaceResult(s, data, out / "race.md")
+
+
+def check_arguments(out: Path, eta: float, lease_s: float, prune: bool, storage: str | Path | None = None) -> None:
+    """Refuse, in one line, arguments a race cannot run with, before anything is written."""
+    if storage is not None and "://" not in str(storage):
+        if not str(storage).strip():
+            raise ConfigError("race: --storage is empty; give a journal file path or a database URL")
+        check_journal(Path(storage))
+    if prune and not (math.isfinite(eta) and eta > 1):
+        raise ConfigError(f"race: --eta must be a finite number > 1 (each rung keeps the top 1/eta of the methods), "
+                          f"got {eta!r}")
+    if not (math.isfinite(lease_s) and lease_s > 0):
+        raise ConfigError(f"race: --lease must be a finite number of seconds > 0, got {lease_s!r}")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"race: --out {str(out)!r} is a file; give a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"race: --out {str(out)!r} cannot be created ({e.strerror or e})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"race: --out {str(out)!r} is not writable")
+
+
+def check_before_start(base: C.Config, trials: Sequence[TrialSpec], out: Path) -> None:
+    """What would fail only after the study exists (and then make the corrected command "another race"): the
+    validation split against the data's size, and run directories that hold runs of other configs."""
+    if base.data.val_split > 0:
+        from ..data.conditions import validation_count
+        from ..data.datasets import load_dataset
+        d = base.data
+        try:
+            data = load_dataset(d.name, d.dir, d.image_size, d.limit_train, d.limit_test, d.channels, d.in_memory)
+        except SwitokdError:
+            data = None  # the trials will say what is wrong with the data, one line each
+        if data is not None:
+            n = len(data.train_y)
+            count = validation_count(d.val_split, n)
+            if not 0 < count < n:
+                raise ConfigError(f"race: data.val_split={d.val_split:g} holds out {count} of the {n} training "
+                                  "images; it must leave at least one to train on and hold out at least one")
+    for t in trials:
+        why, _ = reuse_conflict(out / t.run, C.from_dict(t.config))
+        if why:
+            raise ConfigError(f"race: {why}; move it away or use another --out")
 
 
 def _storage(storage: str | Path):

@@ -52,10 +52,13 @@ def _optuna():
 
 
 def open_storage(storage: str | Path):
-    """An Optuna storage from a URL or a path: ``postgresql://...``, ``mysql://...`` or ``sqlite:///...`` (an RDB
-    storage), or a file path (a journal file, which several processes on one machine can share)."""
+    """An Optuna storage from a URL or a path: ``postgresql://...``, ``mysql://...`` (an RDB storage), or a file
+    path (a journal file, which several processes on one machine can share). A journal whose last record was torn
+    (a crash or a full disk during a write) has that record cut off, under the journal's lock, before it is read."""
     optuna = _optuna()
     text = str(storage)
+    if not text.strip():
+        raise ConfigError("race: --storage is empty; give a journal file path or a database URL")
     if text.startswith("sqlite"):
         raise ConfigError(f"race: --storage {text!r}: SQLite does not lock rows, so two workers could take the same "
                           "trial; use a journal file (a path) on one machine, or PostgreSQL or MySQL for several")
@@ -63,10 +66,84 @@ def open_storage(storage: str | Path):
         try:
             return optuna.storages.RDBStorage(text)
         except Exception as e:  # a bad URL, a server that does not answer, a driver not installed
-            raise ConfigError(f"race: --storage {text!r} cannot be opened ({type(e).__name__}: {e})") from None
+            why = " ".join(f"{type(e).__name__}: {e}".split())  # the drivers' messages span lines
+            raise ConfigError(f"race: --storage {text!r} cannot be opened ({why})") from None
     from optuna.storages.journal import JournalFileBackend
-    Path(text).parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(JournalFileBackend(text))
+    path = Path(text)
+    check_journal(path)
+    backend = JournalFileBackend(text)
+    cut = repair_journal(path, backend)
+    if cut:
+        from ..log import logger
+        logger.warning(f"race: {path}: cut a torn last record ({cut} bytes, a write interrupted by a crash); the "
+                       "records before it are read")
+    return optuna.storages.JournalStorage(backend)
+
+
+def check_journal(path: Path) -> None:
+    """Refuse, in one line, a journal path that cannot be one: a directory, a device, a file that is not an Optuna
+    journal, or a place this process cannot write."""
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"race: --storage {str(path)!r} {why}; give a journal file path (default OUT/study.journal) "
+                           "or a database URL")
+
+    if path.is_dir():
+        raise bad("is a directory")
+    if path.exists() and not path.is_file():
+        raise bad("is not a regular file")
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise bad(f"is under {str(parent)!r}, which is a file")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise bad(f"cannot be created ({e.strerror or e})") from None
+    if path.exists():
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise bad("is not readable and writable")
+        with open(path, "rb") as f:
+            first = f.readline()
+        if first.strip():
+            try:
+                record = json.loads(first)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict) or "op_code" not in record:
+                raise bad("is not an Optuna journal (its first line is not a journal record)")
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        raise bad(f"cannot be created: {str(parent)!r} is not writable")
+
+
+def repair_journal(path: Path, backend: Any) -> int:
+    """Cut a torn last record off a journal file, under its lock; returns the bytes cut (0: the file was whole).
+
+    Optuna appends whole lines under the lock, so only a crash, a full disk or a power loss during a write leaves
+    a last line without its newline; the next append would glue a record to it, and every read would then fail."""
+    if not path.is_file():
+        return 0
+    from optuna.storages.journal._file import get_lock_file
+    with get_lock_file(backend._lock):
+        size = path.stat().st_size
+        if size == 0:
+            return 0
+        with open(path, "rb+") as f:
+            f.seek(max(0, size - 1))
+            if f.read(1) == b"\n":
+                return 0
+            keep, pos, chunk = 0, size, 1 << 16  # the offset just past the last newline
+            while pos > 0:
+                start = max(0, pos - chunk)
+                f.seek(start)
+                block = f.read(pos - start)
+                at = block.rfind(b"\n")
+                if at >= 0:
+                    keep = start + at + 1
+                    break
+                pos = start
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+    return size - keep
 
 
 @dataclass
@@ -142,6 +219,7 @@ class Study:
             main = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=False)
         except optuna.exceptions.DuplicatedStudyError:
             return cls._join(storage, definition, log, wait_s, make_trials)
+        main.set_user_attr("creating", _process_identity())  # a joiner that finds this process gone starts over
         work = optuna.create_study(study_name=name + "::work", storage=storage, load_if_exists=True)
         trials = make_trials()
         numbers = {}
@@ -168,11 +246,27 @@ class Study:
               make_trials: Callable[[], list[TrialSpec]] | None = None) -> "Study":
         optuna = _optuna()
         deadline = time.monotonic() + wait_s
+        said = False
         while True:
             main = optuna.load_study(study_name=definition.name, storage=storage)
             stored = main.user_attrs.get(ATTR)
             if stored is not None:
                 break
+            creator = main.user_attrs.get("creating")
+            if creator is not None and _gone(creator):
+                # Its set-up died before any worker could start (they wait for the definition): start it over.
+                log(f"race: the set-up of study {definition.name!r} was interrupted (process {creator.get('pid')} "
+                    "is gone); creating it again")
+                for n in (definition.name, definition.name + "::work"):
+                    try:
+                        optuna.delete_study(study_name=n, storage=storage)
+                    except KeyError:
+                        pass
+                return cls.create_or_join(storage, definition, make_trials or (lambda: []), log, wait_s)
+            if not said:
+                who = f"process {creator.get('pid')} on {creator.get('host')}" if creator else "another process"
+                log(f"race: waiting for {who} to finish setting up study {definition.name!r}")
+                said = True
             if time.monotonic() > deadline:
                 raise ConfigError(f"race: the study {definition.name!r} exists but its set-up never finished (the "
                                   "process creating it died?); remove it (the journal file in --out, or the study "
@@ -245,19 +339,13 @@ class Study:
 def config_difference(stored: Sequence[Any], mine: Sequence[TrialSpec]) -> str:
     """The first config key where a stored trial and this command's trial of the same run differ, in words (a
     race's definition keeps only a digest of its trials' configs)."""
-    def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-        if isinstance(tree, dict):
-            return {k: v for key, sub in tree.items() for k, v in flat(sub, f"{prefix}{key}.").items()}
-        return {prefix[:-1]: tree}
-
     theirs = {t.user_attrs.get("run"): t.user_attrs.get("config", {}) for t in stored}
     for spec in mine:
         if spec.run not in theirs:
             return f"trial {spec.run!r} is not in the stored race"
-        a, b = flat(theirs[spec.run]), flat(spec.config)
-        for key in sorted(a.keys() | b.keys()):
-            if json.dumps(a.get(key)) != json.dumps(b.get(key)):
-                return f"{spec.run}'s {key}: {a.get(key)!r} there, {b.get(key)!r} here"
+        diff = first_difference(theirs[spec.run], spec.config)
+        if diff:
+            return f"{spec.run}'s {diff}"
     return "the trials' configs differ"
 
 
@@ -290,6 +378,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _gone(identity: dict[str, Any]) -> bool:
+    """Whether the process ``identity`` names is known to be gone (it ran on this host, boot and PID namespace)."""
+    me = _process_identity()
+    return all(identity.get(k) == me[k] for k in ("host", "boot", "pidns")) and not _pid_alive(int(identity.get("pid", -1)))
+
+
 def stale(ticket: Any, lease_s: float, now: float | None = None) -> str:
     """Why a RUNNING ticket's worker is taken for gone ("" if it is not): no heartbeat for ``lease_s`` seconds, or
     its process no longer exists on this host."""
@@ -298,8 +392,7 @@ def stale(ticket: Any, lease_s: float, now: float | None = None) -> str:
     if lease is None:  # claimed, but never beat: its age counts from the claim
         start = ticket.datetime_start.timestamp() if ticket.datetime_start else now
         return f"no heartbeat in {now - start:.0f}s" if now - start > lease_s else ""
-    me = _process_identity()
-    if all(lease.get(k) == me[k] for k in ("host", "boot", "pidns")) and not _pid_alive(int(lease.get("pid", -1))):
+    if _gone(lease):
         return f"its worker (pid {lease.get('pid')}) is gone"
     if now - float(lease.get("beat", now)) > lease_s:
         return f"no heartbeat for {now - float(lease['beat']):.0f}s (lease {lease_s:g}s)"
@@ -308,28 +401,47 @@ def stale(ticket: Any, lease_s: float, now: float | None = None) -> str:
 
 class Heartbeat:
     """A thread that beats a claimed ticket every ``every`` seconds, and notices when the ticket was taken from
-    this worker (failed by another for a missed lease): ``lost`` is then set, and the segment stops at the next
-    epoch's end rather than writing the run directory beside its replacement."""
+    this worker (failed by another for a missed lease). ``guard`` is called before every write into the run
+    directory: it raises ``SegmentLost`` once the ticket is gone, and asks the storage itself when the last
+    confirmation is older than two beats (the process was stopped, or the machine slept), so that a worker
+    that wakes after its lease wrote nothing into the directory its replacement owns."""
 
     def __init__(self, study: Study, ticket_id: int, every: float) -> None:
         self.study, self.ticket_id, self.every = study, ticket_id, every
         self.lost = threading.Event()
+        self.confirmed = time.time()  # wall clock: it runs on while the process is stopped or the machine sleeps
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="switokd-race-heartbeat")
 
     def __enter__(self) -> "Heartbeat":
         self.study.beat(self.ticket_id)
+        self.confirmed = time.time()
         self._thread.start()
         return self
 
-    def _run(self) -> None:
+    def holds(self) -> bool:
+        """Ask the storage whether this worker still holds its ticket (and beat it if so)."""
         TS = self.study.optuna.trial.TrialState
+        seen = time.time()
+        if self.study.storage.get_trial(self.ticket_id).state != TS.RUNNING:
+            self.lost.set()
+            return False
+        self.study.beat(self.ticket_id)
+        self.confirmed = seen
+        return True
+
+    def guard(self) -> None:
+        if not self.lost.is_set() and time.time() - self.confirmed > 2 * self.every:
+            self.holds()
+        if self.lost.is_set():
+            raise SegmentLost("the race gave this segment to another worker (missed heartbeats); this worker "
+                              "writes nothing more into the run directory")
+
+    def _run(self) -> None:
         while not self._stop.wait(self.every):
             try:
-                if self.study.storage.get_trial(self.ticket_id).state != TS.RUNNING:
-                    self.lost.set()
+                if not self.holds():
                     return
-                self.study.beat(self.ticket_id)
             except Exception:  # a storage hiccup: the next beat tries again
                 pass
 
@@ -362,13 +474,51 @@ def run_summary(run_dir: Path, roles: dict[str, str]) -> dict[str, Any]:
             "steps": sum(e.get("steps", 0) for e in epochs)}
 
 
-def run_segment(cfg: C.Config, run_dir: Path, stop: int, log: Callable[[str], None],
-                lost: threading.Event | None = None) -> None:
-    """Train one run to epoch ``stop``: start it, continue it from its checkpoint, or nothing if it is there."""
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys, as overrides spell them: a list of named entries (the networks) by name."""
+    if isinstance(tree, list) and tree and all(isinstance(v, dict) and "name" in v for v in tree):
+        tree = {v["name"]: v for v in tree}
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: tree}
+
+
+def first_difference(theirs: dict[str, Any], mine: dict[str, Any]) -> str:
+    """The first key (dotted) whose value differs between two config dicts, in words ("" if none does)."""
+    a, b = _flat(theirs), _flat(mine)
+    for key in sorted(a.keys() | b.keys()):
+        if json.dumps(a.get(key), sort_keys=True) != json.dumps(b.get(key), sort_keys=True):
+            return f"{key}: {a.get(key)!r} there, {b.get(key)!r} here"
+    return ""
+
+
+def reuse_conflict(run_dir: Path, cfg: C.Config) -> tuple[str, dict[str, Any] | None]:
+    """Whether ``run_dir`` may be used for a run of ``cfg``: ("", checkpoint or None) when it is new or holds a
+    run of the same resolved config; otherwise why not, naming the first differing key."""
     from ..train.checkpoint import load_training_checkpoint
-    from ..train.hooks import Evaluation  # noqa: F401  (the hook protocol)
+
+    if not (run_dir / F.LAST).is_file():
+        if (run_dir / F.REPORT).is_file():
+            return f"{run_dir} holds a finished run's report.json but no last.pt to check its config against", None
+        return "", None
+    saved = load_training_checkpoint(run_dir / F.LAST)
+    diff = first_difference(C.to_dict(C.from_dict(saved["config"])), C.to_dict(cfg))
+    return (f"{run_dir} holds a run with another config ({diff})" if diff else ""), saved
+
+
+def run_segment(cfg: C.Config, run_dir: Path, stop: int, log: Callable[[str], None],
+                guard: Callable[[], None] | None = None) -> None:
+    """Train one run to epoch ``stop``: start it, continue it from its checkpoint, or nothing if it is there.
+
+    A directory holding a run of another config is refused, finished or not. ``guard`` is called before every
+    write into the run directory (``Heartbeat.guard``)."""
     from ..train.trainer import Trainer
 
+    if guard is not None:
+        guard()
+    conflict, saved = reuse_conflict(run_dir, cfg)
+    if conflict:
+        raise ConfigError(f"race: {conflict}; move it away or use another --out")
     report = run_dir / F.REPORT
     if report.is_file():
         try:
@@ -377,10 +527,7 @@ def run_segment(cfg: C.Config, run_dir: Path, stop: int, log: Callable[[str], No
                 return
         except (OSError, ValueError):
             pass
-    if (run_dir / F.LAST).is_file():
-        saved = load_training_checkpoint(run_dir / F.LAST)
-        if C.from_dict(saved["config"]) != cfg:
-            raise ConfigError(f"race: {run_dir} holds a run with another config; move it away or use another --out")
+    if saved is not None:
         if saved["epoch"] >= stop and not saved.get("loader", {}).get("batch"):
             return
         log(f"race: {run_dir.name}: continuing from its checkpoint (epoch {saved['epoch']}) to epoch {stop}")
@@ -388,26 +535,13 @@ def run_segment(cfg: C.Config, run_dir: Path, stop: int, log: Callable[[str], No
     else:
         log(f"race: {run_dir.name}: starting" + (f", to epoch {stop}" if stop < cfg.train.epochs else ""))
         trainer = Trainer(cfg)
-    if lost is not None:
-        trainer.hooks.append(_StopIfLost(lost))
+    trainer.rundir.guard = guard
+    trainer.stop.resume_hint = "run the same race or sweep command again"
     trainer.fit(stop_after=stop)
 
 
 class SegmentLost(SwitokdError):
     """This worker's ticket was failed by another (missed heartbeats): it stops without writing again."""
-
-
-class _StopIfLost:
-    """Epoch-end hook: stop at once, before the epoch's checkpoint, when the worker lost its ticket (its
-    replacement owns the run directory now)."""
-
-    def __init__(self, lost: threading.Event) -> None:
-        self.lost = lost
-
-    def on_epoch_end(self, trainer, summary, evaluation):
-        if self.lost.is_set():
-            raise SegmentLost(f"epoch {trainer.epoch}: the race gave this segment to another worker")
-        return {}
 
 
 @dataclass
@@ -533,7 +667,7 @@ def _run_claimed(study: Study, seg: Segment, trial: Any, d: RaceDefinition, opti
         try:
             # Under torchrun every rank must stop together: no early stop on a lost ticket there.
             several = int(os.environ.get("WORLD_SIZE", "1")) > 1
-            run_segment(cfg, run_dir, seg.stop, log, None if several else hb.lost)
+            run_segment(cfg, run_dir, seg.stop, log, None if several else hb.guard)
         except SegmentLost:
             log(f"race: {run_dir.name}: this worker lost its segment (missed heartbeats); its replacement continues")
             return
@@ -551,8 +685,11 @@ def _run_claimed(study: Study, seg: Segment, trial: Any, d: RaceDefinition, opti
         log(f"race: {run_dir.name}: this worker lost its segment (missed heartbeats); its replacement continues")
         return
     summary = run_summary(run_dir, roles)
-    if not any(p["epoch"] == seg.stop and "val" in p for p in summary["curve"]):
-        why = f"no validation accuracy at epoch {seg.stop} (is data.val_split set, and evaluated there?)"
+    # A sweep without a validation split picks on the test split, as a single run does (its tables say so); the
+    # race refuses to start without one.
+    split = "val" if cfg.data.val_split > 0 else "test"
+    if not any(p["epoch"] == seg.stop and split in p for p in summary["curve"]):
+        why = f"no {'validation' if split == 'val' else 'test'} accuracy at epoch {seg.stop} (is it evaluated there?)"
         log(f"race: {run_dir.name} failed: {why}")
         study.storage.set_trial_user_attr(seg.trial_id, "error", why)
         study.finish(seg.trial_id, TS.FAIL)
@@ -561,20 +698,20 @@ def _run_claimed(study: Study, seg: Segment, trial: Any, d: RaceDefinition, opti
     try:  # another worker may decide the rung, and stop this trial, as soon as the value is in
         study.storage.set_trial_user_attr(seg.trial_id, "summary", summary)
         for point in summary["curve"]:
-            if "val" in point and point["epoch"] <= seg.stop:
-                study.storage.set_trial_intermediate_value(seg.trial_id, point["epoch"], point["val"])
+            if split in point and point["epoch"] <= seg.stop:
+                study.storage.set_trial_intermediate_value(seg.trial_id, point["epoch"], point[split])
     except study.optuna.exceptions.UpdateFinishedTrialError:
         pass
     if seg.stop == trial.user_attrs["stops"][-1]:
         report_path = run_dir / F.REPORT
         report = json.loads(report_path.read_text()) if report_path.is_file() else {}
         study.storage.set_trial_user_attr(seg.trial_id, "report", report)
-        final = [p["val"] for p in summary["curve"] if "val" in p and p["epoch"] == seg.stop]
-        value = final[0] if final else (summary["curve"][-1].get("test", 0.0) if summary["curve"] else 0.0)
+        value = next(p[split] for p in summary["curve"] if split in p and p["epoch"] == seg.stop)
         if study.finish(seg.trial_id, TS.COMPLETE, [value]) and options.on_trial_complete is not None:
             options.on_trial_complete(study.storage.get_trial(seg.trial_id))
-    study.finish(seg.ticket_id, TS.COMPLETE)
+    # A COMPLETE trial has its value in Optuna's invariants (its readers sort by it): a ticket's is its stop.
+    study.finish(seg.ticket_id, TS.COMPLETE, [float(seg.stop)])
 
 
-__all__ = ["open_storage", "Study", "RaceDefinition", "TrialSpec", "WorkerOptions", "work", "work_ranks", "run_segment",
+__all__ = ["open_storage", "check_journal", "repair_journal", "reuse_conflict", "first_difference", "Study", "RaceDefinition", "TrialSpec", "WorkerOptions", "work", "work_ranks", "run_segment",
            "run_summary", "stale", "students_mean", "rung_epochs", "config_difference"]

@@ -8,10 +8,12 @@ writing it again gives the same files.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..errors import ReportError
 from ..runs import files as F
 from ..runs.stats import fmt, mean_std
 from .schedule import schedule
@@ -131,26 +133,36 @@ def markdown(data: dict[str, Any], header: Sequence[str] = ()) -> str:
 
 
 def write(study: Any, out: Path, header: Sequence[str] = ()) -> dict[str, Any]:
-    """Write ``race.json``, ``race.md`` and (once there is one) ``winner.pt`` with ``winner.json`` into ``out``."""
+    """Write ``race.json``, ``race.md`` and (once there is one) ``winner.pt`` with ``winner.json`` into ``out``.
+
+    A finished race whose winner's checkpoint is gone (and not already copied to ``winner.pt``) is a
+    ``ReportError``, and nothing is written: ``race.md`` names ``winner.pt``."""
     data = collect(study)
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic(out / "race.json", json.dumps(data, indent=1))
-    _atomic(out / "race.md", markdown(data, header))
     w = data["winner"]
+    src = None
     if w and data["done"]:
         run = Path(data["definition"]["out"]) / w["run"]
         src = run / F.BEST if (run / F.BEST).is_file() else run / F.LAST
-        if src.is_file():
-            import os
-            tmp = out / f"winner.pt.{os.getpid()}.tmp"
-            shutil.copyfile(src, tmp)
-            tmp.replace(out / "winner.pt")
-            _atomic(out / "winner.json", json.dumps({**w, "checkpoint": str(out / "winner.pt"), "from": str(src)}, indent=1))
+        if not src.is_file():
+            kept = out / "winner.json"
+            same = (kept.is_file() and (out / "winner.pt").is_file()
+                    and json.loads(kept.read_text()).get("run") == w["run"])
+            if not same:
+                raise ReportError(f"race: the winner {w['run']} has no checkpoint in {run} (moved or deleted?); put "
+                                  "the run directory back, or race again into another --out")
+            src = None  # winner.pt holds it already
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic(out / "race.json", json.dumps(data, indent=1))
+    _atomic(out / "race.md", markdown(data, header))
+    if src is not None:
+        tmp = out / f"winner.pt.{os.getpid()}.tmp"
+        shutil.copyfile(src, tmp)
+        tmp.replace(out / "winner.pt")
+        _atomic(out / "winner.json", json.dumps({**w, "checkpoint": str(out / "winner.pt"), "from": str(src)}, indent=1))
     return data
 
 
 def _atomic(path: Path, text: str) -> None:
-    import os
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # several writers (machines) do not share a tmp file
     tmp.write_text(text)
     tmp.replace(path)

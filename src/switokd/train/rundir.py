@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .. import config as C
 from .checkpoint import save_atomic
@@ -22,11 +22,19 @@ class RunDirectory:
         self.path = Path(path) if path else None
         self.writable = writable
         self.logs = RunWriters()
+        # Called before every write; raises when this process may no longer write here (a race worker whose
+        # segment was given to another after a missed lease), so that nothing it writes lands beside the other's.
+        self.guard: Callable[[], None] | None = None
+
+    def _check(self) -> None:
+        if self.guard is not None:
+            self.guard()
 
     def open(self, cfg: C.Config, loggers: list[str], offsets: dict[str, Any] | None, facts: dict[str, int]) -> None:
         """Create the directory and open its sinks; ``offsets`` (resume) cuts the logs back to the checkpoint."""
         if not self.writable:
             return
+        self._check()
         if self.path is None:
             name = cfg.train.run_name or f"{cfg.method.name}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
             self.path = Path(cfg.train.out_dir) / name
@@ -40,15 +48,28 @@ class RunDirectory:
         self.logs = RunWriters(self.path, offsets, loggers, C.yaml_text(cfg))
         write_run_state(self.path, "running", **facts)
 
+    def step(self, row: dict[str, Any]) -> None:
+        self._check()
+        self.logs.step(row)
+
+    def epoch(self, row: dict[str, Any], step: int) -> None:
+        self._check()
+        self.logs.epoch(row, step)
+
     def close(self, state: str, reason: str, facts: dict[str, int]) -> None:
         self.logs.close()
         self.logs = RunWriters()
+        try:
+            self._check()
+        except Exception:  # no longer this process's directory: its status is the new owner's to write
+            return
         if self.writable and self.path is not None and self.path.is_dir():
             write_run_state(self.path, state, reason=reason, **facts)
 
     def save_checkpoint(self, state: dict[str, Any], best: bool) -> Path | None:
         if not self.writable or self.path is None:
             return None
+        self._check()
         path = self.path / F.LAST
         save_atomic(state, path)
         if best:
@@ -57,4 +78,5 @@ class RunDirectory:
 
     def write_report(self, report: dict[str, Any]) -> None:
         if self.writable and self.path is not None:
+            self._check()
             (self.path / F.REPORT).write_text(json.dumps(report, indent=2))

@@ -62,6 +62,7 @@ class StopControl:
     def __init__(self, dist: Any, every: int = 10) -> None:
         self.dist, self.every = dist, every
         self.signals: StopSignals | None = None
+        self.resume_hint: str | None = None  # how to continue, where not `switokd train --resume` (a race's trial)
 
     @property
     def requested(self) -> bool:
@@ -91,5 +92,6 @@ class StopControl:
     def raise_if_stopped(self, epoch: int, step: int, where: Any) -> None:
         if self.requested:
             assert self.signals is not None
+            how = self.resume_hint or (f"switokd train --resume {where}" if where else "")
             raise Interrupted(self.signals.signum, f"stopped by {self.signals.name} at epoch {epoch + 1}, step {step}"
-                              + (f"; checkpoint written. Continue with: switokd train --resume {where}" if where else ""))
+                              + (f"; checkpoint written. Continue with: {how}" if where else ""))

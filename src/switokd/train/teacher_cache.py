@@ -73,11 +73,17 @@ def data_digest(data: Any) -> str:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path, key: str = "cache") -> Iterator[None]:
     """An exclusive lock on ``path``/.lock (several runs may open one cache at once)."""
     import fcntl
-    path.mkdir(parents=True, exist_ok=True)
-    with open(path / ".lock", "a+") as f:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        f = open(path / ".lock", "a+")
+    except OSError as e:  # a file where the directory should be, under a file, read-only
+        why = "is a file" if path.is_file() else (e.strerror or type(e).__name__).lower()
+        raise ConfigError(f"{key}: {path} cannot be used as a cache directory ({why}); give a writable "
+                          "directory") from None
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -114,7 +120,7 @@ class TeacherCache:
         if topk < 0 or topk >= classes and topk:
             raise ConfigError(f"config key '{key}_topk': must be 0 (all logits) or 1..{classes - 1}, got {topk}")
         want = {"format": FORMAT, **expect, "images": images, "classes": classes, "dtype": dtype, "topk": topk}
-        with _locked(path):
+        with _locked(path, key):
             meta_path = path / META
             if not meta_path.is_file():
                 cls._create(path, want, views)
@@ -122,6 +128,10 @@ class TeacherCache:
                 meta = json.loads(meta_path.read_text())
             except (OSError, ValueError) as e:
                 raise ConfigError(f"{key}: {meta_path} cannot be read ({e}); remove {path} to start it again") from None
+            views_ok = isinstance(meta, dict) and type(meta.get("views")) is int and meta["views"] > 0
+            if not views_ok:  # the other keys are compared with this run's below; views is read as a number
+                raise ConfigError(f"{key}: {meta_path} is not a cache's header (a JSON object with a positive "
+                                  f"integer 'views'); remove {path} to start it again")
             for k in sorted(want, key=lambda k: list(LABELS).index(k) if k in LABELS else len(LABELS)):
                 v = want[k]
                 if meta.get(k) != v:

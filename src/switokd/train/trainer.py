@@ -336,7 +336,7 @@ class Trainer:
                     summary.update(hook.on_epoch_end(self, summary, evaluation))
                 summary["epoch_time_s"] = time.perf_counter() - t0
                 self.history.append(summary)
-                self.rundir.logs.epoch(summary, self.step)
+                self.rundir.epoch(summary, self.step)
                 if self.cfg.train.progress and self.dist.is_main:
                     logger.info(epoch_line(summary, self.cfg.train.epochs))
                 self.save_checkpoint(best=chosen_on is not None and self._update_best(chosen_on, summary.get("test")),
@@ -360,7 +360,7 @@ class Trainer:
         (seconds, images), self._since_row = self._since_row, [0.0, 0]
         row = {"epoch": self.epoch + 1, "step": self.step, **nest(means), **rest, "lr": self._lrs(),
                "images_per_s": images / max(seconds, 1e-9)}  # all processes' images, over training time
-        self.rundir.logs.step(row)
+        self.rundir.step(row)
         return row
 
     def _lrs(self) -> dict[str, float]:
