@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from switokd.runs.analysis import curve, expert_by_epoch, memorisation
-from switokd.runs.report import band, mean_band, method_color, method_groups, read_run
+from switokd.runs.files import read_run
+from switokd.runs.report import band, mean_band, method_color, method_groups
 
 PAIR = "teacher->student"
 

@@ -6,7 +6,7 @@ Times ``--steps`` training steps (after ``--warmup``) of the default pair on Fas
 - 1 process with 1 thread, and 1 process with ``--procs`` threads, at the per-process batch;
 - ``--procs`` processes with 1 thread each (torchrun), each at the per-process batch (so the global
   batch is ``--procs`` times larger), SwitOKD with every step learning and with the teacher paused on
-  every step (``method.force_mode=expert``), each with the two gradient reductions: the bucketed
+  every step (``method.options.force_mode=expert``), each with the two gradient reductions: the bucketed
   all-reduce after the backward (``train.ddp=false``) and one torch DistributedDataParallel per network,
   whose all-reduce overlaps the backward (``train.ddp=true``). The two reductions run interleaved,
   ``--repeats`` times each, so that a drift of the machine hits both; the table gives the median.
@@ -35,13 +35,13 @@ MODES = {"learning": ("every step learning", ""), "paused": ("teacher paused eve
 def child(args) -> None:
     """One process of a variant: time steps, print one JSON line from rank 0."""
     from switokd.config import load_config
-    from switokd.trainer import Trainer
+    from switokd.train.trainer import Trainer
 
     torch.set_num_threads(args.threads)
     cfg = load_config(ROOT / "configs" / "fashion_mnist.yaml", [
         "method.name=switokd", f"train.batch_size={args.batch}", f"train.threads={args.threads}",
-        "train.progress=false", "data.limit_test=100", f"data.limit_train={args.images}",
-        f"train.ddp={str(args.ddp).lower()}", *([f"method.force_mode={args.force}"] if args.force else [])])
+        "train.progress=false", "data.limit_test=100", f"data.limit_train={args.images}", "data.val_split=0",
+        f"train.ddp={str(args.ddp).lower()}", *([f"method.options.force_mode={args.force}"] if args.force else [])])
     tr = Trainer(cfg, writable=False)
     for net in tr.networks.values():
         net.model.train()
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
                               f"{'one DistributedDataParallel per network (train.ddp=true)' if ddp else 'bucketed all-reduce'}")
             med["all"] = [round(r["img_s"]) for r in times[ddp]]
             rows.append(med)
-    from switokd.runinfo import machine_summary
+    from switokd.train.runinfo import machine_summary
     machine = re.sub(r", \d+ torch threads", "", machine_summary(torch.device("cpu")))
     cmd = "python benchmarks/ddp_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
     lines = ["# Training throughput: one process against several", "", f"- command: `{cmd}`",

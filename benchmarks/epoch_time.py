@@ -10,7 +10,7 @@ import sys
 import tempfile
 
 from switokd.config import load_config
-from switokd.trainer import Trainer
+from switokd.train.trainer import Trainer
 
 
 def main(argv=None) -> int:

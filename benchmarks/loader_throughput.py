@@ -50,14 +50,14 @@ def loader_rate(data_dir: Path, image_size: int, batch: int, workers: int, batch
 def train_rate(teacher: str, student: str, image_size: int, batch: int, steps: int) -> float:
     from switokd.config import load_config
     from switokd.data import DataSplits
-    from switokd.trainer import Trainer
+    from switokd.train.trainer import Trainer
 
     x = torch.randint(0, 256, (batch * (steps + 1), 3, image_size, image_size), dtype=torch.uint8)
     y = torch.randint(0, 4, (len(x),))
     data = DataSplits("synthetic", x, y, x[:batch], y[:batch], 4, (0.5,) * 3, (0.25,) * 3, 0)
     cfg = load_config(ROOT / "configs" / "fashion_mnist.yaml", [
         f"networks.teacher.model={teacher}", f"networks.student.model={student}", f"train.batch_size={batch}",
-        "train.progress=false", "data.augment=false"])
+        "train.progress=false", "data.augment=false", "data.val_split=0"])  # a throughput: no validation split
     tr = Trainer(cfg, data=data, writable=False)
     for net in tr.networks.values():
         net.model.train()
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     p.add_argument("--train-steps", type=int, default=3)
     p.add_argument("--out")
     args = p.parse_args(argv)
-    from switokd.runinfo import machine_summary
+    from switokd.train.runinfo import machine_summary
 
     cases = [("ImageNet-like, 300x250 JPEG -> 224 px random-resized crop", (300, 250), 224, "resnet34", "resnet18"),
              ("small, 72x72 JPEG -> 64 px padded crop", (72, 72), 64, "wrn16_2", "wrn16_1")]

@@ -20,7 +20,7 @@ from switokd.deploy import export
 from switokd.deploy.bench import BenchModel, bench
 from switokd.deploy.export import ModelInfo, onnx_session
 from switokd.deploy.quantize import calibration_inputs, eval_split, onnx_accuracy, quantize_onnx
-from switokd.runinfo import machine_summary
+from switokd.train.runinfo import machine_summary
 
 
 def schemes():

@@ -26,7 +26,7 @@ from switokd.data import DataSplits
 from switokd.models import create_model
 from switokd.train.runinfo import machine_summary
 from switokd.train.teacher_cache import fill
-from switokd.trainer import Trainer
+from switokd.train.trainer import Trainer
 
 
 def pair_splits(name: str, n: int) -> DataSplits | None:

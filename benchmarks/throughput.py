@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from switokd import config as C
 from switokd.data import DataSplits, TensorLoader
 from switokd.models import create_model
-from switokd.trainer import Trainer
+from switokd.train.trainer import Trainer
 
 METHODS = [("vanilla", None, "bare"), ("dml", None, "bare"), ("kdcl", None, "bare"),
            ("switokd", "learning", "bare"), ("switokd", "expert", "bare-expert")]
@@ -101,7 +101,7 @@ def bench_pair(teacher: str, student: str, chans: int, size: int, args, device) 
                  "networks.teacher.lr=0.01", "networks.student.lr=0.01"]
     variants, logic = {}, {}
     for name, force, _ in METHODS:
-        o = overrides + [f"method.name={name}"] + ([f"method.force_mode={force}"] if force else [])
+        o = overrides + [f"method.name={name}"] + ([f"method.options.force_mode={force}"] if force else [])
         tr = Trainer(C.load_config(None, o), data=data, writable=False)
         for net in tr.networks.values():
             net.model.train()
@@ -229,8 +229,8 @@ def main(argv=None) -> int:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    from switokd.engine import resolve_precision
-    from switokd.runinfo import machine_summary
+    from switokd.train.engine import resolve_precision
+    from switokd.train.runinfo import machine_summary
     args.precision = resolve_precision(args.precision, device)[0]
     cmd = "python " + " ".join([sys.argv[0]] + sys.argv[1:])
     lines = [f"# Throughput: methods vs the bare PyTorch loop ({device.type}, {args.precision})", "",

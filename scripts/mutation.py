@@ -34,12 +34,12 @@ PASSES: dict[str, dict] = {
              "tests": ["tests/test_switching.py", "tests/test_methods.py", "tests/test_methods_cohorts.py"]},
     "config": {"mutate": ["src/switokd/config.py"], "tests": ["tests/test_config.py", "tests/test_fuzz.py"]},
     "data": {"mutate": ["src/switokd/data/transforms.py", "src/switokd/data/loader.py"],
-             "tests": ["tests/test_data.py", "tests/test_distributed.py::test_shards_cover_every_example_once",
-                       "tests/test_distributed.py::test_loader_shards_are_the_single_process_batch"]},
+             "tests": ["tests/test_data.py", "tests/e2e/test_distributed.py::test_shards_cover_every_example_once",
+                       "tests/e2e/test_distributed.py::test_loader_shards_are_the_single_process_batch"]},
     "engine": {"mutate": ["src/switokd/train/engine.py"],
                "tests": ["tests/test_trainer.py", "tests/test_usability.py", "tests/test_methods.py"]},
     "trainer": {"mutate": ["src/switokd/train/trainer.py"],
-                "names": [f"switokd.trainer.x*Trainer*{f}__mutmut_*" for f in TRAINER_FUNCTIONS],
+                "names": [f"switokd.train.trainer.x*Trainer*{f}__mutmut_*" for f in TRAINER_FUNCTIONS],
                 "tests": ["tests/test_trainer.py", "tests/test_checkpoint.py", "tests/test_methods.py",
                           "tests/test_methods_cohorts.py"]},
 }
@@ -49,9 +49,11 @@ TARGETS = {"switching": 95, "losses": 95, "methods": 95, "config": 85, "data.tra
 
 
 def module_of(mutant: str) -> str:
+    """The TARGETS row of a mutant: switokd.core.switching.x_... -> switching, switokd.train.trainer... -> trainer."""
     name = mutant.split(".x", 1)[0].removeprefix("switokd.")
     if name.startswith("methods"):
         return "methods"
+    name = name.removeprefix("core.").removeprefix("train.")
     if name == "trainer":
         return "trainer (step, state, resume)"
     return name

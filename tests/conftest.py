@@ -71,8 +71,8 @@ def killed_after_an_older_checkpoint(tmp_path, splits, monkeypatch, overrides):
     the checkpoint of step 9 (as if killed before the checkpoint of step 13): its logs reach further than its
     checkpoint, which a resume must cut back. Returns (ref, cut) with ref finished and cut to be resumed."""
     import shutil
-    from switokd.signals import Interrupted
-    from switokd.trainer import Trainer
+    from switokd.train.signals import Interrupted
+    from switokd.train.trainer import Trainer
     from test_checkpoint import _interrupt_after
     ref = Trainer(tiny_config(tmp_path / "ref", overrides=overrides), data=splits)
     ref.fit()

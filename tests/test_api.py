@@ -24,7 +24,7 @@ def test_the_public_api_imports_from_switokd():
     assert "resnet20" in switokd.list_models()
 
 
-@pytest.mark.parametrize("module", ["switokd.switching", "switokd.config", "switokd.losses", "switokd.methods",
+@pytest.mark.parametrize("module", ["switokd.core.switching", "switokd.config", "switokd.core.losses", "switokd.methods",
                                     "switokd.methods.distill", "switokd.race.plan", "switokd.race.schedule",
                                     "switokd.methods.recipes", "switokd.data.conditions", "switokd.log"])
 def test_docstring_examples_run(module):
@@ -38,13 +38,10 @@ def test_errors_share_one_base_with_their_exit_codes():
         assert issubclass(getattr(errors, name), switokd.SwitokdError)
     assert errors.CheckpointWriteError.exit_code == 4 and errors.TrainingDiverged.exit_code == 3
     assert errors.AccuracyDropError.exit_code == 3 and errors.ConfigError.exit_code == 2
-    # The old import paths and the built-in bases they had still work.
-    from switokd.config import ConfigError
-    from switokd.checkpoint import CheckpointError
-    from switokd.trainer import TrainingDiverged
-    from switokd.signals import Interrupted
-    assert issubclass(ConfigError, ValueError) and issubclass(CheckpointError, RuntimeError)
-    assert issubclass(TrainingDiverged, RuntimeError) and issubclass(Interrupted, switokd.SwitokdError)
+    # They keep the built-in bases they had.
+    from switokd.train.signals import Interrupted
+    assert issubclass(errors.ConfigError, ValueError) and issubclass(errors.CheckpointError, RuntimeError)
+    assert issubclass(errors.TrainingDiverged, RuntimeError) and issubclass(Interrupted, switokd.SwitokdError)
 
 
 def test_output_goes_through_logging_and_can_be_routed(tmp_path, splits, capsys):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from switokd.checkpoint import CheckpointError, adapt_input_conv, load_weights
+from switokd.train.checkpoint import CheckpointError, adapt_input_conv, load_weights
 from switokd.models import create_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -96,7 +96,7 @@ def test_checkpoints_of_the_earlier_layout_still_load(name, blocks, size):
 
 def test_the_trainer_header_gives_the_account(tmp_path, splits):
     from switokd import Trainer
-    from switokd.runinfo import run_header
+    from switokd.train.runinfo import run_header
     from conftest import tiny_config
     file = tmp_path / "tv.pt"
     torch.save(torchvision_state("resnet18"), file)

@@ -30,13 +30,13 @@ def test_layering(tmp_path):
     ("networks.ghost.lr=1", "no entry 'ghost'"),
     ("networks.student.role=mentor", "'networks.student.role': 'mentor' is not one of"),
     ("train.precision=fp8", "'train.precision'"),
-    ("method.force_mode=sometimes", "'method.force_mode'"),
+    ("method.force_mode=expert", "unknown config key 'method.force_mode'"),
     ("method.tau=0", "'method.tau': must be > 0"),
     ("method.tau=-1", "'method.tau': must be > 0"),
     ("networks.student.milestones=[150,100]", "'networks.student.milestones': must be increasing"),
     ("networks.student.lr=-0.1", "'networks.student.lr': must be >= 0"),
     ("networks.student.schedule=linear", "'networks.student.schedule'"),
-    ("method.kdcl_ensemble=median", "'method.kdcl_ensemble'"),
+    ("train.tensorboard=true", "unknown config key 'train.tensorboard'"),
     ("train.batch_size=0", "'train.batch_size': must be >= 1"),
     ("train.checkpoint_every_s=-1", "'train.checkpoint_every_s': must be >= 0"),
     ("preset=3T3S", "'preset'"),
@@ -91,13 +91,18 @@ def test_shipped_configs_are_valid(path):
         assert n.model in MODELS, n.model
 
 
-def test_force_mode_is_for_switokd_only(tmp_path):
-    from switokd.trainer import build_method
-    assert build_method(C.load_config(None, ["method.force_mode=expert"])).force_mode == "expert"
-    with pytest.raises(C.ConfigError, match="'method.force_mode' applies to switokd and uniokd only, not 'dml'"):
-        build_method(C.load_config(None, ["method.name=dml", "method.force_mode=expert"]))
+def test_a_methods_own_options_are_checked_by_the_method(tmp_path):
+    from switokd.methods import method_from_config
+    assert method_from_config(C.load_config(None, ["method.options.force_mode=expert"])).force_mode == "expert"
+    with pytest.raises(C.ConfigError, match="'method.options': method 'dml' has no option 'force_mode'"):
+        method_from_config(C.load_config(None, ["method.name=dml", "method.options.force_mode=expert"]))
+    with pytest.raises(C.ConfigError, match="kdcl option ensemble must be one of 'minlogit', 'mean', got 'median'"):
+        method_from_config(C.load_config(None, ["method.name=kdcl", "method.options.ensemble=median"]))
+    with pytest.raises(C.ConfigError, match="switokd option force_mode must be one of 'learning', 'expert' or unset, "
+                                            "got 'paused'"):
+        method_from_config(C.load_config(None, ["method.options.force_mode=paused"]))
     with pytest.raises(C.ConfigError, match="'method.name'"):
-        build_method(C.load_config(None, ["method.name=dmll"]))
+        method_from_config(C.load_config(None, ["method.name=dmll"]))
 
 
 # Each bad input and the exact one-line error it gets: the key at fault and what was expected.
@@ -116,10 +121,8 @@ BAD_OVERRIDES = [
     ("networks.0.milestones.7=1", "override 'networks.0.milestones.7': no entry '7' in networks.0.milestones (names: [])"),
     ("train.nosuch=1", "unknown config key 'train.nosuch' (valid keys here: batch_size, channels_last, checkpoint_every, "
      "checkpoint_every_s, ddp, device, drop_last, epochs, eval_batch_size, eval_epochs, eval_every, eval_test, log_interval, loggers, out_dir, precision, "
-     "progress, progress_interval_s, run_name, scale_lr, seed, sync_bn, tensorboard, threads)"),
+     "progress, progress_interval_s, run_name, scale_lr, seed, sync_bn, threads)"),
     ("preset=3T3S", "config key 'preset': '3T3S' is not one of 1T1S, 2T1S, 1T2S"),
-    ("method.kdcl_ensemble=median", "config key 'method.kdcl_ensemble': 'median' is not one of minlogit, mean"),
-    ("method.force_mode=paused", "config key 'method.force_mode': 'paused' is not one of learning, expert"),
     ("train.eval_batch_size=0", "config key 'train.eval_batch_size': must be >= 1, got 0"),
     ("train.log_interval=0", "config key 'train.log_interval': must be >= 1, got 0"),
     ("train.eval_every=0", "config key 'train.eval_every': must be >= 1, got 0"),
@@ -169,11 +172,11 @@ def test_other_config_errors_exact():
 def test_edge_values_that_are_valid():
     assert C.load_config(None, ["method.tau=0.5"]).method.tau == 0.5
     cfg = C.load_config(None, ["train.epochs=3.0", "networks.0.lr=0", "networks.0.name=my_net-1",
-                               "method.kdcl_ensemble=mean", "method.force_mode=learning", "method.tau=null",
+                               "method.options.ensemble=mean", "method.options.force_mode=learning", "method.tau=null",
                                "train.run_name=a=b", "networks.1={name: s2, model: wrn16_1, role: student}"])
     assert cfg.train.epochs == 3 and isinstance(cfg.train.epochs, int)
     assert (cfg.method.tau, cfg.networks[0].lr, cfg.networks[0].name) == (None, 0.0, "my_net-1")
-    assert (cfg.method.kdcl_ensemble, cfg.method.force_mode, cfg.train.run_name) == ("mean", "learning", "a=b")
+    assert (cfg.method.options, cfg.train.run_name) == ({"ensemble": "mean", "force_mode": "learning"}, "a=b")
     assert (cfg.networks[1].name, cfg.networks[1].model, cfg.networks[1].lr) == ("s2", "wrn16_1", 0.1)  # defaults filled
 
 

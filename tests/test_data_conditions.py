@@ -12,8 +12,8 @@ from switokd.data import DatasetError, load_dataset
 from switokd.data.conditions import (MEMORISATION_CAP, Conditions, DriftStream, apply_conditions,
                                      class_balanced_subset, corrupt_labels, memorisation_counts,
                                      memorisation_shares)
-from switokd.telemetry import read_jsonl
-from switokd.trainer import Trainer
+from switokd.runs.files import read_jsonl
+from switokd.train.trainer import Trainer
 
 from conftest import DEFAULT_CONFIG, assert_same_networks, synthetic_splits, tiny_config
 from test_data import make_mnist_dir
@@ -149,7 +149,7 @@ def test_drift_run_resumed_mid_phase_is_bit_identical(tmp_path, splits, monkeypa
     ref = Trainer(tiny_config(tmp_path / "ref", overrides=over), data=splits)
     ref_report = ref.fit()
     from test_checkpoint import _interrupt_after, strip_timing
-    from switokd.signals import Interrupted
+    from switokd.train.signals import Interrupted
     _interrupt_after(monkeypatch, 11)  # epoch 2 of 4 (phase 1), batch 3 of 8
     tr = Trainer(tiny_config(tmp_path / "cut", overrides=over), data=splits)
     with pytest.raises(Interrupted):
@@ -252,7 +252,7 @@ def test_conditions_on_image_folders_in_memory_and_streamed(tmp_path, in_memory)
 
 def test_conditions_on_idx_files_and_the_header(tmp_path, capsys):
     data = _mnist(tmp_path / "data", n_train=200, n_test=20)
-    code = main(["train", "--config", DEFAULT_CONFIG, "data.name=mnist", f"data.dir={data}", "train.epochs=1",
+    code = main(["train", "--config", DEFAULT_CONFIG, "data.val_split=0", "data.name=mnist", f"data.dir={data}", "train.epochs=1",
                  "data.limit_train=0", "data.label_noise=0.4", "data.labels_per_class=10", "train.batch_size=32",
                  "networks.teacher.model=resnet20", f"train.out_dir={tmp_path}", "train.run_name=r",
                  "train.progress_interval_s=0"])
@@ -289,7 +289,7 @@ def test_cifar_reader_with_noise(tmp_path):
 def test_bad_condition_values_exit_2_naming_the_key_and_write_nothing(tmp_path, capsys, override, key):
     data = _mnist(tmp_path / "data", n_train=40, n_test=10)
     out = tmp_path / "runs"
-    code = main(["train", "--config", DEFAULT_CONFIG, "data.name=mnist", f"data.dir={data}", "data.limit_train=0",
+    code = main(["train", "--config", DEFAULT_CONFIG, "data.val_split=0", "data.name=mnist", f"data.dir={data}", "data.limit_train=0",
                  f"train.out_dir={out}", *override.split()])
     err = capsys.readouterr().err
     assert code == 2 and key in err and len(err.strip().splitlines()) == 1, err

@@ -46,7 +46,7 @@ def folder(root, bad: str | None = None, where="train", empty_class=False):
 
 
 def _train(tmp_path, data, *extra):
-    return main(["train", "--config", DEFAULT_CONFIG, "data.name=image_folder", f"data.dir={data}",
+    return main(["train", "--config", DEFAULT_CONFIG, "data.val_split=0", "data.name=image_folder", f"data.dir={data}",
                  "data.limit_train=0", "train.epochs=1", "train.batch_size=4", "networks.teacher.model=resnet20",
                  f"train.out_dir={tmp_path / 'runs'}", "train.run_name=r", "train.progress=false",
                  "train.threads=1", *extra])
@@ -80,7 +80,7 @@ def test_empty_class_folder_is_an_error_naming_it(tmp_path, capsys):
 def test_streaming_run_stops_cleanly_mid_run_with_its_checkpoint_intact(tmp_path, capsys, monkeypatch, workers):
     """A file that turns bad while a streamed run trains: the run stops at it with the same one line, exit 2,
     and the last checkpoint stays as it was (the documented choice: stop, not skip)."""
-    from switokd.trainer import Trainer
+    from switokd.train.trainer import Trainer
     data = folder(tmp_path / "data")
     bad = data / "train" / "a" / "3.png"
     real_save, saved = Trainer.save_checkpoint, {}
@@ -111,7 +111,7 @@ def test_predict_refuses_a_hostile_file(tmp_path, capsys, name, trained_student)
 
 @pytest.fixture(scope="module")
 def trained_student(tmp_path_factory):
-    from switokd.trainer import Trainer
+    from switokd.train.trainer import Trainer
     from conftest import tiny_config
     root = tmp_path_factory.mktemp("hostile")
     data = folder(root / "data")

@@ -6,7 +6,7 @@ from PIL import Image
 
 from switokd.data import DatasetError, StreamingLoader, load_dataset
 from switokd.data.stream import random_resized_box
-from switokd.trainer import Trainer
+from switokd.train.trainer import Trainer
 
 from conftest import tiny_config
 

@@ -41,7 +41,7 @@ OVER = ["train.epochs=3", "train.batch_size=8", "train.log_interval=1", "data.wo
 
 def test_a_float_dataset_trains_and_resumes_bit_exactly(tmp_path, monkeypatch):
     from test_checkpoint import _interrupt_after
-    from switokd.signals import Interrupted
+    from switokd.train.signals import Interrupted
     data = user_data()
     assert (data.num_classes, data.in_chans, data.image_size) == (4, 1, 8)
     ref = Trainer(tiny_config(tmp_path / "ref", overrides=OVER), data=data)
@@ -122,7 +122,8 @@ def test_float_labels_given_to_a_method_are_one_error():
 
 
 def test_workers_above_the_cores_are_capped_and_the_header_says_so(tmp_path):
-    from switokd.data.pipeline import capped_workers, usable_cores
+    from switokd.data.pipeline import capped_workers
+    from switokd.hardware import usable_cores
     from switokd.train.runinfo import run_header
     n = usable_cores()
     assert capped_workers(n) == (n, "") and capped_workers(n + 3) == (n, f"data.workers={n + 3} capped to this machine's {n} cores")

@@ -8,7 +8,7 @@ import torch
 from switokd import config as C
 from switokd.data.conditions import split_validation, validation_count, validation_indices
 from switokd.data.readers import DatasetError
-from switokd.trainer import Trainer
+from switokd.train.trainer import Trainer
 
 from conftest import synthetic_splits, tiny_config
 

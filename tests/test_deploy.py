@@ -8,7 +8,7 @@ from PIL import Image
 
 from switokd.cli import main
 from switokd.deploy import ExportError, export, image_files, predict
-from switokd.trainer import Trainer
+from switokd.train.trainer import Trainer
 
 from conftest import tiny_config
 from test_data import make_mnist_dir
@@ -234,7 +234,7 @@ def test_safetensors_round_trip_and_mismatched_files(trained, tmp_path, capsys, 
     from conftest import DEFAULT_CONFIG
     for name, expect in (("missing", "1 missing (first fc.bias)"), ("shape", "of another shape (first fc.weight (3, 3)"),
                          ("junk", "cannot be read as safetensors")):
-        assert main(["train", "--config", DEFAULT_CONFIG, "data.name=mnist", f"data.dir={data}", "data.limit_train=0",
+        assert main(["train", "--config", DEFAULT_CONFIG, "data.val_split=0", "data.name=mnist", f"data.dir={data}", "data.limit_train=0",
                      f"train.out_dir={tmp_path / 'runs'}", f"networks.student.checkpoint={tmp_path / name}.safetensors"]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and expect in err, err

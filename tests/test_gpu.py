@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from switokd.trainer import Trainer
+from switokd.train.trainer import Trainer
 
 from conftest import tiny_config
 
@@ -12,7 +12,7 @@ pytestmark = pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_gpu_train_and_pause(tmp_path, splits, precision):
     cfg = tiny_config(tmp_path, overrides=["train.device=cuda", f"train.precision={precision}",
-                                           "train.channels_last=true", "method.force_mode=expert"])
+                                           "train.channels_last=true", "method.options.force_mode=expert"])
     tr = Trainer(cfg, data=splits, writable=False)
     before = {k: v.clone() for k, v in tr.networks["teacher"].model.named_parameters()}
     tr.train_loader.set_epoch(0)

@@ -2,7 +2,7 @@
 the evaluation it gets is the one the epoch made."""
 import json
 
-from switokd.trainer import Trainer
+from switokd.train.trainer import Trainer
 
 from conftest import tiny_config
 

@@ -1,5 +1,6 @@
 """The layers: one import direction and no cycle, counting imports inside functions; the tools over run
-directories import neither torch nor the training runtime; the old import paths still work."""
+directories import neither torch nor the training runtime; each module has one import path (no
+``sys.modules[__name__] = ...`` aliases at the old ones)."""
 import ast
 import importlib
 from pathlib import Path
@@ -45,17 +46,8 @@ def import_graph() -> dict[str, set[str]]:
     return graph
 
 
-def _shims(graph):
-    """Old import paths that alias a moved module (``sys.modules[__name__] = ...``): not part of the layers."""
-    files = {m: SRC.parent / (m.replace(".", "/") + ".py") for m in graph}
-    return {m for m, f in files.items() if f.is_file() and "sys.modules[__name__]" in f.read_text()}
-
-
 def test_no_import_cycle():
-    graph = import_graph()
-    shims = _shims(graph)
-    graph = {m: {e for e in es if e not in shims and e != "switokd"} for m, es in graph.items()
-             if m not in shims and m != "switokd"}
+    graph = {m: {e for e in es if e != "switokd"} for m, es in import_graph().items() if m != "switokd"}
     state: dict[str, int] = {}
     path: list[str] = []
 
@@ -78,31 +70,109 @@ def test_no_import_cycle():
             visit(m)
 
 
-def test_nothing_imports_the_top_package_or_a_shim():
-    graph = import_graph()
-    shims = _shims(graph)
-    bad = {m: sorted(e for e in es if e == "switokd" or e in shims) for m, es in graph.items() if m != "switokd"}
+def test_nothing_imports_the_top_package():
+    bad = {m: sorted(e for e in es if e == "switokd") for m, es in import_graph().items() if m != "switokd"}
     assert not {m: es for m, es in bad.items() if es}, bad
 
 
+# The packages' layers, lowest first: a package imports only from its own layer or the ones below (and no
+# cycle within a layer). The face (switokd/__init__.py, imported lazily), the CLI and __main__ sit on top.
+LAYERS = [
+    {"version", "errors", "log", "registry", "hardware", "core"},
+    {"config"},
+    {"models", "data"},
+    {"methods"},
+    {"runs", "telemetry"},
+    {"train"},
+    {"deploy", "race", "sweep"},
+    {"cli", "__main__", "switokd"},
+]
+
+
+def package_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "switokd"
+
+
+def package_graph(graph=None) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for m, es in (graph or import_graph()).items():
+        for e in es:
+            a, b = package_of(m), package_of(e)
+            if a != b:
+                out.setdefault(a, set()).add(b)
+    return out
+
+
+def layer_violations(pgraph) -> list[str]:
+    rank = {p: i for i, layer in enumerate(LAYERS) for p in layer}
+    bad = [f"{p} is in no layer" for p in sorted(set(pgraph) | {e for es in pgraph.values() for e in es}) if p not in rank]
+    bad += [f"{a} (layer {rank[a]}) imports {b} (layer {rank[b]})" for a, es in sorted(pgraph.items()) for b in sorted(es)
+            if a in rank and b in rank and rank[b] > rank[a]]
+    return bad
+
+
+def package_cycles(pgraph) -> list[list[str]]:
+    cycles, state, path = [], {}, []
+
+    def visit(p):
+        state[p] = 1
+        path.append(p)
+        for e in sorted(pgraph.get(p, ())):
+            if state.get(e) == 1:
+                cycles.append(path[path.index(e):] + [e])
+            elif e not in state:
+                visit(e)
+        path.pop()
+        state[p] = 2
+
+    for p in sorted(pgraph):
+        if p not in state:
+            visit(p)
+    return cycles
+
+
+def test_packages_look_only_down_and_form_no_cycle():
+    pgraph = package_graph()
+    assert not layer_violations(pgraph), layer_violations(pgraph)
+    assert not package_cycles(pgraph), package_cycles(pgraph)
+
+
+def test_the_layer_checks_catch_what_they_claim():
+    """The former layering (data importing train.distributed, runs importing train.progress) fails both."""
+    old = {"switokd.data.loader": {"switokd.train.distributed"}, "switokd.train.trainer": {"switokd.data.loader"},
+           "switokd.runs.status": {"switokd.train.progress"}}
+    pgraph = package_graph(old)
+    assert "data (layer 2) imports train (layer 5)" in layer_violations(pgraph)
+    assert "runs (layer 4) imports train (layer 5)" in layer_violations(pgraph)
+    assert ["data", "train", "data"] in package_cycles(pgraph)
+
+
 def test_run_directory_tools_need_no_torch():
-    runtime = ("switokd.trainer", "switokd.engine", "switokd.telemetry", "switokd.checkpoint", "switokd.distributed",
-               "switokd.data", "switokd.models", "switokd.methods")
-    for path in (SRC / "runs").glob("*.py"):
-        tree = ast.parse(path.read_text())
-        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level}
-        assert not any(n == "torch" or n.startswith("torch.") for n in names), path.name
+    """switokd.runs (reports, status, tables) imports no torch, directly or through another package."""
+    import subprocess
+    import sys
+    code = ("import sys, switokd.runs.status, switokd.runs.files, switokd.runs.stats, switokd.runs.analysis; "
+            "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')); "
+            "sys.exit(bad[0] if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr or r.stdout
+    runtime = {"train", "data", "models", "methods", "telemetry", "core"}
     graph = import_graph()
     for m, es in graph.items():
         if m.startswith("switokd.runs"):
-            assert not [e for e in es if e.startswith(runtime)], (m, es)
+            assert not [e for e in es if package_of(e) in runtime], (m, es)
 
 
-@pytest.mark.parametrize("old,new", [("switokd.report", "switokd.runs.report"), ("switokd.analysis", "switokd.runs.analysis"),
-                                     ("switokd.status", "switokd.runs.status")])
-def test_old_import_paths_still_work(old, new):
-    assert importlib.import_module(old) is importlib.import_module(new)
-    from switokd.report import ReportError, RunLogs, read_run  # noqa: F401
-    from switokd.sweep import mean_std, fmt, verdict, group_by_method  # noqa: F401
-    from switokd.telemetry import read_jsonl, run_switch_stats, RUN_STATE  # noqa: F401
+# Modules that moved into core/, train/ and runs/; their old top-level paths were aliases and are gone.
+OLD_PATHS = ["trainer", "switching", "losses", "engine", "checkpoint", "distributed", "progress", "runinfo", "signals",
+             "analysis", "report", "status"]
+
+
+def test_old_import_paths_are_gone():
+    """Each module has one import path: no old top-level alias, and no file that is one."""
+    for old in OLD_PATHS:
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(f"switokd.{old}")
+    shims = [str(f.relative_to(SRC.parent)) for f in SRC.rglob("*.py") if "sys.modules[__name__] =" in f.read_text()]
+    assert not shims, shims

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from switokd import losses as L
+from switokd.core import losses as L
 from switokd.methods import LOSSES, create_loss, create_method
-from switokd.switching import stats_from_sums, pair_sums, uniokd_weight
+from switokd.core.switching import stats_from_sums, pair_sums, uniokd_weight
 
 
 def _logits(n=16, c=10, seed=0, scale=3.0):
@@ -160,7 +160,7 @@ ROLES = {"teacher": "teacher", "student": "student"}
 def test_online_methods_take_any_loss():
     t, s, y = _logits(seed=2)
     for loss in ("dkd", "dist"):
-        m = create_method("dml", ROLES, loss=loss, loss_options={"warmup": 0} if loss == "dkd" else {})
+        m = create_method("dml", ROLES, loss=loss, warmup_epochs=0 if loss == "dkd" else None)
         out = m.step({"teacher": t, "student": s}, y)
         ref = m.distill(t, s, y).item()
         assert loss in out.losses["student"] and out.losses["student"][loss].item() == pytest.approx(ref)

@@ -6,7 +6,7 @@ import torch
 
 from switokd import config as C
 from switokd.methods import METHODS, SwitOKDPair, create_method
-from switokd.trainer import Trainer
+from switokd.train.trainer import Trainer
 
 from conftest import tiny_config
 
@@ -20,7 +20,11 @@ def logits_pair(seed=0, n=8, c=5):
             torch.randint(0, c, (n,), generator=g))
 
 
-@pytest.mark.parametrize("name", [m for m in METHODS.names() if m != "kd"])
+# The logit methods; the feature methods' step needs features too (tests/test_features.py).
+LOGIT_METHODS = [m for m in METHODS.names() if not create_method(m, ROLES).feature_requests()]
+
+
+@pytest.mark.parametrize("name", [m for m in LOGIT_METHODS if m != "kd"])
 def test_step_contract(name):
     z, y = logits_pair()
     out = create_method(name, ROLES).step(z, y)
@@ -104,7 +108,7 @@ def _train_steps(trainer, n=3):
 
 def test_expert_step_leaves_teacher_bit_identical(tmp_path, splits):
     # Freeze BN too, so that the whole state dict (buffers included) must stay identical.
-    cfg = tiny_config(tmp_path, overrides=["method.force_mode=learning", "method.freeze_teacher_bn=true"])
+    cfg = tiny_config(tmp_path, overrides=["method.options.force_mode=learning", "method.options.freeze_teacher_bn=true"])
     tr = Trainer(cfg, data=splits, writable=False)
     _train_steps(tr, 2)  # give the teacher optimizer momentum state first
     before_t, before_s = _snapshot(tr, "teacher"), _snapshot(tr, "student")
@@ -119,7 +123,7 @@ def test_expert_step_leaves_teacher_bit_identical(tmp_path, splits):
 
 def test_expert_step_updates_teacher_bn_stats_by_default(tmp_path, splits):
     # The authors' scripts run the paused teacher's forward in train mode: BN statistics move.
-    tr = Trainer(tiny_config(tmp_path, overrides=["method.force_mode=expert"]), data=splits, writable=False)
+    tr = Trainer(tiny_config(tmp_path, overrides=["method.options.force_mode=expert"]), data=splits, writable=False)
     model_before, opt_before = _snapshot(tr, "teacher")
     _train_steps(tr, 2)
     model_after, opt_after = _snapshot(tr, "teacher")
@@ -130,7 +134,7 @@ def test_expert_step_updates_teacher_bn_stats_by_default(tmp_path, splits):
 
 
 def test_learning_step_changes_both(tmp_path, splits):
-    tr = Trainer(tiny_config(tmp_path, overrides=["method.force_mode=learning"]), data=splits, writable=False)
+    tr = Trainer(tiny_config(tmp_path, overrides=["method.options.force_mode=learning"]), data=splits, writable=False)
     before = {n: _snapshot(tr, n)[0] for n in tr.networks}
     outs = _train_steps(tr, 1)
     assert outs[0].stepping == ("teacher", "student")
@@ -150,7 +154,7 @@ def test_kd_averages_over_several_teachers():
     g = torch.Generator().manual_seed(3)
     z = {n: torch.randn(6, 5, generator=g) for n in ("t1", "t2", "s")}
     y = torch.randint(0, 5, (6,), generator=g)
-    from switokd.losses import cross_entropy, kl_div
+    from switokd.core.losses import cross_entropy, kl_div
     m = create_method("kd", {"t1": "teacher", "t2": "teacher", "s": "student"})
     out = m.step(z, y)
     kl1, kl2 = kl_div(z["t1"], z["s"], 4.0, True), kl_div(z["t2"], z["s"], 4.0, True)
@@ -164,7 +168,7 @@ def test_kd_averages_over_several_teachers():
 def test_kdcl_mean_ensemble_is_the_mean_of_logits():
     z = {"teacher": torch.tensor([[2.0, 0.0, -2.0]]), "student": torch.tensor([[0.0, 2.0, 0.0]])}
     y = torch.tensor([0])
-    from switokd.losses import kl_div
+    from switokd.core.losses import kl_div
     target = torch.tensor([[1.0, 1.0, -1.0]])  # the mean of the two rows
     naive = create_method("kdcl", ROLES, ensemble="mean").step(z, y)
     for n in z:
@@ -177,7 +181,7 @@ def test_kdcl_mean_ensemble_is_the_mean_of_logits():
 
 def test_loss_weights_and_temperature_reach_every_method():
     """ce_weight, kl_weight and tau given to create_method are the ones each method's losses use."""
-    from switokd.losses import cross_entropy, kl_div
+    from switokd.core.losses import cross_entropy, kl_div
     from switokd.methods.base import LossWeights
     cohort = {"t1": "teacher", "t2": "teacher", "s": "student"}
     for name, roles in [("vanilla", ROLES), ("kd", ROLES), ("dml", ROLES), ("kdcl", ROLES), ("switokd", ROLES),
@@ -196,7 +200,7 @@ def test_loss_weights_and_temperature_reach_every_method():
 
 def test_dml_takes_the_mean_over_peers():
     """With three networks the mean and the sum differ: DML's KL is the mean (Zhang et al. 2018)."""
-    from switokd.losses import cross_entropy, kl_div
+    from switokd.core.losses import cross_entropy, kl_div
     g = torch.Generator().manual_seed(5)
     z = {n: torch.randn(6, 4, generator=g) for n in ("a", "b", "c")}
     y = torch.randint(0, 4, (6,), generator=g)
@@ -232,7 +236,7 @@ def test_option_errors_say_what_is_wrong():
     for roles in (ROLES, {"t1": "teacher", "t2": "teacher", "s": "student"}):
         with pytest.raises(ValueError) as e:
             create_method("switokd", roles, force_mode="paused")
-        assert str(e.value) == "switokd force_mode must be 'learning', 'expert' or unset, got 'paused'"
+        assert str(e.value) == "switokd option force_mode must be one of 'learning', 'expert' or unset, got 'paused'"
     for roles in ({"t1": "teacher", "t2": "teacher", "s": "student"}, {"t": "teacher", "s1": "student", "s2": "student"}):
         with pytest.raises(ValueError) as e:
             SwitOKDPair(roles)
@@ -247,7 +251,7 @@ Y_EXPERT = torch.tensor([0, 1])
 
 
 def test_natural_expert_step_of_the_pair_method():
-    from switokd.switching import switch_stats
+    from switokd.core.switching import switch_stats
     z = {"teacher": ZT_EXPERT.clone(), "student": ZS_EXPERT.clone()}
     out = create_method("switokd", ROLES).step(z, Y_EXPERT)
     assert out.expert == {"teacher->student": True} and out.stepping == ("student",)
@@ -261,7 +265,7 @@ def test_natural_expert_step_of_the_pair_method():
 
 def test_cohort_pauses_one_teacher_and_steps_the_next():
     """Two teachers: the first is paused by its own switch, the second (equal to the student) keeps learning."""
-    from switokd.switching import switch_stats
+    from switokd.core.switching import switch_stats
     roles = {"t1": "teacher", "t2": "teacher", "s": "student"}
     z = {"t1": ZT_EXPERT, "t2": ZS_EXPERT.clone(), "s": ZS_EXPERT}
     out = create_method("switokd", roles).step(z, Y_EXPERT)
@@ -288,17 +292,18 @@ def test_method_config_keys_build_the_method():
     assert method_from_config(C.load_config(None, ["method.name=dml", "method.loss=dist"])).label("dml") == "dml+dist"
     m = method_from_config(C.load_config(None, ["method.name=uniokd", "method.options={expert_tau: 3}"]))
     assert m.expert_tau == 3.0
-    # The older keys keep working.
-    assert method_from_config(C.load_config(None, ["method.name=kdcl", "method.kdcl_ensemble=mean"])).ensemble.__name__ == "mean_ensemble"
+    assert method_from_config(C.load_config(None, ["method.name=kdcl", "method.options.ensemble=mean"])).ensemble.__name__ == "mean_ensemble"
 
 
 @pytest.mark.parametrize("overrides,message", [
     (["method.loss=dkx"], "config key 'method.loss': unknown distillation loss 'dkx'. Did you mean 'dkd'?"),
     (["method.loss=dkd", "method.loss_options.gamma=1"],
      "config key 'method.loss_options': distillation loss 'dkd' has no option 'gamma' (its options: alpha, beta, warmup)"),
-    (["method.loss=dkd", "method.loss_options.warmup=-1"],
-     "config key 'method.loss_options': dkd warmup must be a whole number of epochs >= 0, got -1"),
-    (["method.options.foo=1"], "config key 'method.options': method 'switokd' has no option 'foo' (its options: force_mode)"),
+    (["method.loss=dkd", "method.warmup_epochs=-1"], "config key 'method.warmup_epochs': must be >= 0, got -1"),
+    (["method.loss=dkd", "method.loss_options.warmup=5"],
+     "config key 'method.loss_options': method.loss_options has no key 'warmup'; did you mean method.warmup_epochs?"),
+    (["method.options.foo=1"], "config key 'method.options': method 'switokd' has no option 'foo' (its options: "
+     "force_mode, freeze_teacher_bn)"),
     (["method.name=vanilla", "method.loss=dkd"], "config key 'method.name': method 'vanilla' trains on the labels alone"),
     (["method.name=uniokd", "method.tau=3"], "config key 'method.tau': method 'uniokd' sets its temperatures"),
     (["method.name=uniokd", "method.loss=dist"], "config key 'method.loss': method 'uniokd' is defined with the KL loss"),

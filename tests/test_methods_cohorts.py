@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from switokd import config as C
-from switokd.losses import cross_entropy, kl_div
+from switokd.core.losses import cross_entropy, kl_div
 from switokd.methods import SwitOKDCohort, SwitOKDPair, create_method
-from switokd.switching import decide
-from switokd.trainer import Trainer
+from switokd.core.switching import decide
+from switokd.train.trainer import Trainer
 
 from conftest import tiny_config
 from test_switching import ZS_B, ZT_B
@@ -74,7 +74,7 @@ def test_teacher_learns_only_from_learning_pairs():
 
 
 def test_fully_paused_teacher_bit_identical(tmp_path, splits):
-    cfg = tiny_config(tmp_path, overrides=["method.force_mode=learning"],
+    cfg = tiny_config(tmp_path, overrides=["method.options.force_mode=learning"],
                       networks=nets(("t", "wrn16_1", "teacher"), ("s1", "resnet20", "student"), ("s2", "wrn16_1", "student")))
     tr = Trainer(cfg, data=splits, writable=False)
     tr.train_loader.set_epoch(0)
@@ -100,7 +100,7 @@ def test_presets_train_with_per_pair_telemetry(tmp_path, splits, preset, pairs):
     report = tr.fit()
     assert sorted(report["expert_share"]) == pairs
     assert set(report["paused_share"]) == set(n.name for n in cfg.networks if n.role == "teacher")
-    from switokd.telemetry import read_jsonl
+    from switokd.runs.files import read_jsonl
     row = read_jsonl(tmp_path / "run" / "steps.jsonl")[0]
     assert sorted(row["pair"]) == pairs and sorted(row["mode"]) == pairs
 

@@ -42,12 +42,12 @@ def test_dkd_beta_and_warmup_follow_the_recipe_and_the_pair():
 
 
 def test_a_key_that_is_set_wins_and_is_named():
-    m = built("method.name=kd", "method.tau=3", "method.loss_options.warmup=5")
+    m = built("method.name=kd", "method.tau=3", "method.warmup_epochs=5")
     assert m.weights.tau == 3.0 and m.weights.ce_weight == 0.1 and m.distill.warmup == 5
-    assert m.recipe_given == ["loss_options.warmup", "tau"]
-    assert "(set in the config: loss_options.warmup, tau)" in m.describe_recipe()
-    with pytest.raises(C.ConfigError, match="method.warmup_epochs=2 and loss_options.warmup=5 disagree"):
-        built("method.name=dkd", "method.warmup_epochs=2", "method.loss_options.warmup=5")
+    assert m.recipe_given == ["tau", "warmup_epochs"]
+    assert "(set in the config: tau, warmup_epochs)" in m.describe_recipe()
+    with pytest.raises(C.ConfigError, match="did you mean method.warmup_epochs"):
+        built("method.name=dkd", "method.loss_options.warmup=5")
 
 
 def test_a_warm_up_ramps_any_loss():

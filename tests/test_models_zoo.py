@@ -8,7 +8,7 @@ import pytest
 from torch import nn
 
 from switokd import Trainer
-from switokd.checkpoint import load_training_checkpoint
+from switokd.train.checkpoint import load_training_checkpoint
 from switokd.deploy import export
 
 from conftest import tiny_config

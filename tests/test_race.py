@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from switokd import config as C
-from switokd.race import race
+from switokd.race import RaceSpec, race
 from switokd.race.engine import open_storage
 from switokd.runs.files import read_jsonl
-from switokd.trainer import Trainer
+from switokd.train.trainer import Trainer
 
 from conftest import free_port
 from test_data import make_mnist_dir
@@ -40,8 +40,7 @@ def data_dir(tmp_path_factory):
 def raced(tmp_path_factory, data_dir):
     """One race of 4 methods x 2 seeds by 2 worker processes sharing the journal file in OUT."""
     out = tmp_path_factory.mktemp("race")
-    result = race(None, METHODS, [0, 1], out, [*SMALL, f"data.dir={data_dir}"], eta=2, rungs=[1, 2], workers=2,
-                  lease_s=30, log=lambda m: None)
+    result = race(RaceSpec(None, METHODS, [0, 1], out, [*SMALL, f"data.dir={data_dir}"], eta=2, rungs=[1, 2]), workers=2, lease_s=30, log=lambda m: None)
     return out, result
 
 
@@ -212,8 +211,7 @@ def postgres(tmp_path):
 
 def test_a_postgresql_storage_shared_by_two_workers(tmp_path, data_dir, postgres):
     out = tmp_path / "race"
-    result = race(None, ["dml", "switokd", "vanilla"], [0], out, [*SMALL, f"data.dir={data_dir}"], eta=3, rungs=[1],
-                  workers=2, storage=postgres, lease_s=30, log=lambda m: None)
+    result = race(RaceSpec(None, ["dml", "switokd", "vanilla"], [0], out, [*SMALL, f"data.dir={data_dir}"], eta=3, rungs=[1]), workers=2, storage=postgres, lease_s=30, log=lambda m: None)
     assert result.data["done"] and result.data["decisions"][0]["kept"]
     study = optuna.load_study(study_name="race", storage=postgres)
     assert {t.params["arm"] for t in study.get_trials()} == {"dml", "switokd", "vanilla"}
@@ -222,19 +220,18 @@ def test_a_postgresql_storage_shared_by_two_workers(tmp_path, data_dir, postgres
 
 def test_a_race_without_a_validation_split_is_refused(tmp_path):
     with pytest.raises(C.ConfigError, match="set data.val_split"):
-        race(None, ["dml"], [0], tmp_path, ["train.epochs=2"], log=lambda m: None)
+        race(RaceSpec(None, ["dml"], [0], tmp_path, ["train.epochs=2"]), log=lambda m: None)
 
 
 def test_a_different_race_in_the_same_storage_is_refused(raced, data_dir):
     out, _ = raced
     with pytest.raises(C.ConfigError, match=r"is another race \(arms"):
-        race(None, ["dml"], [0, 1], out, [*SMALL, f"data.dir={data_dir}"], eta=2, rungs=[1, 2], log=lambda m: None)
+        race(RaceSpec(None, ["dml"], [0, 1], out, [*SMALL, f"data.dir={data_dir}"], eta=2, rungs=[1, 2]), log=lambda m: None)
     # The same race with one key changed: the error names the run and the key, not two digests (its run
     # directories are checked first, before the study is touched).
     with pytest.raises(C.ConfigError, match=r"vanilla-seed0 holds a run with another config \(train.eval_test: 'last' "
                                             r"there, 'every' here\)"):
-        race(None, METHODS, [0, 1], out, [*SMALL, f"data.dir={data_dir}", "train.eval_test=every"], eta=2,
-             rungs=[1, 2], log=lambda m: None)
+        race(RaceSpec(None, METHODS, [0, 1], out, [*SMALL, f"data.dir={data_dir}", "train.eval_test=every"], eta=2, rungs=[1, 2]), log=lambda m: None)
 
 
 def test_a_paused_run_continues_bit_exactly(tmp_path, data_dir):
@@ -314,8 +311,7 @@ def test_a_segment_left_without_a_ticket_gets_one(tmp_path, data_dir):
 
     Study.claim = claim_then_lose
     try:
-        r = race(None, ["dml"], [0], tmp_path / "race", [*SMALL, f"data.dir={data_dir}", "train.epochs=2"], rungs=[1],
-                 log=lambda m: None)
+        r = race(RaceSpec(None, ["dml"], [0], tmp_path / "race", [*SMALL, f"data.dir={data_dir}", "train.epochs=2"], rungs=[1]), log=lambda m: None)
     finally:
         Study.claim = real_claim
     assert state["lost"] and r.data["done"] and r.data["trials"][0]["state"] == "complete"

@@ -13,7 +13,7 @@ import pytest
 
 from switokd import config as C
 from switokd.cli import main
-from switokd.race import race
+from switokd.race import RaceSpec, race
 from switokd.race.engine import Study, open_storage, repair_journal
 from switokd.runs.files import read_jsonl
 from switokd.sweep import sweep
@@ -272,8 +272,8 @@ def test_a_study_whose_creator_died_is_created_again_at_once(tmp_path, data_dir)
     main_study.set_user_attr("creating", {**_process_identity(), "pid": dead.pid})
     logs = []
     t0 = time.monotonic()
-    r = race(None, ["vanilla"], [0], tmp_path / "race", [*SMALL, f"data.dir={data_dir}", "train.epochs=1",
-                                                          "data.val_split=16"], rungs=[1], log=logs.append)
+    r = race(RaceSpec(None, ["vanilla"], [0], tmp_path / "race", [*SMALL, f"data.dir={data_dir}", "train.epochs=1",
+                                                          "data.val_split=16"], rungs=[1]), log=logs.append)
     assert r.data["done"] and time.monotonic() - t0 < 110  # no 120 s wait
     assert any("was interrupted" in m and "creating it again" in m for m in logs), logs
 
@@ -282,13 +282,13 @@ def test_a_deleted_winner_is_an_error_not_a_dangling_link(tmp_path, data_dir):
     import shutil
     out = tmp_path / "race"
     over = [*SMALL, f"data.dir={data_dir}", "train.epochs=1", "data.val_split=16"]
-    r = race(None, ["vanilla"], [0], out, over, rungs=[1], log=quiet)
+    r = race(RaceSpec(None, ["vanilla"], [0], out, over, rungs=[1]), log=quiet)
     assert (out / "winner.pt").is_file()
     shutil.rmtree(out / r.winner["run"])
     (out / "winner.pt").unlink()
     from switokd.errors import ReportError
     with pytest.raises(ReportError, match="has no checkpoint"):
-        race(None, ["vanilla"], [0], out, over, rungs=[1], log=quiet)
+        race(RaceSpec(None, ["vanilla"], [0], out, over, rungs=[1]), log=quiet)
 
 
 def test_a_stopped_race_trial_says_to_rerun_the_race():
@@ -309,8 +309,7 @@ def test_a_stopped_race_trial_says_to_rerun_the_race():
 
 def test_study_summaries_read_a_race_storage(tmp_path, data_dir):
     out = tmp_path / "race"
-    race(None, ["vanilla", "dml"], [0], out, [*SMALL, f"data.dir={data_dir}", "data.val_split=16"], rungs=[1, 2],
-         eta=2, log=quiet)
+    race(RaceSpec(None, ["vanilla", "dml"], [0], out, [*SMALL, f"data.dir={data_dir}", "data.val_split=16"], rungs=[1, 2], eta=2), log=quiet)
     storage = open_storage(out / "study.journal")
     summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
     assert set(summaries) == {"race", "race::work"}

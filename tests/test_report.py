@@ -3,8 +3,10 @@ import pytest
 from PIL import Image
 
 from switokd.cli import main
-from switokd.report import ReportError, read_run, summary_rows, write_report
-from switokd.trainer import Trainer
+from switokd.errors import ReportError
+from switokd.runs.files import read_run
+from switokd.runs.report import summary_rows, write_report
+from switokd.train.trainer import Trainer
 
 from conftest import tiny_config
 
@@ -55,7 +57,7 @@ def test_report_cli_and_errors(finished_runs, tmp_path, capsys):
 def _logs(name, method, expert_by_epoch, stats, paused=None):
     """A hand-made run: epochs with expert shares, the run's switch statistics and shares."""
     from pathlib import Path
-    from switokd.report import RunLogs
+    from switokd.runs.files import RunLogs
     epochs = [{"epoch": e, "steps": 10, "switch": {"expert_share": {"teacher->student": s}},
                "train": {"pair": {"teacher->student": stats}},
                "test": {"teacher": {"acc": 80.0 + e}, "student": {"acc": 70.0 + e}}} for e, s in expert_by_epoch]
@@ -71,7 +73,7 @@ STATS = {"teacher_label_distance": 0.5, "student_label_distance": 0.8, "shared_r
 
 
 def test_explain_in_words():
-    from switokd.analysis import explain, fired_when
+    from switokd.runs.analysis import explain, fired_when
     never = _logs("a", "switokd", [(1, 0.0), (2, 0.0)], STATS)
     (text,) = explain(never)
     assert text.startswith("The teacher was never paused for the student: the switch did not act on any step.")
@@ -96,7 +98,7 @@ def test_explain_in_words():
 
 
 def test_grid_report_groups_by_method(tmp_path):
-    from switokd.report import grouped_rows, is_grid
+    from switokd.runs.report import grouped_rows, is_grid
     runs = [_logs(f"{m}-seed{k}", m, [(1, 0.0), (2, 0.1 * k)], STATS) for m in ("dml", "switokd") for k in (0, 1)]
     assert is_grid(runs) and not is_grid(runs[:1])
     for r in runs:
@@ -104,7 +106,7 @@ def test_grid_report_groups_by_method(tmp_path):
     rows = {(g["method"], g["network"]): g for g in grouped_rows(runs)}
     assert rows[("switokd", "student")]["runs"] == 2 and rows[("dml", "teacher")]["last_acc"] == "82.00 ± 0.00"
     assert rows[("switokd", "teacher")]["expert_share"] == "2.5 ± 3.5%"
-    from switokd.report import plot_accuracy, write_html
+    from switokd.runs.report import plot_accuracy, write_html
     fig = plot_accuracy(runs, tmp_path)
     page = write_html(runs, [fig], tmp_path).read_text()
     assert page.index("By method (mean ± std over runs)") < page.index("Every run")
@@ -114,8 +116,8 @@ def test_grid_report_groups_by_method(tmp_path):
 
 
 def test_memorisation_and_drift_figures(tmp_path):
-    from switokd.report import write_report
-    from switokd.trainer import Trainer
+    from switokd.runs.report import write_report
+    from switokd.train.trainer import Trainer
     from conftest import synthetic_splits
     runs = []
     for seed in (0, 1):

@@ -4,7 +4,7 @@ no metric twice, a logger of one's own registered in one place, and clear errors
 import pytest
 
 from switokd import config as C
-from switokd.trainer import Trainer
+from switokd.train.trainer import Trainer
 from switokd.telemetry import SINKS, register_sink
 
 from conftest import tiny_config

@@ -3,7 +3,7 @@ resumed run that continues the same curves without a duplicated or lost step."""
 import pytest
 
 from switokd.cli import main
-from switokd.trainer import Trainer
+from switokd.train.trainer import Trainer
 
 from conftest import tiny_config
 
@@ -18,7 +18,7 @@ def scalars(run_dir):
     return {t: [e.step for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}, acc
 
 
-OVER = ["train.tensorboard=true", "train.epochs=2", "train.batch_size=8", "train.log_interval=2",
+OVER = ["train.loggers=[jsonl,tensorboard]", "train.epochs=2", "train.batch_size=8", "train.log_interval=2",
         "data.label_noise=0.25"]
 
 
@@ -55,8 +55,8 @@ def test_tensorboard_without_the_package_is_one_line(tmp_path, monkeypatch, caps
     from test_data_conditions import _mnist
     data = _mnist(tmp_path / "data", n_train=40, n_test=10)
     from conftest import DEFAULT_CONFIG
-    assert main(["train", "--config", DEFAULT_CONFIG, "data.name=mnist", f"data.dir={data}", "data.limit_train=0",
-                 f"train.out_dir={tmp_path}/runs", "train.tensorboard=true"]) == 2
+    assert main(["train", "--config", DEFAULT_CONFIG, "data.val_split=0", "data.name=mnist", f"data.dir={data}", "data.limit_train=0",
+                 f"train.out_dir={tmp_path}/runs", "train.loggers=[jsonl,tensorboard]"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'switokd[tensorboard]'" in err
     assert not (tmp_path / "runs").exists()

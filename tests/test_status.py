@@ -5,9 +5,11 @@ import os
 import pytest
 
 from switokd.cli import main
-from switokd.status import run_status, status_lines
-from switokd.telemetry import RUN_STATE, write_run_state
-from switokd.trainer import Trainer, TrainingDiverged
+from switokd.runs.status import run_status, status_lines
+from switokd.errors import TrainingDiverged
+from switokd.runs.files import RUN_STATE
+from switokd.telemetry import write_run_state
+from switokd.train.trainer import Trainer
 
 from conftest import tiny_config
 
@@ -51,7 +53,7 @@ def test_run_shorter_than_the_log_interval(finished, tmp_path):
 
 def test_stopped_and_diverged_runs(tmp_path, splits, monkeypatch):
     from test_checkpoint import _interrupt_after
-    from switokd.signals import Interrupted
+    from switokd.train.signals import Interrupted
     _interrupt_after(monkeypatch, 3)
     tr = Trainer(tiny_config(tmp_path / "stop", overrides=["train.epochs=2", "train.log_interval=1"]), data=splits)
     with pytest.raises(Interrupted):

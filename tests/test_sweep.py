@@ -4,8 +4,10 @@ import json
 import pytest
 
 from switokd import config as C
-from switokd.sweep import mean_std, plan, results_table, run_state, sweep
-from switokd.trainer import Trainer
+from switokd.race.plan import plan
+from switokd.runs.stats import mean_std
+from switokd.sweep import results_table, run_state, sweep
+from switokd.train.trainer import Trainer
 
 from test_data import make_mnist_dir
 
@@ -56,7 +58,7 @@ def test_mean_std_and_table_on_known_inputs():
     assert "| student | 82.00 ± 2.00 | dml | 83.00 ± 2.29 | -1.00 | tie |" in cmp
     far = [{**o, "method": "vanilla", "networks": {**o["networks"], "student": {**o["networks"]["student"], "last_acc": 70.0}}}
            for o in other]
-    assert "| vanilla | 70.00 ± 0.00 | +12.00 | SwitOKD ahead |" in comparison_table([rep(0, 90.0, 80.0, 0.1), rep(1, 92.0, 84.0, 0.3), rep(2, 94.0, 82.0, 0.2), *far])
+    assert "| vanilla | 70.00 ± 0.00 | +12.00 | switokd ahead |" in comparison_table([rep(0, 90.0, 80.0, 0.1), rep(1, 92.0, 84.0, 0.3), rep(2, 94.0, 82.0, 0.2), *far])
 
 
 def test_sweep_skips_finished_and_continues_interrupted(tmp_path, monkeypatch):

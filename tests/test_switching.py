@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from switokd import adaptive_threshold, decide, distillation_gap, label_distance, switch_stats, switch_weight
-from switokd.losses import kl_div, minlogit_ensemble
+from switokd.core.losses import kl_div, minlogit_ensemble
 
 
 def softmax(row, tau=1.0):
@@ -183,7 +183,7 @@ def test_identity_on_random_logits(seed):
 def test_identity_on_real_logits(tmp_path, splits):
     """Logits of real networks while they train, in both modes of the switch."""
     from conftest import tiny_config
-    from switokd.trainer import Trainer
+    from switokd.train.trainer import Trainer
 
     tr = Trainer(tiny_config(tmp_path, overrides=["train.epochs=3", "train.batch_size=8"]), data=splits, writable=False)
     signs = set()
@@ -236,7 +236,7 @@ def test_each_statistic_against_reference(tau):
     d_t, d_s = torch.tensor(ref["d_t"]), torch.tensor(ref["d_s"])
     assert adaptive_threshold(d_s, d_t).item() == pytest.approx(ref["delta"], abs=1e-5)
     assert switch_weight(d_s, d_t).item() == pytest.approx(ref["eps"], abs=1e-5)
-    from switokd.switching import pair_sums
+    from switokd.core.switching import pair_sums
     assert torch.allclose(pair_sums(zt, zs, y), pair_sums(zt, zs, y, 1.0))
     assert pair_sums(zt, zs, y, tau)[0].item() / 6 == pytest.approx(ref["gap"], abs=1e-5)
 
@@ -260,7 +260,7 @@ def test_offlabel_stats_golden():
 
 def test_equal_label_distances_are_not_expert():
     """Expert mode needs d_T < d_S strictly: a teacher no better than its student keeps learning."""
-    from switokd.switching import stats_from_sums
+    from switokd.core.switching import stats_from_sums
     sums = torch.tensor([1.0, 0.5, 0.5, 0.0, 0.0, 0.0, 1.0])  # G = 1 far above delta, d_T == d_S
     s = stats_from_sums(sums)
     assert s.gap.item() > s.threshold.item() and not bool(s.expert)

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from switokd import config as C
 from switokd.cli import main
 from switokd.data import DatasetSplits
-from switokd.trainer import Trainer
+from switokd.train.trainer import Trainer
 
 from conftest import free_port, rank_env, synthetic_splits, tiny_config
 from test_data import make_mnist_dir
@@ -211,7 +211,7 @@ def test_two_gloo_processes_read_the_cache_each_its_shard(tmp_path, teacher):
 
 
 def test_a_sweep_gives_each_seeds_teacher_a_cache_of_its_own(tmp_path):
-    from switokd.sweep import plan
+    from switokd.race.plan import plan
     specs = plan(None, ["vanilla", "dml", "kd", "dist"], [0, 1], [f"networks.teacher.cache={tmp_path / 'c'}",
                                                                   "data.augment_seed=0"], tmp_path)
     cfgs = {s.name: C.load_config(None, list(s.overrides)) for s in specs}

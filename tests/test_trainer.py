@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from switokd.checkpoint import CheckpointError, load_checkpoint
-from switokd.telemetry import read_jsonl
-from switokd.trainer import Trainer, TrainingDiverged
+from switokd.train.checkpoint import CheckpointError, load_checkpoint
+from switokd.runs.files import read_jsonl
+from switokd.train.trainer import Trainer, TrainingDiverged
 
 from conftest import tiny_config, assert_same_networks
 
@@ -35,7 +35,7 @@ def test_fit_writes_run_files(tmp_path, splits):
     steps = read_jsonl(run / "steps.jsonl")
     assert [r["step"] for r in steps] == [2, 4, 6, 8]  # 8 steps, log every 2
     row = steps[0]
-    from switokd.switching import SwitchStats
+    from switokd.core.switching import SwitchStats
     assert set(row["pair"]["teacher->student"]) == set(SwitchStats.LOGGED)
     assert set(epochs[0]["train"]["pair"]["teacher->student"]) == set(SwitchStats.LOGGED)
     assert set(report["switch_stats"]["teacher->student"]) == set(SwitchStats.LOGGED)
@@ -112,7 +112,7 @@ def test_resume_of_a_moved_run_continues_where_it_is(tmp_path, splits):
 
 def test_lr_scale_multiplies_every_networks_rate(tmp_path, splits):
     """``train.scale_lr`` under N processes sets lr_scale = N; every optimizer's rate is the schedule's times it."""
-    from switokd.engine import lr_factor
+    from switokd.train.engine import lr_factor
     tr = Trainer(tiny_config(tmp_path, overrides=["networks.teacher.schedule=cosine"]), data=splits, writable=False)
     tr.lr_scale, tr.step = 4.0, 2
     tr._set_lrs()
@@ -154,12 +154,9 @@ def test_checkpoints_inside_an_epoch_follow_the_schedule(tmp_path, splits, monke
 def test_epoch_time_adds_up_across_checkpoints_inside_it(tmp_path, splits, monkeypatch):
     """The time spent writing checkpoints is left out, the rest of the epoch is summed (a fake clock, 1 s a read)."""
     import itertools
-    import time
-    from types import SimpleNamespace
-    import switokd.trainer as trainer_mod
+    import switokd.train.progress as progress_mod  # the training clock's module
     clock = itertools.count()
-    monkeypatch.setattr(trainer_mod, "time", SimpleNamespace(perf_counter=lambda: float(next(clock)),
-                                                              strftime=time.strftime))
+    monkeypatch.setattr(progress_mod, "clock", lambda: float(next(clock)))
     seen = record_saves(monkeypatch, lambda tr: tr.epoch_time)
     tr = Trainer(tiny_config(tmp_path, overrides=["train.checkpoint_every=1", "train.checkpoint_every_s=0",
                                                   "train.epochs=2", "train.log_interval=100"]), data=splits)
@@ -173,12 +170,9 @@ def test_epoch_time_adds_up_across_checkpoints_inside_it(tmp_path, splits, monke
 def test_step_rows_carry_throughput_over_training_time_and_the_lrs(tmp_path, splits, monkeypatch):
     """images/s in steps.jsonl: the interval's images over its training time (fake clock, 1 s a read)."""
     import itertools
-    import time
-    from types import SimpleNamespace
-    import switokd.trainer as trainer_mod
+    import switokd.train.progress as progress_mod  # the training clock's module
     clock = itertools.count()
-    monkeypatch.setattr(trainer_mod, "time", SimpleNamespace(perf_counter=lambda: float(next(clock)),
-                                                              strftime=time.strftime))
+    monkeypatch.setattr(progress_mod, "clock", lambda: float(next(clock)))
     tr = Trainer(tiny_config(tmp_path, overrides=["train.log_interval=2", "train.batch_size=16"]), data=splits)
     tr.fit()
     rows = read_jsonl(tr.run_dir / "steps.jsonl")
@@ -259,12 +253,12 @@ def test_resume_across_a_milestone_and_mid_cosine_restores_everything(tmp_path, 
     """fp16 (a live grad scaler), a multistep student and a cosine teacher, cut inside epoch 3 of 4 and resumed."""
     over = ["train.epochs=4", "train.batch_size=8", "train.precision=fp16", "networks.teacher.schedule=cosine",
             "networks.student.schedule=multistep", "networks.student.milestones=[1,2]", "networks.student.gamma=0.5",
-            "method.freeze_teacher_bn=true"]
+            "method.options.freeze_teacher_bn=true"]
     ref = Trainer(tiny_config(tmp_path / "ref", overrides=over), data=splits)
     ref.fit()
     import os
     import signal
-    from switokd.signals import Interrupted
+    from switokd.train.signals import Interrupted
     real, count = Trainer.train_step, {"n": 0}
 
     def step(self, x, y):
@@ -287,7 +281,7 @@ def test_resume_across_a_milestone_and_mid_cosine_restores_everything(tmp_path, 
     assert res.best_score == ck["best_score"] == cut.best_score > 0
     # The restored state is the uninterrupted run's state at that step: learning rates included.
     res._set_lrs()
-    from switokd.engine import lr_factor
+    from switokd.train.engine import lr_factor
     for n, net in res.networks.items():
         assert net.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * lr_factor(net.cfg, 19, 8, 4))
     assert res.networks["student"].optimizer.param_groups[0]["lr"] == pytest.approx(0.025)
@@ -304,7 +298,7 @@ def test_resume_across_a_milestone_and_mid_cosine_restores_everything(tmp_path, 
 
 def test_natural_expert_step_leaves_teacher_bit_identical(tmp_path, splits):
     """Not forced: a trained teacher and a student confidently wrong elsewhere make the switch itself choose expert."""
-    tr = Trainer(tiny_config(tmp_path, overrides=["method.freeze_teacher_bn=true", "train.batch_size=32"]),
+    tr = Trainer(tiny_config(tmp_path, overrides=["method.options.freeze_teacher_bn=true", "train.batch_size=32"]),
                  data=splits, writable=False)
     teacher, student = tr.networks["teacher"], tr.networks["student"]
     tr.train_loader.set_epoch(0)
@@ -333,7 +327,7 @@ def test_natural_expert_step_leaves_teacher_bit_identical(tmp_path, splits):
 
 def test_schedules():
     from switokd.config import NetworkConfig
-    from switokd.engine import lr_factor
+    from switokd.train.engine import lr_factor
     ms = NetworkConfig(schedule="multistep", milestones=[2, 4], gamma=0.1)
     assert [round(lr_factor(ms, s, 10, 6), 6) for s in (0, 19, 20, 39, 40, 59)] == [1, 1, 0.1, 0.1, 0.01, 0.01]
     cos = NetworkConfig(schedule="cosine")
@@ -343,10 +337,10 @@ def test_schedules():
 
 
 def test_paused_teacher_schedule_advances(tmp_path, splits):
-    tr = Trainer(tiny_config(tmp_path, overrides=["method.force_mode=expert", "train.epochs=2",
+    tr = Trainer(tiny_config(tmp_path, overrides=["method.options.force_mode=expert", "train.epochs=2",
                                                    "networks.teacher.schedule=cosine"]), data=splits)
     tr.fit()
-    from switokd.engine import lr_factor
+    from switokd.train.engine import lr_factor
     steps = len(tr.train_loader)
     last = 0.1 * lr_factor(tr.networks["teacher"].cfg, 2 * steps - 1, steps, 2)  # the last batch's lr
     assert tr.networks["teacher"].optimizer.param_groups[0]["lr"] == pytest.approx(last) and last < 0.01
@@ -356,7 +350,7 @@ def test_paused_teacher_schedule_advances(tmp_path, splits):
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_reduced_precision_trains(tmp_path, splits, precision):
     tr = Trainer(tiny_config(tmp_path, overrides=[f"train.precision={precision}", "train.channels_last=true",
-                                                   "method.force_mode=learning"]), data=splits)
+                                                   "method.options.force_mode=learning"]), data=splits)
     report = tr.fit()
     assert report["networks"]["student"]["last_acc"] is not None
     assert tr.precision.scaler.is_enabled() == (precision == "fp16")
@@ -366,7 +360,7 @@ def test_reduced_precision_trains(tmp_path, splits, precision):
 
 
 def test_fp16_expert_step_leaves_teacher_alone(tmp_path, splits):
-    tr = Trainer(tiny_config(tmp_path, overrides=["train.precision=fp16", "method.force_mode=expert"]), data=splits,
+    tr = Trainer(tiny_config(tmp_path, overrides=["train.precision=fp16", "method.options.force_mode=expert"]), data=splits,
                  writable=False)
     before = {k: v.clone() for k, v in tr.networks["teacher"].model.named_parameters()}
     tr.train_loader.set_epoch(0)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from switokd import config as C
-from switokd.trainer import Trainer
+from switokd.train.trainer import Trainer
 
 from conftest import tiny_config
 

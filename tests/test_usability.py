@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 
 from switokd import config as C
-from switokd import engine
+from switokd.train import engine
 from switokd.data import DatasetError, load_dataset
-from switokd.engine import Precision, resolve_precision
+from switokd.train.engine import Precision, resolve_precision
 from switokd.models import MODELS, create_model, register_model
-from switokd.progress import Progress
-from switokd.trainer import Trainer
+from switokd.train.progress import Progress
+from switokd.train.trainer import Trainer
 
 from conftest import tiny_config
 from test_data import make_mnist_dir
@@ -71,6 +71,7 @@ def test_run_header_and_progress_lines_without_a_terminal(tmp_path):
     (tmp_path / "data").mkdir()
     data = make_mnist_dir(tmp_path / "data", n_train=96, n_test=20)
     r = subprocess.run([sys.executable, "-m", "switokd", "train", "--config", str(ROOT / "configs" / "fashion_mnist.yaml"),
+                        "data.val_split=0",
                         "data.name=mnist", f"data.dir={data}", "train.epochs=2", "train.batch_size=16",
                         "train.threads=1", "train.progress_interval_s=0", "networks.teacher.model=resnet20",
                         f"train.out_dir={tmp_path}", "train.run_name=r"],
@@ -144,7 +145,7 @@ def test_mixed_gray_and_color_folder_trains(tmp_path):
                                                          "train.batch_size=4", "networks.teacher.model=resnet20"])
     tr = Trainer(cfg)
     tr.fit()
-    from switokd.checkpoint import load_training_checkpoint
+    from switokd.train.checkpoint import load_training_checkpoint
     ck = load_training_checkpoint(tr.run_dir / "last.pt")
     assert ck["data"]["classes"] == ["ant", "bee"] and ck["data"]["in_chans"] == 3
 
@@ -230,7 +231,7 @@ def test_cli_model_from_working_directory(tmp_path):
     exe = Path(sys.executable).parent / "switokd"
     if not exe.exists():
         pytest.skip("console script not installed")
-    r = subprocess.run([str(exe), "train", "--config", str(ROOT / "configs" / "fashion_mnist.yaml"), "data.name=mnist",
+    r = subprocess.run([str(exe), "train", "--config", str(ROOT / "configs" / "fashion_mnist.yaml"), "data.val_split=0", "data.name=mnist",
                         f"data.dir={data}", "train.epochs=1", "train.batch_size=16", "train.progress=false",
                         "networks.student.model=mynets:tiny_cnn", "networks.teacher.model=mynets:tiny_cnn",
                         f"train.out_dir={tmp_path}", "train.run_name=r"], capture_output=True, text=True, cwd=tmp_path,
@@ -241,7 +242,7 @@ def test_cli_model_from_working_directory(tmp_path):
 
 def test_resolve_device_on_cpu_and_with_mocked_cuda(monkeypatch):
     """auto/cpu/cuda/cuda:N, each rank's own GPU under torchrun, and the errors, with CUDA mocked present or absent."""
-    from switokd.engine import resolve_device
+    from switokd.train.engine import resolve_device
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu", 3) == torch.device("cpu")
     with pytest.raises(C.ConfigError) as e:
@@ -268,7 +269,7 @@ def test_autocast_only_where_a_low_precision_runs():
 
 
 def test_optimizer_and_schedules():
-    from switokd.engine import build_optimizer, lr_factor, set_lr
+    from switokd.train.engine import build_optimizer, lr_factor, set_lr
     net = C.NetworkConfig(lr=0.2, momentum=0.9, nesterov=True, weight_decay=1e-4, schedule="cosine")
     opt = build_optimizer(torch.nn.Linear(2, 2), net)
     d = opt.defaults

@@ -10,19 +10,40 @@ The public API:
 - ``DataSplits``: in-memory data for ``Trainer(cfg, data=...)``;
 - ``decide``, ``switch_stats``: the switch's pure maths;
 - ``SwitokdError``: the base of every error the library raises (with the CLI's exit code).
+
+Each name is imported when first used (PEP 562), so that ``import switokd.runs`` (the tools over run
+directories) imports no torch.
 """
-from .version import __version__  # noqa: E402
+from __future__ import annotations
 
-from .errors import SwitokdError  # noqa: E402
-from .core.switching import (SwitchDecision, SwitchStats, adaptive_threshold, decide, distillation_gap,  # noqa: E402
-                        label_distance, offlabel_stats, switch_stats, switch_weight, uniokd_weight)
-from .models import create_model, list_models, register_model  # noqa: E402
-from .config import Config, load_config  # noqa: E402
-from .methods import create_method, list_methods  # noqa: E402
-from .data import DataSplits  # noqa: E402
-from .train.trainer import Trainer  # noqa: E402
+import importlib
+from typing import Any
 
-__all__ = ["__version__", "Trainer", "load_config", "Config", "create_method", "list_methods", "create_model",
-           "list_models", "register_model", "DataSplits", "decide", "switch_stats", "SwitokdError",
-           "distillation_gap", "label_distance", "adaptive_threshold", "switch_weight", "uniokd_weight",
-           "offlabel_stats", "SwitchDecision", "SwitchStats"]
+from .version import __version__
+
+# name -> the module that defines it (its one import path besides this package's face)
+_EXPORTS = {
+    "SwitokdError": "switokd.errors",
+    "Trainer": "switokd.train.trainer",
+    "load_config": "switokd.config", "Config": "switokd.config",
+    "create_method": "switokd.methods", "list_methods": "switokd.methods",
+    "create_model": "switokd.models", "list_models": "switokd.models", "register_model": "switokd.models",
+    "DataSplits": "switokd.data",
+    **{n: "switokd.core.switching" for n in ("decide", "switch_stats", "distillation_gap", "label_distance",
+                                             "adaptive_threshold", "switch_weight", "uniokd_weight", "offlabel_stats",
+                                             "SwitchDecision", "SwitchStats")},
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # once
+        return value
+    raise AttributeError(f"module 'switokd' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,4 +1,15 @@
-"""Command line: ``switokd train | eval | list``."""
+"""The ``switokd`` command: a thin layer over the library, one function pair per command (``cmd_X`` runs it,
+``add_X`` declares its arguments):
+
+    train, eval      train a cohort from a config (or resume one); evaluate a checkpoint
+    sweep, race      every method on every seed of a config; the same as a race on validation (Optuna)
+    cache            fill a frozen teacher's logit cache ahead of training
+    report, status   figures and an HTML page from run directories; where runs stand
+    export, bench    a trained network to ONNX/TorchScript/safetensors (int8 too); time exported models
+    predict, list    classify image files; list models, methods, data sets, recipes
+
+Every error is one line on stderr with its exit code (``EXIT_CODES``).
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,11 +17,10 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
+from .errors import UsageError
 from .version import __version__
-
-
-from .errors import UsageError  # noqa: E402  (re-exported)
 
 
 class Parser(argparse.ArgumentParser):
@@ -78,6 +88,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_train(sub: Any) -> None:
+    """``switokd train``'s arguments."""
+    t = sub.add_parser("train", help="train a teacher and student(s) together",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_TRAIN,
+                       description="Train the networks of a config with its method, evaluating and checkpointing each epoch.")
+    t.add_argument("--config", help="YAML config file (see configs/)")
+    t.add_argument("--resume", metavar="RUN", help="continue a run: its directory or a checkpoint (last.pt) in it")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, applied in order")
+    t.set_defaults(fn=cmd_train)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .train.trainer import Trainer
 
@@ -90,6 +111,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for n, r in results.items():
         print(f"  {n:<10} {trainer.networks[n].cfg.model:<18} acc {r['acc']:.2f}%  loss {r['loss']:.4f}")
     return 0
+
+
+def add_eval(sub: Any) -> None:
+    """``switokd eval``'s arguments."""
+    e = sub.add_parser("eval", help="evaluate every network of a checkpoint on the test split",
+                       description="Evaluate every network stored in a checkpoint on its data set's test split.")
+    e.add_argument("--checkpoint", required=True, help="a run's last.pt")
+    e.add_argument("--json", action="store_true", help="also print the results as JSON")
+    e.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.dir=PATH if the data moved")
+    e.set_defaults(fn=cmd_eval)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -106,190 +137,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 3 if reports.missing else 0
 
 
-def _epochs_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected epochs separated by commas, e.g. 3,10, got {text!r}") from None
-
-
-def cmd_race(args: argparse.Namespace) -> int:
-    from .race import race
-
-    command = "switokd race " + " ".join(args.argv)
-    result = race(args.config, args.methods, args.seeds, args.out, args.overrides, eta=args.eta, rungs=args.rungs,
-                  min_epochs=args.min_epochs, workers=args.workers, storage=args.storage, study=args.study,
-                  search=args.search, sampler=args.sampler, sampler_seed=args.sampler_seed, lease_s=args.lease,
-                  command=command, log=lambda m: print(m, file=sys.stderr, flush=True))
-    if result.study is None:  # a torchrun job's other ranks: rank 0 writes and prints
-        return 0
-    print(result.path.read_text())
-    storage = args.storage or str(Path(args.out) / "study.journal")
-    print(f"results in {result.path}; the study: optuna-dashboard {storage}")
-    return 0 if result.data["done"] else 1
-
-
-def cmd_cache(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_config
-    from .train.teacher_cache import fill
-    from .train.trainer import Trainer
-
-    cfg = load_config(args.config, args.overrides)
-    if not any(n.cache for n in cfg.networks):
-        raise ConfigError("switokd cache: no network has a cache; set networks.NAME.cache=DIR on the frozen teacher")
-    trainer = Trainer(cfg, writable=False)
-    fill(trainer, log=print)
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from .runs.report import write_report
-
-    out = Path(args.out) if args.out else (Path(args.runs[0]) / "report" if len(args.runs) == 1 else Path("report"))
-    page = write_report(args.runs, out)
-    print(f"wrote {page} and its figures ({', '.join(sorted(p.name for p in out.glob('*.png')))})")
-    return 0
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from .runs.status import run_status, status_lines
-
-    states = [run_status(r) for r in args.runs]
-    if args.json:
-        print(json.dumps(states, indent=1))
-        return 0
-    print("\n\n".join("\n".join(status_lines(s)) for s in states))
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from .deploy import export
-
-    if args.quantize:
-        from .deploy.quantize import export_int8
-        if args.format != "onnx":
-            raise UsageError("--quantize int8 needs --format onnx")
-        r = export_int8(args.checkpoint, args.network, args.out, calibration_images_n=args.calibration_images,
-                        calibration_dir=args.calibration, eval_images=args.eval_images, max_drop=args.max_drop,
-                        data_dir=args.data_dir)
-        print(f"wrote {r['out']} ({r['int8_bytes'] / 1024:.0f} KiB; fp32 {r['fp32_bytes'] / 1024:.0f} KiB) "
-              f"and {r['sidecar']}")
-        agree = ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["top1_agreement_with_fp32"].items())
-        print(f"calibrated on {r['calibration']}; weights scaled {r['weights_scale']} (top-1 agreement with fp32 on "
-              f"{r['selection_images']} held-out images: {agree})")
-        print(f"test top-1 on {r['eval_images']} images: fp32 {r['fp32_acc']:.2f}%, int8 {r['int8_acc']:.2f}% "
-              f"({r['int8_acc'] - r['fp32_acc']:+.2f} points; --max-drop {args.max_drop:g})")
-        return 0
-    if args.calibration or args.calibration_images != 512 or args.eval_images or args.max_drop != 1.0:
-        raise UsageError("--calibration, --calibration-images, --eval-images and --max-drop go with --quantize int8")
-    r = export(args.checkpoint, args.network, args.format, args.out)
-    print(f"wrote {r['out']} and {r['sidecar']}")
-    what = " (weights reloaded from the file)" if args.format == "safetensors" else ""
-    print(f"checked on {r['checked_on']}: max abs logit difference against PyTorch{what} "
-          f"{r['max_abs_diff']:.2e}, top-1 agreement {100 * r['top1_agreement']:.1f}%")
-    return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from .deploy.bench import BenchModel, bench, bench_table
-
-    models = [BenchModel.onnx(f) for f in args.models]
-    if args.checkpoint:
-        models.append(BenchModel.pytorch(args.checkpoint, args.network))
-    elif args.network != "student":
-        raise UsageError("--network goes with --checkpoint")
-    if not models:
-        raise UsageError("give ONNX files and/or --checkpoint")
-    results = bench(models, threads=args.threads, batches=args.batch, seconds=args.seconds)
-    if args.json:
-        print(json.dumps([{"model": m.name, "source": m.source, "size_bytes": m.size_bytes,
-                           "input_shape": list(m.input_shape), **r} for m, r in zip(models, results)], indent=1))
-        return 0
-    print("\n".join(bench_table(models, results, args.batch, args.threads)))
-    return 0
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    from .deploy import image_files, predict
-
-    files = image_files(args.paths)
-    results = predict(files, checkpoint=args.checkpoint, network=args.network, onnx=args.onnx, topk=args.topk)
-    if args.json:
-        print(json.dumps(results, indent=1))
-        return 0
-    for r in results:
-        top = "  ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"])
-        print(f"{r['file']}: {top}")
-    return 0
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    if args.what == "models":
-        from .models import MODELS, count_parameters, create_model
-
-        for name in MODELS.names():
-            params = count_parameters(create_model(name, 10, 3, 32)) if args.params else None
-            doc = (MODELS.get(name).__doc__ or "").strip().splitlines()
-            line = f"{name:<20}" + (f" {params / 1e6:7.2f}M params (10 classes)" if params else "")
-            print(line + (f"  {doc[0]}" if doc and not params else ""))
-    elif args.what == "recipes":
-        from .config import load_config
-        from .methods import method_from_config
-
-        print("the values an unset method.* key takes (set a key to override it), for the default pair WRN-16-2 -> "
-              "WRN-16-1; sources in docs/method.md\n")
-        for entry in ("kd", "kd+ls", "dkd", "dkd+ls", "dist", "dml", "dml+dkd", "dml+dist", "switokd", "uniokd", "kdcl"):
-            from .race.plan import parse_method
-            label, _, over = parse_method(entry)
-            method = method_from_config(load_config(None, list(over)))
-            print(f"{label:<9} {method.describe_recipe()}")
-    elif args.what == "methods":
-        from .methods import METHODS
-
-        from .methods import LOSSES
-
-        for name in METHODS.names():
-            doc = (METHODS.get(name).__doc__ or "").strip().splitlines()
-            print(f"{name:<10} {doc[0] if doc else ''}")
-        print("\ndistillation losses (method.loss; method.logit_std=true standardizes the logits for any of them):")
-        for name in LOSSES.names():
-            doc = (LOSSES.get(name).__doc__ or "").strip().splitlines()
-            print(f"{name:<10} {doc[0] if doc else ''}")
-    else:
-        from .data import DATASETS
-
-        for name in DATASETS.names():
-            doc = (DATASETS.get(name).__doc__ or "").strip().splitlines()
-            print(f"{name:<15} {doc[0] if doc else ''}")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = Parser(
-        prog="switokd",
-        description="Online knowledge distillation: SwitOKD (switchable teacher/student training) and the "
-                    "vanilla, KD, DML and KDCL baselines.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Start with: switokd train --config configs/fashion_mnist.yaml   (see `switokd train --help`)\n\n" + EXIT_CODES,
-    )
-    p.add_argument("--version", action="version", version=f"switokd {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
-
-    t = sub.add_parser("train", help="train a teacher and student(s) together",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_TRAIN,
-                       description="Train the networks of a config with its method, evaluating and checkpointing each epoch.")
-    t.add_argument("--config", help="YAML config file (see configs/)")
-    t.add_argument("--resume", metavar="RUN", help="continue a run: its directory or a checkpoint (last.pt) in it")
-    t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, applied in order")
-    t.set_defaults(fn=cmd_train)
-
-    e = sub.add_parser("eval", help="evaluate every network of a checkpoint on the test split",
-                       description="Evaluate every network stored in a checkpoint on its data set's test split.")
-    e.add_argument("--checkpoint", required=True, help="a run's last.pt")
-    e.add_argument("--json", action="store_true", help="also print the results as JSON")
-    e.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.dir=PATH if the data moved")
-    e.set_defaults(fn=cmd_eval)
-
+def add_sweep(sub: Any) -> None:
+    """``switokd sweep``'s arguments."""
     sw = sub.add_parser("sweep", help="train a config with several methods and seeds; tabulate mean ± std",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
                         description="Run every method on every seed with one config (each an ordinary run in "
@@ -311,19 +160,33 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
     sw.set_defaults(fn=cmd_sweep)
 
-    ca = sub.add_parser("cache", help="compute a frozen teacher's logits for every training view ahead of training",
-                        description="Fill networks.NAME.cache (a directory) with the frozen teacher's logits for every "
-                                    "training image and view (one per epoch with augmentation, drawn from "
-                                    "data.augment_seed), so that every later run with the same teacher, data and "
-                                    "augmentation reads them instead of running the teacher. A run fills it too, as "
-                                    "it goes; this command does it up front. Entries already there are kept.",
-                        epilog="example:\n  switokd cache --config configs/fashion_mnist.yaml method.name=kd "
-                               "networks.teacher.checkpoint=runs/t/last.pt networks.teacher.cache=runs/t/cache "
-                               "data.augment_seed=0")
-    ca.add_argument("--config", help="YAML config file")
-    ca.add_argument("overrides", nargs="*", metavar="key=value", help="the runs' config overrides")
-    ca.set_defaults(fn=cmd_cache)
 
+def _epochs_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected epochs separated by commas, e.g. 3,10, got {text!r}") from None
+
+
+def cmd_race(args: argparse.Namespace) -> int:
+    from .race import RaceSpec, race
+
+    command = "switokd race " + " ".join(args.argv)
+    spec = RaceSpec(args.config, args.methods, args.seeds, args.out, args.overrides, eta=args.eta, rungs=args.rungs,
+                    min_epochs=args.min_epochs, search=args.search, sampler=args.sampler,
+                    sampler_seed=args.sampler_seed)
+    result = race(spec, workers=args.workers, storage=args.storage, study=args.study, lease_s=args.lease,
+                  command=command, log=lambda m: print(m, file=sys.stderr, flush=True))
+    if result.study is None:  # a torchrun job's other ranks: rank 0 writes and prints
+        return 0
+    print(result.path.read_text())
+    storage = args.storage or str(Path(args.out) / "study.journal")
+    print(f"results in {result.path}; the study: optuna-dashboard {storage}")
+    return 0 if result.data["done"] else 1
+
+
+def add_race(sub: Any) -> None:
+    """``switokd race``'s arguments."""
     ra = sub.add_parser("race", help="find the best method for your data within a budget: successive halving on "
                                      "validation, on Optuna",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -359,6 +222,47 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
     ra.set_defaults(fn=cmd_race)
 
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_config
+    from .train.teacher_cache import fill
+    from .train.trainer import Trainer
+
+    cfg = load_config(args.config, args.overrides)
+    if not any(n.cache for n in cfg.networks):
+        raise ConfigError("switokd cache: no network has a cache; set networks.NAME.cache=DIR on the frozen teacher")
+    trainer = Trainer(cfg, writable=False)
+    fill(trainer, log=print)
+    return 0
+
+
+def add_cache(sub: Any) -> None:
+    """``switokd cache``'s arguments."""
+    ca = sub.add_parser("cache", help="compute a frozen teacher's logits for every training view ahead of training",
+                        description="Fill networks.NAME.cache (a directory) with the frozen teacher's logits for every "
+                                    "training image and view (one per epoch with augmentation, drawn from "
+                                    "data.augment_seed), so that every later run with the same teacher, data and "
+                                    "augmentation reads them instead of running the teacher. A run fills it too, as "
+                                    "it goes; this command does it up front. Entries already there are kept.",
+                        epilog="example:\n  switokd cache --config configs/fashion_mnist.yaml method.name=kd "
+                               "networks.teacher.checkpoint=runs/t/last.pt networks.teacher.cache=runs/t/cache "
+                               "data.augment_seed=0")
+    ca.add_argument("--config", help="YAML config file")
+    ca.add_argument("overrides", nargs="*", metavar="key=value", help="the runs' config overrides")
+    ca.set_defaults(fn=cmd_cache)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .runs.report import write_report
+
+    out = Path(args.out) if args.out else (Path(args.runs[0]) / "report" if len(args.runs) == 1 else Path("report"))
+    page = write_report(args.runs, out)
+    print(f"wrote {page} and its figures ({', '.join(sorted(p.name for p in out.glob('*.png')))})")
+    return 0
+
+
+def add_report(sub: Any) -> None:
+    """``switokd report``'s arguments."""
     rp = sub.add_parser("report", help="figures and an HTML page from one or more run directories",
                         description="Draw test accuracy per epoch (runs overlaid), G and delta over the steps with "
                                     "expert-mode stretches shaded, the expert share per epoch, rho against eps, and "
@@ -367,6 +271,20 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", help="output directory (default: RUN_DIR/report for one run, ./report for several)")
     rp.set_defaults(fn=cmd_report)
 
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .runs.status import run_status, status_lines
+
+    states = [run_status(r) for r in args.runs]
+    if args.json:
+        print(json.dumps(states, indent=1))
+        return 0
+    print("\n\n".join("\n".join(status_lines(s)) for s in states))
+    return 0
+
+
+def add_status(sub: Any) -> None:
+    """``switokd status``'s arguments."""
     st = sub.add_parser("status", help="where runs stand (also while they train), from their files alone",
                         description="For each run directory: running, finished, stopped or diverged; epoch and step, "
                                     "the last images/s and the ETA; the last test accuracies; each pair's last G, "
@@ -376,6 +294,37 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="print JSON")
     st.set_defaults(fn=cmd_status)
 
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .deploy import export
+
+    if args.quantize:
+        from .deploy.quantize import export_int8
+        if args.format != "onnx":
+            raise UsageError("--quantize int8 needs --format onnx")
+        r = export_int8(args.checkpoint, args.network, args.out, calibration_images_n=args.calibration_images,
+                        calibration_dir=args.calibration, eval_images=args.eval_images, max_drop=args.max_drop,
+                        data_dir=args.data_dir)
+        print(f"wrote {r['out']} ({r['int8_bytes'] / 1024:.0f} KiB; fp32 {r['fp32_bytes'] / 1024:.0f} KiB) "
+              f"and {r['sidecar']}")
+        agree = ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["top1_agreement_with_fp32"].items())
+        print(f"calibrated on {r['calibration']}; weights scaled {r['weights_scale']} (top-1 agreement with fp32 on "
+              f"{r['selection_images']} held-out images: {agree})")
+        print(f"test top-1 on {r['eval_images']} images: fp32 {r['fp32_acc']:.2f}%, int8 {r['int8_acc']:.2f}% "
+              f"({r['int8_acc'] - r['fp32_acc']:+.2f} points; --max-drop {args.max_drop:g})")
+        return 0
+    if args.calibration or args.calibration_images != 512 or args.eval_images or args.max_drop != 1.0:
+        raise UsageError("--calibration, --calibration-images, --eval-images and --max-drop go with --quantize int8")
+    r = export(args.checkpoint, args.network, args.format, args.out)
+    print(f"wrote {r['out']} and {r['sidecar']}")
+    what = " (weights reloaded from the file)" if args.format == "safetensors" else ""
+    print(f"checked on {r['checked_on']}: max abs logit difference against PyTorch{what} "
+          f"{r['max_abs_diff']:.2e}, top-1 agreement {100 * r['top1_agreement']:.1f}%")
+    return 0
+
+
+def add_export(sub: Any) -> None:
+    """``switokd export``'s arguments."""
     ex = sub.add_parser("export", help="export a trained network to ONNX or TorchScript, with a JSON sidecar",
                         description="Export one network of a checkpoint with a dynamic batch dimension. ONNX exports are "
                                     "run with onnxruntime on a batch of the run's test images before the command returns "
@@ -398,6 +347,28 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data-dir", metavar="DIR", help="where the checkpoint's data set is, if it moved")
     ex.set_defaults(fn=cmd_export)
 
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .deploy.bench import BenchModel, bench, bench_table
+
+    models = [BenchModel.onnx(f) for f in args.models]
+    if args.checkpoint:
+        models.append(BenchModel.pytorch(args.checkpoint, args.network))
+    elif args.network != "student":
+        raise UsageError("--network goes with --checkpoint")
+    if not models:
+        raise UsageError("give ONNX files and/or --checkpoint")
+    results = bench(models, threads=args.threads, batches=args.batch, seconds=args.seconds)
+    if args.json:
+        print(json.dumps([{"model": m.name, "source": m.source, "size_bytes": m.size_bytes,
+                           "input_shape": list(m.input_shape), **r} for m, r in zip(models, results)], indent=1))
+        return 0
+    print("\n".join(bench_table(models, results, args.batch, args.threads)))
+    return 0
+
+
+def add_bench(sub: Any) -> None:
+    """``switokd bench``'s arguments."""
     be = sub.add_parser("bench", help="latency and throughput of exported models (and a checkpoint's network)",
                         description="Time ONNX models with ONNX Runtime (and a checkpoint's network in PyTorch eager, "
                                     "for comparison) on this CPU: warmed up, call by call, the models interleaved "
@@ -415,6 +386,23 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--json", action="store_true", help="print JSON")
     be.set_defaults(fn=cmd_bench)
 
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .deploy import image_files, predict
+
+    files = image_files(args.paths)
+    results = predict(files, checkpoint=args.checkpoint, network=args.network, onnx=args.onnx, topk=args.topk)
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    for r in results:
+        top = "  ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"])
+        print(f"{r['file']}: {top}")
+    return 0
+
+
+def add_predict(sub: Any) -> None:
+    """``switokd predict``'s arguments."""
     pr = sub.add_parser("predict", help="classify image files with a checkpoint's network or an exported ONNX model",
                         description="Read PNG/JPEG files (or folders of them), preprocess them as in evaluation and "
                                     "print the top-k class names with their probabilities.")
@@ -426,10 +414,66 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print JSON")
     pr.set_defaults(fn=cmd_predict)
 
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "models":
+        from .models import MODELS, count_parameters, create_model
+
+        for name in MODELS.names():
+            params = count_parameters(create_model(name, 10, 3, 32)) if args.params else None
+            doc = (MODELS.get(name).__doc__ or "").strip().splitlines()
+            line = f"{name:<20}" + (f" {params / 1e6:7.2f}M params (10 classes)" if params else "")
+            print(line + (f"  {doc[0]}" if doc and not params else ""))
+    elif args.what == "recipes":
+        from .config import load_config
+        from .methods import method_from_config
+        from .race import parse_method
+
+        print("the values an unset method.* key takes (set a key to override it), for the default pair WRN-16-2 -> "
+              "WRN-16-1; sources in docs/method.md\n")
+        for entry in ("kd", "kd+ls", "dkd", "dkd+ls", "dist", "dml", "dml+dkd", "dml+dist", "switokd", "uniokd", "kdcl"):
+            label, _, over = parse_method(entry)
+            method = method_from_config(load_config(None, list(over)))
+            print(f"{label:<9} {method.describe_recipe()}")
+    elif args.what == "methods":
+        from .methods import LOSSES, METHODS
+
+        for name in METHODS.names():
+            doc = (METHODS.get(name).__doc__ or "").strip().splitlines()
+            print(f"{name:<10} {doc[0] if doc else ''}")
+        print("\ndistillation losses (method.loss; method.logit_std=true standardizes the logits for any of them):")
+        for name in LOSSES.names():
+            doc = (LOSSES.get(name).__doc__ or "").strip().splitlines()
+            print(f"{name:<10} {doc[0] if doc else ''}")
+    else:
+        from .data import DATASETS
+
+        for name in DATASETS.names():
+            doc = (DATASETS.get(name).__doc__ or "").strip().splitlines()
+            print(f"{name:<15} {doc[0] if doc else ''}")
+    return 0
+
+
+def add_list(sub: Any) -> None:
+    """``switokd list``'s arguments."""
     ls = sub.add_parser("list", help="list registered models, methods, datasets, or the methods' published recipes")
     ls.add_argument("what", choices=["models", "methods", "datasets", "recipes"])
     ls.add_argument("--params", action="store_true", help="models: count parameters (builds each model)")
     ls.set_defaults(fn=cmd_list)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="switokd",
+        description="Online and offline knowledge distillation: SwitOKD (switchable teacher/student training), "
+                    "UniOKD, DML, KDCL, KD, DKD and DIST side by side; sweeps and races to find the best for your data.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Start with: switokd train --config configs/fashion_mnist.yaml   (see `switokd train --help`)\n\n" + EXIT_CODES,
+    )
+    p.add_argument("--version", action="version", version=f"switokd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for add in (add_train, add_eval, add_sweep, add_cache, add_race, add_report, add_status, add_export, add_bench, add_predict, add_list):
+        add(sub)
     return p
 
 
@@ -448,12 +492,10 @@ def main(argv: list[str] | None = None) -> int:
     """The ``switokd`` command; returns its exit code (see the README's table)."""
     code = _main(argv)
     if argv is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # A torchrun worker's own command line ends here, without the interpreter's teardown. Now and then
-        # a worker aborted (SIGABRT, "terminate called without an active exception") after its last Python
-        # line had run, when a gloo thread outlived the interpreter (torch 2.13): the job failed although
-        # training had finished and every file was written. Distributed now stops those threads (see
-        # distributed._destroy_at_exit); skipping the teardown also guards against any other C++ thread
-        # left running. Our files are closed and fsynced by now; only the standard streams need flushing.
+        # A torchrun worker ends here without the interpreter's teardown: a C++ thread (gloo's, torch 2.13) that
+        # outlives the interpreter aborts the process (SIGABRT) after its last line, failing a job whose files
+        # are all written. Distributed._destroy_at_exit stops gloo's threads; this guards against any other.
+        # Our files are closed and fsynced by now; only the standard streams need flushing.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

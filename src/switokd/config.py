@@ -54,10 +54,13 @@ class NetworkConfig:
     model: str = "resnet20"  # a registered model (switokd list models) or package.module:factory
     model_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments for the model's factory
     role: str = "student"  # teacher | student
-    lr: float = 0.1  # SGD learning rate
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.1  # the learning rate
     momentum: float = 0.9  # SGD momentum, in [0, 1)
     nesterov: bool = False  # Nesterov momentum
-    weight_decay: float = 5e-4  # L2 weight decay
+    weight_decay: float = 5e-4  # weight decay (L2 for sgd, decoupled for adamw)
+    decay_norm_bias: bool = True  # false: no weight decay on normalisation weights and biases (any 1-D parameter)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw's betas
     schedule: str = "multistep"  # multistep | cosine | constant
     milestones: list[int] = field(default_factory=lambda: [100, 150, 200])  # multistep: epochs of each lr drop
     gamma: float = 0.1  # multistep: the factor at each milestone
@@ -83,11 +86,11 @@ class MethodConfig:
     loss: str | None = None  # the distillation loss: kl | dkd | dist (None: the method's own, kl but for dkd, dist)
     loss_options: dict[str, Any] = field(default_factory=dict)  # the loss's options, e.g. {beta: 6} (unset: recipe's)
     logit_std: bool = False  # z-score both sides' logits over the classes before the temperature
+    feature_loss: str | None = None  # a feature-distillation loss added to every student's: at | fitnet | nst | pkt | rkd | sp | vid
+    feature_options: dict[str, Any] = field(default_factory=dict)  # its options, e.g. {student_paths: [layer3]}
+    feature_weight: float | None = None  # its weight (None: the authors' recipe, e.g. at 1000)
     options: dict[str, Any] = field(default_factory=dict)  # the method's own options, checked by the method
     label: str = ""  # the method's name in reports and tables ("": name, then +loss and +ls, e.g. dml+dkd)
-    freeze_teacher_bn: bool = False  # switokd: paused teachers keep their BatchNorm statistics
-    kdcl_ensemble: str = "minlogit"  # kdcl: minlogit | mean
-    force_mode: str | None = None  # switokd: hold every switch in "learning" or "expert" (ablations, benchmarks)
 
 
 @dataclass
@@ -114,7 +117,6 @@ class TrainConfig:
     sync_bn: bool = False  # every network's BatchNorm as SyncBatchNorm under several CUDA processes
     scale_lr: bool = False  # several processes: lr x number of processes (the linear scaling rule)
     ddp: bool = False  # several processes: each learning network in torch's DDP (false: bucketed all-reduce)
-    tensorboard: bool = False  # also write TensorBoard events to RUN_DIR/tensorboard/ (pip install 'switokd[tensorboard]')
     loggers: list[str] = field(default_factory=lambda: ["jsonl"])  # sinks: jsonl (always), tensorboard, mlflow, yours
 
 
@@ -372,9 +374,6 @@ def validate(cfg: Config) -> None:
     one_of("train.precision", cfg.train.precision, PRECISIONS)
     if cfg.preset:
         one_of("preset", cfg.preset, tuple(PRESETS))
-    one_of("method.kdcl_ensemble", cfg.method.kdcl_ensemble, ("minlogit", "mean"))
-    if cfg.method.force_mode is not None:
-        one_of("method.force_mode", cfg.method.force_mode, ("learning", "expert"))
     positive = {"train.epochs": cfg.train.epochs, "train.batch_size": cfg.train.batch_size,
                 "train.eval_batch_size": cfg.train.eval_batch_size, "train.log_interval": cfg.train.log_interval,
                 "train.eval_every": cfg.train.eval_every}

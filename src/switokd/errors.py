@@ -2,8 +2,8 @@
 ``SwitokdError``: it carries the command line's exit code and the word its one-line message starts with, so
 the CLI catches this one type and an embedding program can too.
 
-Each subclass also derives from the built-in exception it used to be (``ConfigError`` is a ``ValueError``,
-``CheckpointError`` a ``RuntimeError``), so code written against those keeps working.
+Each subclass also derives from the built-in exception of its kind (``ConfigError`` is a ``ValueError``,
+``CheckpointError`` a ``RuntimeError``), so that code catching those catches ours.
 
     exit 2  bad config, data, checkpoint, report input or argument
     exit 3  training diverged; int8 lost more accuracy than allowed

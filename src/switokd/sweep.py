@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -19,11 +17,11 @@ from . import config as C
 from .runs import analysis
 from .runs.files import read_run
 from .runs.report import write_report
-from .runs.stats import fmt, group_by, mean_std, verdict  # noqa: F401  (mean_std, verdict: re-exported)
+from .runs.stats import fmt, group_by, mean_std, verdict
 from .errors import ReportError
 from .runs import files as F
 
-from .race.plan import TEACHER_RUN, RunSpec, parse_method, plan  # noqa: F401  (re-exported)
+from .race.plan import TEACHER_RUN, plan
 
 
 class SweepReports(list):
@@ -81,25 +79,25 @@ def results_table(reports: Sequence[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def comparison_table(reports: Sequence[dict[str, Any]]) -> str:
-    """SwitOKD's students against each other method's: difference of the mean last-epoch accuracy, and a verdict.
-
-    A difference within one standard deviation (the larger of the two methods') is a tie."""
+def comparison_table(reports: Sequence[dict[str, Any]], reference: str = "switokd") -> str:
+    """``reference``'s students against each other method's: difference of the mean last-epoch accuracy, and a
+    verdict ("" without that method). A difference within one standard deviation (the larger of the two
+    methods') is a tie."""
     by_method = group_by_method(reports)
-    if "switokd" not in by_method:
+    if reference not in by_method:
         return ""
-    ours = by_method["switokd"]
+    ours = by_method[reference]
     students = [n for n, i in ours[0]["networks"].items() if i["role"] == "student"]
-    rows = ["| student | SwitOKD (%) | against | theirs (%) | difference | verdict |", "|---|---:|---|---:|---:|---|"]
+    rows = [f"| student | {reference} (%) | against | theirs (%) | difference | verdict |", "|---|---:|---|---:|---:|---|"]
     for net in students:
         m1, s1 = mean_std([r["networks"][net]["last_acc"] for r in ours])
         for method, runs in by_method.items():
-            if method == "switokd" or net not in runs[0]["networks"]:
+            if method == reference or net not in runs[0]["networks"]:
                 continue
             m2, s2 = mean_std([r["networks"][net]["last_acc"] for r in runs])
             v = verdict((m1, s1), (m2, s2))
             rows.append(f"| {net} | {m1:.2f} ± {s1:.2f} | {method} | {m2:.2f} ± {s2:.2f} | {m1 - m2:+.2f} | "
-                        f"{v if v == 'tie' else 'SwitOKD ' + v} |")
+                        f"{v if v == 'tie' else reference + ' ' + v} |")
     return "\n".join(rows)
 
 
@@ -113,26 +111,27 @@ def network_share(runs: Sequence[dict[str, Any]], key: str, mine: Callable[[str]
     return fmt(vals, 1, 100.0) if vals else "-"
 
 
-def write_results(out: Path, reports: Sequence[dict[str, Any]], header: Sequence[str]) -> Path:
-    """``results.md`` (the table) and ``results.json`` (every run's report) in ``out``."""
+def write_results(out: Path, reports: Sequence[dict[str, Any]], header: Sequence[str], reference: str = "switokd") -> Path:
+    """``results.md`` (the table, and ``reference`` against the others) and ``results.json`` (every run's report)
+    in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(list(reports), indent=2))
     precisions = sorted({r.get("precision", "?") for r in reports})
     parts = [*header, f"- precision: {', '.join(precisions)}", "", results_table(reports), ""]
-    cmp = comparison_table(reports)
+    cmp = comparison_table(reports, reference)
     if cmp:
-        parts += ["SwitOKD's students against the other methods' (last epoch; within one standard deviation = tie):", "",
-                  cmp, ""]
-    parts += log_tables(out, reports)
+        parts += [f"{reference}'s students against the other methods' (last epoch; within one standard deviation = "
+                  "tie):", "", cmp, ""]
+    parts += log_tables(out, reports, reference)
     text = "\n".join(parts)
     path = out / "results.md"
     path.write_text(text)
     return path
 
 
-def log_tables(out: Path, reports: Sequence[dict[str, Any]]) -> list[str]:
-    """The tables drawn from the runs' own logs (``OUT/<run>/epochs.jsonl``): SwitOKD against each method paired
-    by seed, the training curves (peak, last, plateau, memorisation, drift) and when each switch fired."""
+def log_tables(out: Path, reports: Sequence[dict[str, Any]], reference: str = "switokd") -> list[str]:
+    """The tables drawn from the runs' own logs (``OUT/<run>/epochs.jsonl``): ``reference`` against each method
+    paired by seed, the training curves (peak, last, plateau, memorisation, drift) and when each switch fired."""
     by_method: dict[str, list[Any]] = {}
     seeds: dict[str, int] = {}
     for r in reports:
@@ -143,9 +142,10 @@ def log_tables(out: Path, reports: Sequence[dict[str, Any]]) -> list[str]:
         by_method.setdefault(r["method"], []).append(logs)
         seeds[logs.name] = r["seed"]
     parts = []
-    paired = analysis.paired_table(by_method, lambda run: seeds[run.name])
+    paired = analysis.paired_table(by_method, lambda run: seeds[run.name], reference)
     if paired:
-        parts += ["SwitOKD's students minus each other method's, paired by seed (last epoch, points):", "", paired, ""]
+        parts += [f"{reference}'s students minus each other method's, paired by seed (last epoch, points):", "",
+                  paired, ""]
     parts += ["Training curves (test accuracy at the evaluated epochs; the last-quarter change is max − min over the "
               "evaluations in the last quarter of the epochs; mean ± std over seeds):", "",
               analysis.curve_table(by_method), ""]
@@ -167,19 +167,14 @@ def sweep(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[i
     ``workers`` > 1 the runs share a study in ``storage`` (default: a journal file in ``out``) and run that many
     at a time; the tables are then written when they all have finished (with one worker, after every run).
     """
-    from .race import race
+    from .race import RaceSpec, race
 
     out = Path(out)
     specs = [s for s in plan(cfg_path, methods, seeds, overrides, out) if not s.name.startswith(TEACHER_RUN)]
-    header = [f"# Sweep: {Path(cfg_path).name if cfg_path else 'defaults'}, methods {', '.join(methods)}, "
-              f"seeds {', '.join(map(str, seeds))}", ""]
-    if command:
-        header.append(f"- command: `{command}`")
-    from .train.runinfo import machine_summary
+    from .race import results as R
     base = C.load_config(cfg_path, list(overrides))
-    threads = base.train.threads or None  # the runs', not this process's
     val = base.data.val_split > 0
-    header += [f"- machine: {machine_summary(threads=threads)}", f"- date: {time.strftime('%Y-%m-%d')}",
+    header = [*R.header("Sweep", cfg_path, methods, seeds, command, base.train.threads),  # the runs' threads
                "- accuracy: top-1 % on the test split; mean ± sample std over seeds. "
                + ("The best epoch is chosen on the validation split (data.val_split), and its test accuracy is "
                   "reported." if val else "The best epoch is chosen on the test split (no data.val_split), so it is "
@@ -194,7 +189,7 @@ def sweep(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[i
                 reports.append({**json.loads(path.read_text()), "seed": spec.seed, "run": spec.name})
         return reports
 
-    result = race(cfg_path, methods, seeds, out, overrides, prune=False, workers=workers, storage=storage,
+    result = race(RaceSpec(cfg_path, methods, seeds, out, overrides, prune=False), workers=workers, storage=storage,
                   command=command, log=log, on_trial_complete=lambda trial: write_results(out, finished_reports(), header))
     reports = finished_reports()
     missing = [s.name for s in specs if s.name not in {r["run"] for r in reports}]

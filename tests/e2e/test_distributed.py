@@ -12,11 +12,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from switokd.checkpoint import CheckpointError, load_training_checkpoint
+from switokd.train.checkpoint import CheckpointError, load_training_checkpoint
 from switokd.data import TensorLoader
-from switokd.distributed import rank_slice, shard_bounds
-from switokd.switching import decide
-from switokd.telemetry import read_jsonl
+from switokd.data.shards import rank_slice, shard_bounds
+from switokd.core.switching import decide
+from switokd.runs.files import read_jsonl
 
 from conftest import free_port, rank_env, synthetic_splits, tiny_config
 from test_data import make_mnist_dir
@@ -40,7 +40,7 @@ def _params(tr):
 def _worker(rank, world, port, out, cfg_overrides, splits, resume):
     """One rank: train, recording every step's mode and local logits, and the weights after every epoch."""
     _env(rank, world, port)
-    from switokd.trainer import Trainer
+    from switokd.train.trainer import Trainer
     if resume:
         tr = Trainer.from_checkpoint(Path(out) / "run" / "run", ["train.epochs=3"], data=splits)
     else:
@@ -140,7 +140,7 @@ def test_rank0_writes_logs_and_resume_from_two_process_checkpoint(two_ranks, tmp
     assert len(read_jsonl(run / "epochs.jsonl")) == 3 and resumed[0]["report"]["epochs"] == 3
     assert same_state(resumed[0]["epochs"][-1], resumed[1]["epochs"][-1])
     # Another process count: fine from an epoch's end (the step count follows the new batches per epoch) ...
-    from switokd.trainer import Trainer
+    from switokd.train.trainer import Trainer
     one = Trainer.from_checkpoint(run / "last.pt", ["train.epochs=4"], data=splits)
     assert one.epoch == 3 and len(one.train_loader) == 9 and one.step == 3 * 9
     # ... refused in the middle of an epoch.
@@ -200,7 +200,7 @@ def with_an_unused_layer(num_classes, in_chans, image_size):
 def _unused_worker(rank, world, port, out, splits, ddp):
     _env(rank, world, port)
     from switokd.errors import SwitokdError
-    from switokd.trainer import Trainer
+    from switokd.train.trainer import Trainer
     over = [*TWO_PROC, f"train.ddp={ddp}", "networks.student.model=test_distributed:with_an_unused_layer"]
     tr = Trainer(tiny_config(Path(out) / f"unused-{ddp}", overrides=over), data=splits)
     try:
@@ -226,8 +226,8 @@ def _signal_worker(rank, world, port, out, splits, signal_at, resume):
     """Rank 1 alone gets SIGTERM after ``signal_at`` steps; every rank must stop at the same step."""
     import signal as sig
     _env(rank, world, port)
-    from switokd.signals import Interrupted
-    from switokd.trainer import Trainer
+    from switokd.train.signals import Interrupted
+    from switokd.train.trainer import Trainer
     over = ["train.epochs=2", "train.batch_size=8", "train.log_interval=1"]
     if resume:
         tr = Trainer.from_checkpoint(Path(out) / "cut" / "run", data=splits)
@@ -298,7 +298,7 @@ def torchrun(launcher: list[str], tmp_path: Path, *overrides: str) -> subprocess
     data = make_mnist_dir(tmp_path / "data", n_train=64, n_test=30)
     env = dict(os.environ, PYTHONFAULTHANDLER="1")
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", *launcher, "-m", "switokd", "train",
-                           "--config", str(ROOT / "configs" / "fashion_mnist.yaml"), "data.name=mnist",
+                           "--config", str(ROOT / "configs" / "fashion_mnist.yaml"), "data.val_split=0", "data.name=mnist",
                            f"data.dir={data}", "train.epochs=1", "train.batch_size=8",
                            "networks.teacher.model=resnet20", f"train.out_dir={tmp_path}", "train.run_name=r",
                            *overrides], capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
@@ -337,7 +337,7 @@ def test_torchrun_multinode_form(tmp_path):
 
 _EXIT_WORKER = """
 import glob, sys, torch
-from switokd.distributed import Distributed
+from switokd.train.distributed import Distributed
 d = Distributed.from_env()
 d.init(torch.device("cpu"))
 torch.optim.SGD([torch.nn.Parameter(torch.ones(3))], lr=0.1)  # the first optimizer imports torch._dynamo

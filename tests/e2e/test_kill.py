@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from switokd.checkpoint import load_training_checkpoint
-from switokd.telemetry import read_jsonl
+from switokd.train.checkpoint import load_training_checkpoint
+from switokd.runs.files import read_jsonl
 
 from test_checkpoint import strip_timing
 from test_data import make_mnist_dir
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def args_for(data, out, name):
-    return ["--config", str(ROOT / "configs" / "fashion_mnist.yaml"), "data.name=mnist", f"data.dir={data}",
+    return ["--config", str(ROOT / "configs" / "fashion_mnist.yaml"), "data.val_split=0", "data.name=mnist", f"data.dir={data}",
             "train.epochs=3", "train.batch_size=16", "train.eval_batch_size=64", "train.precision=fp32",
             "train.threads=1", "train.log_interval=1", "train.checkpoint_every=2", "train.progress_interval_s=0",
             "networks.teacher.model=resnet20", "networks.student.model=wrn16_1", "networks.teacher.schedule=cosine",

@@ -6,7 +6,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from ..train.distributed import rank_slice, shard_bounds
+from .shards import rank_slice, shard_bounds
 from .transforms import Normalize, crop_at, flip_where
 
 

@@ -13,15 +13,7 @@ from torch import Tensor
 from .conditions import Conditions, Memorisation, Validation, apply_conditions, split_validation
 from .datasets import DataSplits, eval_loader, load_dataset, make_loaders
 from .readers import DatasetError
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
-    import os
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+from ..hardware import usable_cores
 
 
 def capped_workers(requested: int) -> tuple[int, str]:

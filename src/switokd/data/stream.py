@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ..train.distributed import rank_slice, shard_bounds
+from .shards import rank_slice, shard_bounds
 from .loader import epoch_order
 from .readers import DatasetError, decode_image
 from .transforms import Normalize

@@ -54,24 +54,22 @@ def create_method(name: str, roles: Mapping[str, str], **options: Any) -> Method
 def method_from_config(cfg) -> Method:
     """The method a ``Config`` names, with its loss and options; a bad value is a ``ConfigError`` naming its key.
 
-    ``method.kdcl_ensemble`` and ``method.force_mode`` (older keys) are the options ``ensemble`` and
-    ``force_mode``; ``method.options`` gives any method's own options.
+    ``method.options`` gives the method's own options (kdcl's ``ensemble``, switokd's ``force_mode`` and
+    ``freeze_teacher_bn``), each checked by the method that reads it.
     """
     from ..config import ConfigError
 
     m = cfg.method
     options: dict[str, Any] = dict(tau=m.tau, tau2=m.tau2, ce_weight=m.ce_weight, kl_weight=m.kl_weight,
                                    loss=m.loss, loss_options=dict(m.loss_options), logit_std=m.logit_std,
-                                   warmup_epochs=m.warmup_epochs, models={n.name: n.model for n in cfg.networks})
+                                   warmup_epochs=m.warmup_epochs, models={n.name: n.model for n in cfg.networks},
+                                   feature_loss=m.feature_loss, feature_options=dict(m.feature_options),
+                                   feature_weight=m.feature_weight)
     own = dict(m.options)
     clash = sorted(set(own) & set(options))
     if clash:
         raise ConfigError(f"config key 'method.options': {', '.join(clash)} are method.* keys of their own; "
                           f"set method.{clash[0]} instead")
-    if m.name == "kdcl":
-        own.setdefault("ensemble", m.kdcl_ensemble)
-    if m.force_mode is not None:
-        own.setdefault("force_mode", m.force_mode)
     roles = {n.name: n.role for n in cfg.networks}
     try:
         factory = resolve_method(m.name)
@@ -81,8 +79,6 @@ def method_from_config(cfg) -> Method:
     if allowed is not None:
         unknown = sorted(set(own) - set(allowed))
         if unknown:
-            if unknown == ["force_mode"] and m.force_mode is not None:
-                raise ConfigError(f"config key 'method.force_mode' applies to switokd and uniokd only, not {m.name!r}")
             key = "method.options"
             raise ConfigError(f"config key {key!r}: method {m.name!r} has no option "
                               f"{', '.join(map(repr, unknown))} (its options: {', '.join(allowed) or 'none'})")

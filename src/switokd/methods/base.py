@@ -134,9 +134,23 @@ def flatten_batch(logits: Mapping[str, Tensor], targets: Tensor, names: Sequence
 
 
 def _flattening(step: Callable) -> Callable:
-    """Wrap a method's ``step`` so that it sees [N, C] logits of the positions that count (``flatten_batch``)."""
-    def wrapped(self, logits, targets):
-        return step(self, *flatten_batch(logits, targets, self.names, self.name, self.ignore_index))
+    """Wrap a method's ``step`` so that it sees [N, C] logits of the positions that count (``flatten_batch``),
+    and add the feature term (``method.feature_loss``) to every stepping student's loss."""
+    reads_features = len(inspect.signature(step).parameters) > 3  # step(self, logits, targets, features)
+
+    def wrapped(self, logits, targets, features=None):
+        flat = flatten_batch(logits, targets, self.names, self.name, self.ignore_index)
+        out = step(self, *flat, features) if reads_features else step(self, *flat)
+        if self.feature_template is not None:
+            if features is None:
+                raise ValueError(f"method {self.name!r} distils features ({self.feature_template.name}): step() needs "
+                                 "features=, each network's from feature_requests() (the trainer passes them)")
+            for s in out.stepping:
+                if s in self.feature_modules:
+                    term = self.feature_term(s, features)
+                    out.losses[s][self.feature_template.name] = term
+                    out.losses[s]["loss"] = out.losses[s]["loss"] + self.feature_weight * term
+        return out
     wrapped.__wrapped__ = step  # type: ignore[attr-defined]
     wrapped.__doc__, wrapped.__name__ = step.__doc__, step.__name__
     return wrapped
@@ -157,6 +171,8 @@ class Method:
         warmup_epochs: multiply the distillation term by min(epoch / warmup_epochs, 1), the epoch counted from
             1 (None: the recipe's, 20 for dkd and 0 for the others; 0: off).
         models: network name -> model name, for recipes that depend on the pair (DKD's beta).
+        feature_loss, feature_options, feature_weight: a feature-distillation loss (``methods.features``) added
+            to every student's loss, for each teacher, at ``feature_weight`` (None: the authors' weight).
         **options: the method's own options; an unknown one is a ``TypeError`` naming it.
     """
 
@@ -170,6 +186,7 @@ class Method:
     distills: ClassVar[bool] = True  # false: no distillation term, so a loss other than kl is refused
 
     ignore_index: int | None = IGNORE_INDEX  # labels that count in no statistic and no loss (None: no check)
+    freeze_paused_bn: bool = False  # a paused network's BatchNorm statistics stay as they were (the trainer reads it)
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -180,7 +197,9 @@ class Method:
     def __init__(self, roles: Mapping[str, str], *, tau: float | None = None, tau2: bool | None = None,
                  ce_weight: float | None = None, kl_weight: float | None = None, loss: str | None = None,
                  loss_options: Mapping[str, Any] | None = None, logit_std: bool = False,
-                 warmup_epochs: int | None = None, models: Mapping[str, str] | None = None, **options) -> None:
+                 warmup_epochs: int | None = None, models: Mapping[str, str] | None = None,
+                 feature_loss: str | None = None, feature_options: Mapping[str, Any] | None = None,
+                 feature_weight: float | None = None, **options) -> None:
         self.roles = dict(roles)
         self.names = list(roles)
         self.teachers = [n for n, r in roles.items() if r == "teacher"]
@@ -193,6 +212,7 @@ class Method:
         if options:
             raise TypeError(f"method {self.name!r} has no option {', '.join(map(repr, sorted(options)))}"
                             f" (its options: {', '.join(self.option_names()) or 'none'})")
+        self._init_features(feature_loss, feature_options, feature_weight)
         loss = self.default_loss if loss is None else loss
         if not self.distills and (loss != "kl" or loss_options or logit_std):
             raise ValueError(f"method {self.name!r} trains on the labels alone: it has no distillation loss to set")
@@ -213,15 +233,10 @@ class Method:
                                    tau2=rec.tau2 if tau2 is None else tau2)
         opts = dict(loss_options or {})
         given |= {f"loss_options.{k}" for k in opts}
-        if "warmup" in opts:  # DKD's own name for it (mdistiller's DKD.WARMUP), kept for older configs
-            if warmup_epochs is not None and opts["warmup"] != warmup_epochs:
-                raise MethodOptionError(f"method.warmup_epochs={warmup_epochs} and loss_options.warmup="
-                                        f"{opts['warmup']} disagree; set method.warmup_epochs only",
-                                        "method.warmup_epochs")
-            warmup_epochs = opts.pop("warmup")
-            warmup_key = "method.loss_options"
-        else:
-            warmup_key = "method.warmup_epochs"
+        if "warmup" in opts:  # the warm-up is the method's (every loss has one), not a loss option
+            raise MethodOptionError("method.loss_options has no key 'warmup'; did you mean method.warmup_epochs?",
+                                    "method.loss_options")
+        warmup_key = "method.warmup_epochs"
         warmup = rec.warmup_epochs if warmup_epochs is None else warmup_epochs
         opts = {**rec.loss_options, **opts}
         try:
@@ -240,6 +255,78 @@ class Method:
         self.recipe_warnings = recipe_warnings(self.recipe, loss, self.offline)
         # Sums statistics across processes before a decision; the identity in one process (set by the trainer).
         self.reduce: Callable[[Tensor], Tensor] = _identity
+
+    # ------------------------------------------------------------------ features and owned modules
+
+    def _init_features(self, name: str | None, options: Mapping[str, Any] | None, weight: float | None) -> None:
+        from .features import create_feature_loss
+        name = name if name is not None else self.default_feature_loss
+        self.feature_template: Any = None
+        self.feature_modules = torch.nn.ModuleDict()  # student -> ModuleDict(teacher -> its FeatureLoss)
+        if name is None:
+            if options:
+                raise MethodOptionError("method.feature_options is set, but method.feature_loss is not",
+                                        "method.feature_options")
+            return
+        if not self.teachers or not self.students:
+            raise MethodOptionError(f"method {self.name!r} has no teacher-student pair to distil features between",
+                                    "method.feature_loss")
+        try:
+            self.feature_template = create_feature_loss(name, **dict(options or {}))
+        except KeyError as e:
+            raise MethodOptionError(str(e.args[0]), "method.feature_loss") from None
+        except (TypeError, ValueError) as e:
+            raise MethodOptionError(str(e), "method.feature_options") from None
+        if weight is not None and weight < 0:
+            raise MethodOptionError(f"must be >= 0, got {weight}", "method.feature_weight")
+        self.feature_weight = self.feature_template.weight if weight is None else float(weight)
+
+    default_feature_loss: ClassVar[str | None] = None  # a feature method's own (at, fitnet, ...)
+
+    def feature_requests(self) -> dict[str, list[str]]:
+        """The features each network must hand to ``step`` (network -> module paths or stage names); {} for a
+        method that reads logits only."""
+        t = self.feature_template
+        if t is None:
+            return {}
+        out: dict[str, list[str]] = {}
+        for s in self.students:
+            out.setdefault(s, []).extend(p for p in t.student_paths if p not in out[s])
+        for te in self.teachers:
+            out.setdefault(te, []).extend(p for p in t.teacher_paths if p not in out[te])
+        return out
+
+    def setup(self, shapes: Mapping[str, Mapping[str, Any]]) -> None:
+        """Build the modules this method owns from the features' shapes (network -> path -> [N, C, H, W]), as a
+        dry forward on one batch gives them: one feature loss per (student, teacher) pair."""
+        import copy
+        t = self.feature_template
+        if t is None or len(self.feature_modules):
+            return
+        for s in self.students:
+            per = torch.nn.ModuleDict()
+            for te in self.teachers:
+                m = copy.deepcopy(t)
+                m.build([shapes[s][p] for p in m.student_paths], [shapes[te][p] for p in m.teacher_paths])
+                per[te] = m
+            self.feature_modules[s] = per
+
+    @property
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """The trainable modules this method owns, by the network each serves: they step when it steps, in its
+        optimizer, and are saved with it, never exported."""
+        return {n: m for n, m in self.feature_modules.items() if any(p.requires_grad for p in m.parameters())}
+
+    def feature_term(self, student: str, features: Mapping[str, Mapping[str, Tensor]]) -> Tensor:
+        """The feature loss of ``student`` summed over its teachers (teacher features detached, all in fp32)."""
+        total = None
+        for te, m in self.feature_modules[student].items():
+            fs = [features[student][p].float() for p in m.student_paths]
+            ft = [features[te][p].detach().float() for p in m.teacher_paths]
+            term = m(fs, ft)
+            total = term if total is None else total + term
+        assert total is not None
+        return total / len(self.feature_modules[student])
 
     @classmethod
     def recipe_for(cls, loss: str, logit_std: bool, pair: tuple[str | None, str | None] | None = None) -> Recipe:

@@ -6,6 +6,8 @@ from typing import Mapping
 from torch import Tensor
 
 from ..core.losses import mean_ensemble, minlogit_ensemble
+
+KDCL_ENSEMBLES = {"minlogit": minlogit_ensemble, "mean": mean_ensemble}  # KDCL's ensembles, by option value
 from .base import METHODS, Method, StepOutput
 
 
@@ -105,11 +107,51 @@ class KDCL(Method):
 
     def __init__(self, roles, *, ensemble: str = "minlogit", **kw) -> None:
         super().__init__(roles, **kw)
-        if ensemble not in ("minlogit", "mean"):
-            raise ValueError(f"kdcl ensemble must be 'minlogit' or 'mean', got {ensemble!r}")
-        self.ensemble = minlogit_ensemble if ensemble == "minlogit" else mean_ensemble
+        if ensemble not in KDCL_ENSEMBLES:
+            raise ValueError(f"kdcl option ensemble must be one of {', '.join(map(repr, KDCL_ENSEMBLES))}, got {ensemble!r}")
+        self.ensemble = KDCL_ENSEMBLES[ensemble]
 
     def step(self, logits: Mapping[str, Tensor], targets: Tensor) -> StepOutput:
         target = self.ensemble([logits[n] for n in self.names], targets)
         losses = {n: self.loss(logits[n], targets, [target]) for n in self.names}
         return StepOutput(losses, tuple(self.names))
+
+
+class FeatureKD(KD):
+    """A feature-distillation method from frozen teachers, as mdistiller trains it: CE (weight 1) plus the
+    feature loss at its authors' weight, and no KL term unless ``method.kl_weight`` is set (``at@kl_weight=0.9``
+    is AT with KD's term; ``kd+at`` is KD's recipe with AT added)."""
+
+    def __init__(self, roles, *, feature_loss: str | None = None, **kw) -> None:
+        if feature_loss is not None and feature_loss != self.default_feature_loss:
+            raise ValueError(f"method {self.name!r} is the {self.default_feature_loss} feature loss from frozen "
+                             f"teachers; for {feature_loss} use method.name={feature_loss}, or kd+{feature_loss}")
+        super().__init__(roles, **kw)
+
+    @classmethod
+    def recipe_for(cls, loss, logit_std, pair=None):
+        from .features import FEATURE_LOSSES
+        from .recipes import Recipe
+        src = FEATURE_LOSSES.get(cls.default_feature_loss).source
+        return Recipe(cls.name, tau=4.0, ce_weight=1.0, kl_weight=0.0, tau2=True, source=src)
+
+    def step(self, logits: Mapping[str, Tensor], targets: Tensor) -> StepOutput:
+        soft = [logits[t] for t in self.teachers] if self.weights.kl_weight else []
+        losses = {s: self.loss(logits[s], targets, soft, reduce="mean") for s in self.students}
+        return StepOutput(losses, tuple(self.students))
+
+
+def _feature_method(loss_name: str, doc: str) -> type:
+    cls = type(f"FeatureKD_{loss_name}", (FeatureKD,), {"name": loss_name, "default_feature_loss": loss_name,
+                                                       "__doc__": doc})
+    return METHODS.register()(cls)
+
+
+for _name, _doc in (("at", "Attention transfer (Zagoruyko & Komodakis 2017) from frozen teachers: CE + 1000 x AT."),
+                    ("fitnet", "FitNets (Romero et al. 2015), single-stage, from frozen teachers: CE + 100 x hint MSE."),
+                    ("nst", "Neuron selectivity transfer (Huang & Wang 2017) from frozen teachers: CE + 50 x MMD."),
+                    ("pkt", "Probabilistic knowledge transfer (Passalis & Tefas 2018): CE + 30000 x PKT."),
+                    ("rkd", "Relational KD (Park et al. 2019) from frozen teachers: CE + 25 distance + 50 angle."),
+                    ("sp", "Similarity-preserving KD (Tung & Mori 2019) from frozen teachers: CE + 3000 x SP."),
+                    ("vid", "Variational information distillation (Ahn et al. 2019): CE + VID, variances learned.")):
+    _feature_method(_name, _doc)

@@ -30,11 +30,15 @@ class Switched(Method):
 
     weight: ClassVar[Callable[[Tensor, Tensor], Tensor]] = staticmethod(switch_weight)
 
-    def __init__(self, roles, *, force_mode: str | None = None, **kw) -> None:
+    def __init__(self, roles, *, force_mode: str | None = None, freeze_teacher_bn: bool = False, **kw) -> None:
         super().__init__(roles, **kw)
         if force_mode not in FORCE_MODES:
-            raise ValueError(f"{self.name} force_mode must be 'learning', 'expert' or unset, got {force_mode!r}")
-        self.force_mode = force_mode
+            raise ValueError(f"{self.name} option force_mode must be one of "
+                             f"{', '.join(repr(m) for m in FORCE_MODES if m)} or unset, got {force_mode!r}")
+        if not isinstance(freeze_teacher_bn, bool):
+            raise ValueError(f"{self.name} option freeze_teacher_bn must be true or false, got {freeze_teacher_bn!r}")
+        self.force_mode = force_mode  # hold every switch in one mode (ablations, benchmarks)
+        self.freeze_paused_bn = freeze_teacher_bn  # a paused teacher keeps its BatchNorm statistics
         if not self.teachers or not self.students:
             raise ValueError(f"method {self.name!r} needs at least one teacher and one student")
         self.pairs = list(product(self.teachers, self.students))

@@ -67,7 +67,7 @@ class InitScheme:
         model.init_scheme = self  # type: ignore[assignment]
 
 
-# The families' schemes (helper sessions read each file; docs/method.md, "Initialisation", quotes them).
+# The families' schemes, each restated from the reference file it names (docs/method.md, "Initialisation", quotes them).
 WRN_INIT = InitScheme("kaiming_fan_out", "default", "zero", "megvii-research/mdistiller mdistiller/models/cifar/wrn.py "
                       "(the same code in RepDistiller models/wrn.py, DIST's image_classification_sota "
                       "lib/models/cifar/wrn.py and UniOKD's models/wrn.py)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from .features import name_stages
 from .layers import MOBILENET_INIT, MOBILENETV2_INIT, Classifier, conv_bn, is_small_input
 from .registry import MODELS
 
@@ -38,6 +39,23 @@ class InvertedResidual(nn.Module):
         return x + self.block(x) if self.residual else self.block(x)
 
 
+def _stride(m: nn.Module) -> int:
+    """The largest stride of a layer's convolutions (2 where it downsamples)."""
+    return max((c.stride[0] for c in m.modules() if isinstance(c, nn.Conv2d)), default=1)
+
+
+def resolution_stages(features: nn.Sequential, pre) -> dict[str, str]:
+    """Stage names for a plain sequence of layers: ``stem`` (layer 0), then a stage per resolution, each ending
+    at the last layer before the next downsampling (and the last layer), and ``pool``."""
+    layers = list(features)
+    ends = [i for i in range(1, len(layers)) if i == len(layers) - 1 or _stride(layers[i + 1]) > 1]
+    names = {"stem": "features.0", "pool": "pool"}
+    for k, i in enumerate(ends, 1):
+        names[f"stage{k}"] = f"features.{i}"
+        names[f"stage{k}:pre"] = pre(i, layers[i])
+    return names
+
+
 # (expansion t, channels c, repeats n, stride s) from the MobileNetV2 paper.
 _V2_CFG = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
 
@@ -56,7 +74,10 @@ def mobilenet_v2(width: float, num_classes: int, in_chans: int, image_size: int)
             cin = cout
     last = _divisible(1280 * max(1.0, width))
     layers.append(conv_bn(cin, last, 1, act=nn.ReLU6))
-    return Classifier(nn.Sequential(*layers), last, num_classes, MOBILENETV2_INIT)
+    model = Classifier(nn.Sequential(*layers), last, num_classes, MOBILENETV2_INIT)
+    # The inverted residuals end linearly: a stage ending in one is its own pre-activation.
+    return name_stages(model, resolution_stages(model.features, pre=lambda i, m: f"features.{i}"
+                                                if isinstance(m, InvertedResidual) else f"features.{i}.1"))
 
 
 def mobilenet_v1(width: float, num_classes: int, in_chans: int, image_size: int) -> nn.Module:
@@ -69,7 +90,8 @@ def mobilenet_v1(width: float, num_classes: int, in_chans: int, image_size: int)
         cout = int(c * width)
         layers += [conv_bn(cin, cin, 3, s, groups=cin), conv_bn(cin, cout, 1)]
         cin = cout
-    return Classifier(nn.Sequential(*layers), cin, num_classes, MOBILENET_INIT)
+    model = Classifier(nn.Sequential(*layers), cin, num_classes, MOBILENET_INIT)
+    return name_stages(model, resolution_stages(model.features, pre=lambda i, m: f"features.{i}.1"))
 
 
 def _v2(width: float):

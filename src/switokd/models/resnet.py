@@ -57,6 +57,10 @@ class ResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(cin, num_classes)
         RESNET_INIT.apply(self)
+        # A stage's ":pre" is its last block's residual sum, read before the block's in-place ReLU rectifies it.
+        self.feature_stages = {"stem": "maxpool", "pool": "avgpool",
+                               **{f"stage{i}": f"layer{i}" for i in range(1, 5)},
+                               **{f"stage{i}:pre": f"layer{i}.{n - 1}.relu:input" for i, n in enumerate(blocks, 1)}}
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from .features import name_stages
 from .layers import CIFAR_RESNET_INIT, Classifier, conv_bn
 from .registry import MODELS
 
@@ -40,7 +41,12 @@ def resnet_cifar(depth: int, num_classes: int, in_chans: int) -> nn.Module:
         raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
     n = (depth - 2) // 6
     stages, width = make_stages(16, [16, 32, 64], [n] * 3, [1, 2, 2])
-    return Classifier(nn.Sequential(conv_bn(in_chans, 16), stages), width, num_classes, CIFAR_RESNET_INIT)
+    names = {"stem": "features.0", "pool": "pool"}
+    for k in range(1, 4):  # a stage's ":pre": its last block's residual sum, before that block's in-place ReLU
+        names[f"stage{k}"] = f"features.1.{k * n - 1}"
+        names[f"stage{k}:pre"] = f"features.1.{k * n - 1}.relu:input"
+    model = Classifier(nn.Sequential(conv_bn(in_chans, 16), stages), width, num_classes, CIFAR_RESNET_INIT)
+    return name_stages(model, names)
 
 
 @MODELS.register()

@@ -6,11 +6,11 @@ default ``nn.Linear`` weight with a zero bias (``layers.WRN_INIT``).
 """
 from __future__ import annotations
 
-from functools import partial
 
 import torch.nn.functional as F
 from torch import nn
 
+from .features import name_stages
 from .layers import WRN_INIT, Classifier
 from .registry import MODELS
 
@@ -48,7 +48,13 @@ def wide_resnet(depth: int, widen: int, num_classes: int, in_chans: int, dropout
             layers.append(PreActBlock(cin, w, s if i == 0 else 1, dropout))
             cin = w
     layers += [nn.BatchNorm2d(cin), nn.ReLU(inplace=True)]
-    return Classifier(nn.Sequential(*layers), cin, num_classes, WRN_INIT)
+    # Stage outputs are the blocks' raw residual sums (pre-activation blocks); a stage's ":pre" is the BN that
+    # comes before the next ReLU (the next block's bn1, or the final BN), as mdistiller's preact_feats.
+    stages = {"stem": "features.0", "pool": "pool"}
+    for k in range(1, 4):
+        stages[f"stage{k}"] = f"features.{k * n}"
+        stages[f"stage{k}:pre"] = f"features.{k * n + 1}.bn1" if k < 3 else f"features.{3 * n + 1}"
+    return name_stages(Classifier(nn.Sequential(*layers), cin, num_classes, WRN_INIT), stages)
 
 
 def _entry(depth: int, widen: int):

@@ -450,17 +450,12 @@ class Heartbeat:
         self._thread.join(timeout=5)
 
 
-def students_mean(split: dict[str, dict[str, float]], roles: dict[str, str]) -> float:
-    """The students' mean accuracy in an evaluation (every network's, if none is a student)."""
-    nets = [n for n in split if roles.get(n) == "student"] or list(split)
-    return sum(split[n]["acc"] for n in nets) / len(nets)
-
-
 def run_summary(run_dir: Path, roles: dict[str, str]) -> dict[str, Any]:
     """What a trial's run directory says so far: its curves, the compute it spent, its last report."""
     epochs = F.read_jsonl(run_dir / F.EPOCHS) if (run_dir / F.EPOCHS).is_file() else []
-    curve = [{"epoch": e["epoch"], **({"val": students_mean(e["val"], roles)} if "val" in e else {}),
-              **({"test": students_mean(e["test"], roles)} if "test" in e else {})}
+    mean = lambda split: F.students_mean({n: r["acc"] for n, r in split.items()}, roles)  # noqa: E731
+    curve = [{"epoch": e["epoch"], **({"val": mean(e["val"])} if "val" in e else {}),
+              **({"test": mean(e["test"])} if "test" in e else {})}
              for e in epochs if "val" in e or "test" in e]
     images = sum(e.get("images", e.get("images_per_s", 0.0) * e.get("train_time_s", 0.0)) for e in epochs)
     paused = {}
@@ -714,4 +709,4 @@ def _run_claimed(study: Study, seg: Segment, trial: Any, d: RaceDefinition, opti
 
 
 __all__ = ["open_storage", "check_journal", "repair_journal", "reuse_conflict", "first_difference", "Study", "RaceDefinition", "TrialSpec", "WorkerOptions", "work", "work_ranks", "run_segment",
-           "run_summary", "stale", "students_mean", "rung_epochs", "config_difference"]
+           "run_summary", "stale", "rung_epochs", "config_difference"]

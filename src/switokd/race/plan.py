@@ -31,7 +31,7 @@ def parse_method(entry: str) -> tuple[str, str, tuple[str, ...]]:
     """One ``--methods`` entry: ``BASE[+MOD...][@key=value,...]`` to (label, base, overrides).
 
     BASE is a method (``dml``, or ``package.module:factory``); each MOD is a distillation loss (``+dkd``,
-    ``+dist``) or ``+ls`` (logit standardization); ``@key=value`` pairs set ``method.*`` keys (``@tau=2,
+    ``+dist``), a feature loss (``kd+at``, ``dml+fitnet``) or ``+ls`` (logit standardization); ``@key=value`` pairs set ``method.*`` keys (``@tau=2,
     kl_weight=9``). The label, the part before ``@``, names the runs (``dml+dkd-seed0``) and the column.
 
     Example:
@@ -39,6 +39,7 @@ def parse_method(entry: str) -> tuple[str, str, tuple[str, ...]]:
         ('kd+ls', 'kd', ('method.name=kd', 'method.logit_std=true', 'method.tau=2', 'method.ce_weight=0.1', 'method.label=kd+ls'))
     """
     from ..methods import LOSSES
+    from ..methods.features import FEATURE_LOSSES
 
     label, _, extra = entry.partition("@")
     base, *mods = label.split("+")
@@ -50,9 +51,12 @@ def parse_method(entry: str) -> tuple[str, str, tuple[str, ...]]:
             over.append("method.logit_std=true")
         elif mod in LOSSES:
             over.append(f"method.loss={mod}")
+        elif mod in FEATURE_LOSSES:
+            over.append(f"method.feature_loss={mod}")
         else:
             raise C.ConfigError(f"sweep: method entry {entry!r}: {mod!r} is neither a distillation loss "
-                                f"({', '.join(LOSSES.names())}) nor 'ls'")
+                                f"({', '.join(LOSSES.names())}), a feature loss ({', '.join(FEATURE_LOSSES.names())}) "
+                                "nor 'ls'")
     for kv in filter(None, extra.split(",")):
         if "=" not in kv:
             raise C.ConfigError(f"sweep: method entry {entry!r}: {kv!r} is not of the form key=value")

@@ -8,8 +8,6 @@ writing it again gives the same files.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,12 +23,16 @@ def _state(t: Any) -> str:
 
 def _students_last(report: dict[str, Any]) -> float | None:
     nets = report.get("networks", {})
-    accs = [v["last_acc"] for v in nets.values() if v.get("role") == "student" and v.get("last_acc") is not None]
-    return sum(accs) / len(accs) if accs else None
+    return F.students_mean({n: v.get("last_acc") for n, v in nets.items()},
+                           {n: v.get("role", "") for n, v in nets.items()})
 
 
-def collect(study: Any) -> dict[str, Any]:
-    """The race as plain data (``race.json``): its definition, decisions, trials, ranking and winner."""
+REFERENCES = ("dml", "kd")  # the arms every other is paired against by default: the online and offline baselines
+
+
+def collect(study: Any, references: Sequence[str] = REFERENCES) -> dict[str, Any]:
+    """The race as plain data (``race.json``): its definition, decisions, trials, ranking (each arm paired by
+    seed against the ``references`` that finished) and winner."""
     d = study.definition()
     trials = study.trials()
     sch = schedule(study.views(trials, d.rungs), d.rungs, d.eta, d.protected)
@@ -59,7 +61,7 @@ def collect(study: Any) -> dict[str, Any]:
         val = [r["val"] for r in rs if r["val"] is not None]
         ranking.append({"arm": a, "seeds": len(rs), "test": test, "val": val,
                         "test_mean": mean_std(test)[0] if test else None,
-                        "vs": {ref: _paired(rs, finished.get(ref, [])) for ref in ("dml", "kd") if ref in finished and ref != a}})
+                        "vs": {ref: _paired(rs, finished[ref]) for ref in references if ref in finished and ref != a}})
     ranking.sort(key=lambda r: -(r["test_mean"] if r["test_mean"] is not None else -1.0))
     winner = None
     if finished:
@@ -73,7 +75,7 @@ def collect(study: Any) -> dict[str, Any]:
               "train_time_s": sum(r["train_time_s"] for r in rows),
               "epochs_trained": sum(r["epochs_trained"] for r in rows)}
     return {"definition": d.as_dict(), "done": sch.done, "decisions": decisions, "trials": rows,
-            "ranking": ranking, "winner": winner, "totals": totals}
+            "ranking": ranking, "references": list(references), "winner": winner, "totals": totals}
 
 
 def _paired(ours: Sequence[dict[str, Any]], theirs: Sequence[dict[str, Any]]) -> list[float]:
@@ -93,6 +95,7 @@ def _pct(value: float | None) -> str:
 def markdown(data: dict[str, Any], header: Sequence[str] = ()) -> str:
     """``race.md``: decisions, ranking, winner, stopped trials' curves and the compute each trial spent."""
     d = data["definition"]
+    refs = data.get("references", list(REFERENCES))
     out = [*header, f"- rungs at epochs {d['rungs']}, eta {d['eta']:g}: each rung keeps the top 1/eta of the arms by "
            "the mean over their seeds of the students' validation accuracy; the test split is read for reporting only",
            f"- {'finished' if data['done'] else 'in progress'}; compute: {data['totals']['images']:,} training images "
@@ -105,11 +108,12 @@ def markdown(data: dict[str, Any], header: Sequence[str] = ()) -> str:
                 out.append(f"| {x['epoch']} | {arm} | {score:.2f} | {'kept' if arm in x['kept'] else 'stopped'} |")
         out.append("")
     out += ["## Ranking of the arms that finished (students' last-epoch test accuracy, mean ± std over seeds)", "",
-            "| arm | seeds | test acc (%) | val acc (%) | − DML (paired) | − KD (paired) |", "|---|---:|---:|---:|---:|---:|"]
+            f"| arm | seeds | test acc (%) | val acc (%) | {' | '.join(f'− {r} (paired)' for r in refs)} |",
+            "|---|---:|---:|---:|" + "---:|" * len(refs)]
     for r in data["ranking"]:
         vs = {k: _cell(v, sign=True) for k, v in r["vs"].items()}
-        out.append(f"| {r['arm']} | {r['seeds']} | {_cell(r['test'])} | {_cell(r['val'])} | {vs.get('dml', '—')} | "
-                   f"{vs.get('kd', '—')} |")
+        out.append(f"| {r['arm']} | {r['seeds']} | {_cell(r['test'])} | {_cell(r['val'])} | "
+                   + "".join(f"{vs.get(ref, '—')} | " for ref in refs).rstrip())
     w = data["winner"]
     if w:
         out += ["", f"**Winner (chosen on validation): {w['arm']}**, seed {w['seed']}: val {w['val']:.2f}%, test "
@@ -132,6 +136,18 @@ def markdown(data: dict[str, Any], header: Sequence[str] = ()) -> str:
     return "\n".join(out) + "\n"
 
 
+def header(kind: str, config: str | Path | None, methods: Sequence[str], seeds: Sequence[int], command: str,
+           threads: int = 0) -> list[str]:
+    """The first lines of ``race.md`` and of a sweep's ``results.md``: what ran, the command, machine and date."""
+    import time
+    from ..train.runinfo import machine_summary
+    lines = [f"# {kind}: {Path(config).name if config else 'defaults'}, methods {', '.join(methods)}, seeds "
+             f"{', '.join(map(str, seeds))}", ""]
+    if command:
+        lines.append(f"- command: `{command}`")
+    return [*lines, f"- machine: {machine_summary(threads=threads or None)}", f"- date: {time.strftime('%Y-%m-%d')}"]
+
+
 def write(study: Any, out: Path, header: Sequence[str] = ()) -> dict[str, Any]:
     """Write ``race.json``, ``race.md`` and (once there is one) ``winner.pt`` with ``winner.json`` into ``out``.
 
@@ -152,20 +168,12 @@ def write(study: Any, out: Path, header: Sequence[str] = ()) -> dict[str, Any]:
                                   "the run directory back, or race again into another --out")
             src = None  # winner.pt holds it already
     out.mkdir(parents=True, exist_ok=True)
-    _atomic(out / "race.json", json.dumps(data, indent=1))
-    _atomic(out / "race.md", markdown(data, header))
+    F.write_atomic(out / "race.json", json.dumps(data, indent=1))
+    F.write_atomic(out / "race.md", markdown(data, header))
     if src is not None:
-        tmp = out / f"winner.pt.{os.getpid()}.tmp"
-        shutil.copyfile(src, tmp)
-        tmp.replace(out / "winner.pt")
-        _atomic(out / "winner.json", json.dumps({**w, "checkpoint": str(out / "winner.pt"), "from": str(src)}, indent=1))
+        F.write_atomic(out / "winner.pt", src.read_bytes())
+        F.write_atomic(out / "winner.json", json.dumps({**w, "checkpoint": str(out / "winner.pt"), "from": str(src)}, indent=1))
     return data
 
 
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # several writers (machines) do not share a tmp file
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-__all__ = ["collect", "markdown", "write", "fmt"]
+__all__ = ["collect", "markdown", "write", "header"]

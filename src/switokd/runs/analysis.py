@@ -159,18 +159,19 @@ def _ms(values: Sequence[float | None], digits: int = 2, scale: float = 1.0, sig
     return ("+" + text if vals and not text.startswith("-") else text) if sign else text
 
 
-def paired_table(by_method: dict[str, list[RunLogs]], seed_of: Callable[[RunLogs], int]) -> str:
-    """SwitOKD minus each other method, student by student, paired by seed (the same seed gives the same
-    initial weights and data order): the per-seed differences and their mean ± std."""
-    ours = {seed_of(r): r for r in by_method.get("switokd", [])}
+def paired_table(by_method: dict[str, list[RunLogs]], seed_of: Callable[[RunLogs], int],
+                 reference: str = "switokd") -> str:
+    """``reference`` minus each other method, student by student, paired by seed (the same seed gives the same
+    initial weights and data order): the per-seed differences and their mean ± std ("" without that method)."""
+    ours = {seed_of(r): r for r in by_method.get(reference, [])}
     if not ours:
         return ""
     any_run = next(iter(ours.values()))
     students = [n for n, i in any_run.report.get("networks", {}).items() if i.get("role") == "student"]
-    rows = ["| student | SwitOKD − | seeds | per seed (points) | mean ± std |", "|---|---|---:|---|---:|"]
+    rows = [f"| student | {reference} − | seeds | per seed (points) | mean ± std |", "|---|---|---:|---|---:|"]
     for net in students:
         for method, runs in by_method.items():
-            if method == "switokd":
+            if method == reference:
                 continue
             diffs = []
             for r in runs:

@@ -6,9 +6,10 @@ the training runtime, so a report, a status check or a results table runs anywhe
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Callable, Mapping
 
 from ..errors import ReportError
 
@@ -82,5 +83,41 @@ def pair_means(epochs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return {p: {k: v / weights[p] for k, v in acc.items()} for p, acc in sums.items()}
 
 
-__all__ = ["CONFIG", "STEPS", "EPOCHS", "REPORT", "RUN_STATE", "LAST", "BEST", "TENSORBOARD", "REPORT_DIR",
+def write_atomic(path: str | Path, content: str | bytes | Callable[[IO[bytes]], None], *, sync: bool = False) -> None:
+    """Write ``content`` (text, bytes, or a function writing into the open binary file) to a temporary file
+    beside ``path``, then rename it over ``path``: a reader, and a crash, never see half a file. ``sync``
+    flushes it to disk before the rename (checkpoints). The temporary name carries the process id, so that
+    several writers (machines sharing a directory) never share one. On an ``OSError`` the temporary file is
+    removed and the error raised; ``path`` is as it was."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            if callable(content):
+                content(f)
+            else:
+                f.write(content.encode("utf-8") if isinstance(content, str) else content)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
+
+
+def students_mean(accs: Mapping[str, float | None], roles: Mapping[str, str]) -> float | None:
+    """The students' mean of per-network accuracies (every network's, where none is a student); None when one
+    of them was not measured. The one definition behind best.pt, the race's rungs and its ranking."""
+    nets = [n for n in accs if roles.get(n) == "student"] or list(accs)
+    values = [accs[n] for n in nets]
+    if not values or any(v is None for v in values):
+        return None
+    return sum(values) / len(values)  # type: ignore[arg-type]
+
+
+__all__ = ["write_atomic", "students_mean", "CONFIG", "STEPS", "EPOCHS", "REPORT", "RUN_STATE", "LAST", "BEST", "TENSORBOARD", "REPORT_DIR",
            "read_jsonl", "RunLogs", "read_run", "pair_means", "ReportError"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .analysis import curve, expert_by_epoch, explain, memorisation, run_pairs
-from .files import EPOCHS, RunLogs, read_jsonl, read_run  # noqa: F401  (RunLogs, read_run, read_jsonl: re-exported)
+from .files import RunLogs, read_run
 from .stats import group_by, mean_std
 
 
@@ -247,7 +247,9 @@ def plot_rho_eps(runs: Sequence[RunLogs], out: Path) -> Path | None:
     lo, hi = min(min(eps), min(rho)), max(max(eps), max(rho))
     ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="ρ = ε")
     ax.set(xlabel="ε (switch weight)", ylabel="ρ = shared / teacher off-label mass",
-           title="Below the line (ρ < ε, with d_T < d_S) the teacher pauses")
+           title="ρ against ε, coloured by the share of paused steps.\nThe rule is G > δ (gap.png): at τ = 1, ρ < ε "
+                 "shifted up by the student's lead,\nso paused intervals can sit above the line ρ = ε")
+    ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, out / "rho_eps.png")

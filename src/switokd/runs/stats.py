@@ -52,4 +52,14 @@ def group_by(items: Sequence[T], key: Callable[[T], Any]) -> dict[Any, list[T]]:
     return out
 
 
-__all__ = ["mean_std", "fmt", "verdict", "group_by"]
+def fmt_duration(seconds: float) -> str:
+    """A duration for people: 42s, 3m07s, 2h05m."""
+    s = max(0, int(round(seconds)))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+__all__ = ["mean_std", "fmt", "verdict", "group_by", "fmt_duration"]

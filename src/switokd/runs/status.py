@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from ..errors import ReportError
-from ..train.progress import fmt_duration
+from .stats import fmt_duration
 from .files import RUN_STATE, read_jsonl
 from . import files as F
 

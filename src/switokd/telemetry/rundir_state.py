@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..runs.files import RUN_STATE
+from ..runs.files import RUN_STATE, write_atomic
 from .sinks import _clean
 
 
@@ -18,9 +18,7 @@ def write_run_state(run_dir: Path, state: str, **info: Any) -> None:
     import time
 
     row = {"state": state, "time": time.time(), "pid": os.getpid(), "host": socket.gethostname(), **info}
-    tmp = run_dir / (RUN_STATE + ".tmp")
-    tmp.write_text(json.dumps(_clean(row)))
-    os.replace(tmp, run_dir / RUN_STATE)
+    write_atomic(run_dir / RUN_STATE, json.dumps(_clean(row)))
 
 
 @contextlib.contextmanager

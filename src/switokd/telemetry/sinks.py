@@ -322,8 +322,8 @@ def check_loggers(names: list[str]) -> None:
         except KeyError as e:
             raise ConfigError(f"config key 'train.loggers': {e.args[0]}") from None
     if "tensorboard" in names and not tensorboard_available():
-        raise ConfigError("config key 'train.tensorboard': needs the tensorboard package; "
-                          "pip install 'switokd[tensorboard]' (or set train.tensorboard=false)")
+        raise ConfigError("config key 'train.loggers': tensorboard needs the tensorboard package; "
+                          "pip install 'switokd[tensorboard]' (or drop tensorboard from train.loggers)")
     if "mlflow" in names and not mlflow_available():
         raise ConfigError("config key 'train.loggers': mlflow needs the mlflow package; pip install 'switokd[mlflow]'")
 

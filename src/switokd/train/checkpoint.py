@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import os
 import random
 import re
 import time
@@ -229,18 +228,9 @@ def save_atomic(obj: Any, path: str | Path) -> None:
     half-written file at ``path``: the previous checkpoint stays as it was.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        F.write_atomic(path, lambda f: torch.save(obj, f), sync=True)
     except OSError as e:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
         raise CheckpointWriteError(f"cannot write checkpoint {path}: {e.strerror or e}; "
                                    f"the previous checkpoint there (if any) is intact") from None
 

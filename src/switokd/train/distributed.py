@@ -145,6 +145,19 @@ class Distributed:
         for t in sums:
             self.mean(t)
 
+    def average_grads(self, params: Iterable[nn.Parameter]) -> None:
+        """The plain mean of each gradient over the processes (a method's modules beside DDP, whose loss is
+        already weighted by each rank's share of the global batch)."""
+        if not self.enabled:
+            return
+        grads = [p.grad for p in params if p.grad is not None]
+        if grads:
+            flat = _flatten_dense_tensors(grads)
+            dist.all_reduce(flat)
+            flat.div_(self.world_size)
+            for g, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
+                g.copy_(synced)
+
     def reduce_grads(self, params: Iterable[nn.Parameter], local_count: int) -> None:
         """Make each gradient the mean over the global batch: sum_r n_r g_r / sum_r n_r, in flat buckets.
 
@@ -179,29 +192,6 @@ class Distributed:
 
 def _collective_device(d: Distributed) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if d.backend == "nccl" else torch.device("cpu")
-
-
-def shard_bounds(n: int, batch_size: int, world_size: int, drop_last: bool) -> list[tuple[int, int]]:
-    """Global batch boundaries [start, end) over an epoch of ``n`` examples.
-
-    Each global batch holds ``batch_size * world_size`` examples; with ``drop_last`` a short last one is
-    dropped, else a last batch smaller than ``world_size`` is merged into the one before, so that every
-    rank always gets at least one example and no example is lost or repeated.
-    """
-    g = batch_size * world_size
-    bounds = [(s, min(s + g, n)) for s in range(0, n, g)]
-    if drop_last and bounds and bounds[-1][1] - bounds[-1][0] < g:
-        bounds.pop()
-    elif len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < world_size:
-        last = bounds.pop()
-        bounds[-1] = (bounds[-1][0], last[1])
-    return bounds
-
-
-def rank_slice(start: int, end: int, rank: int, world_size: int) -> slice:
-    """This rank's contiguous part of the global batch [start, end), as even as possible."""
-    n = end - start
-    return slice(start + rank * n // world_size, start + (rank + 1) * n // world_size)
 
 
 def _destroy_at_exit() -> None:

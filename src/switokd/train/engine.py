@@ -5,13 +5,13 @@ import contextlib
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from ..config import NetworkConfig
-from ..errors import TrainingDiverged
+from ..errors import ConfigError, TrainingDiverged
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
@@ -111,12 +111,37 @@ class Precision:
         self.scaler.update()
 
 
+def param_groups(modules: Sequence[nn.Module], cfg: NetworkConfig) -> list[dict[str, Any]]:
+    """The trainable parameters of ``modules`` as optimizer groups: one, or with ``decay_norm_bias`` false two,
+    the second (every 1-D parameter: norms' weights, biases) without weight decay."""
+    params = list(dict.fromkeys(p for m in modules for p in m.parameters() if p.requires_grad))
+    if cfg.decay_norm_bias:
+        return [{"params": params}] if params else []
+    groups = [{"params": [p for p in params if p.ndim > 1]}, {"params": [p for p in params if p.ndim <= 1],
+                                                               "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
 def build_optimizer(model: nn.Module, cfg: NetworkConfig) -> torch.optim.Optimizer:
-    """SGD, fused: one kernel per step, and with a GradScaler no host sync for the inf check."""
-    return torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
-        weight_decay=cfg.weight_decay, fused=True,
-    )
+    """``networks.NAME.optimizer`` over the model's parameter groups (``param_groups``): SGD (fused: one kernel per
+    step, and with a GradScaler no host sync for the inf check) or AdamW. A method's modules that serve this
+    network join it later (``add_modules``)."""
+    groups = param_groups([model], cfg)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                               weight_decay=cfg.weight_decay, fused=True)
+    if cfg.optimizer == "adamw":
+        if len(cfg.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.betas):
+            raise ConfigError(f"config key 'networks.{cfg.name}.betas': two numbers in [0, 1), got {cfg.betas}")
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    raise ConfigError(f"config key 'networks.{cfg.name}.optimizer': {cfg.optimizer!r} is not one of sgd, adamw")
+
+
+def add_modules(optimizer: torch.optim.Optimizer, module: nn.Module, cfg: NetworkConfig) -> None:
+    """Put a method's module (connectors, regressors) in the optimizer of the network it serves: its learning
+    rate, schedule and weight decay (mdistiller's ``get_learnable_parameters``)."""
+    for group in param_groups([module], cfg):
+        optimizer.add_param_group(group)
 
 
 def lr_factor(cfg: NetworkConfig, step: int, steps_per_epoch: int, epochs: int) -> float:

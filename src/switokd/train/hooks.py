@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from torch import Tensor
 
-Trainer = Any  # switokd.trainer.Trainer (not imported: the trainer imports this module)
+Trainer = Any  # switokd.train.trainer.Trainer (not imported: the trainer imports this module)
 
 
 @dataclass

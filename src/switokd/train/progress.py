@@ -13,15 +13,36 @@ import time
 from typing import Any, Callable, TextIO
 
 from ..log import logger
+from ..runs.stats import fmt_duration
 
 
-def fmt_duration(seconds: float) -> str:
-    s = max(0, int(round(seconds)))
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s}s"
+clock = time.perf_counter  # the training clock's source (a test replaces it)
+
+
+class TrainingClock:
+    """Training seconds, apart from evaluation and checkpoints: ``start`` when training resumes, ``tick`` for the
+    seconds since then (added to the epoch's time), ``take_row`` for the seconds and images since the last
+    ``steps.jsonl`` row."""
+
+    def __init__(self) -> None:
+        self._t0 = 0.0  # set by start()
+        self._row = [0.0, 0]
+
+    def start(self) -> None:
+        self._t0 = clock()
+
+    def tick(self) -> float:
+        now = clock()
+        seconds, self._t0 = now - self._t0, now
+        self._row[0] += seconds
+        return seconds
+
+    def images(self, n: int) -> None:
+        self._row[1] += n
+
+    def take_row(self) -> tuple[float, int]:
+        (seconds, images), self._row = self._row, [0.0, 0]
+        return seconds, int(images)
 
 
 class Progress:

@@ -25,15 +25,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..errors import ConfigError
+from ..runs.files import write_atomic
 
 FORMAT = 1
 META, LOGITS, INDICES, FILLED = "meta.json", "logits.npy", "indices.npy", "filled.npy"
@@ -159,9 +159,7 @@ class TeacherCache:
         for name, (shape, dtype) in cls._shapes(meta).items():
             arr = np.lib.format.open_memmap(path / name, mode="w+", dtype=dtype, shape=shape)  # sparse until written
             del arr
-        tmp = path / (META + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=1))
-        tmp.replace(path / META)  # last: a cache without meta.json is one whose creation did not finish
+        write_atomic(path / META, json.dumps(meta, indent=1))  # last: a cache without it did not finish creation
 
     @classmethod
     def _check_files(cls, path: Path, meta: dict[str, Any], key: str) -> None:
@@ -200,6 +198,18 @@ class TeacherCache:
     def lossy(self) -> bool:
         """fp16 or top-k: what is read back is not what the teacher computed."""
         return bool(self.topk) or self.meta["dtype"] != "fp32"
+
+    def through(self, epoch: int, indices: Tensor, compute: Callable[[], Tensor], device: Any, dtype: Any) -> Tensor:
+        """The teacher's logits for this batch (its images' ``indices``) in epoch ``epoch`` (0-based): read back
+        where the cache holds them, else ``compute()``d and stored. A lossy cache (fp16, top-k) returns what it
+        stored, so that every run of a cache trains on the same values."""
+        view = epoch if self.meta["views"] > 1 else 0
+        cached = self.lookup(view, indices)
+        if cached is not None:
+            return cached.to(device, dtype)
+        logits = compute()
+        stored = self.store(view, indices, logits)
+        return stored.to(device, dtype) if self.lossy else logits
 
     def store(self, view: int, indices: Tensor, logits: Tensor) -> Tensor:
         """Write a batch computed live (then mark it filled); return it as every later ``lookup`` will read it."""

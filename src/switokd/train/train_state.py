@@ -14,9 +14,17 @@ from .. import config as C
 from .checkpoint import (CHECKPOINT_FORMAT, load_training_checkpoint, load_weights, resolve_resume_path,
                          rng_state, set_rng_state)
 from ..errors import CheckpointError
-from ..telemetry import run_switch_stats, shares
+from ..runs.files import pair_means, students_mean
+from ..telemetry import shares
 
-Trainer = Any  # switokd.trainer.Trainer (not imported: the trainer imports this module)
+Trainer = Any  # switokd.train.trainer.Trainer (not imported: the trainer imports this module)
+
+
+# Keys a resumed run may change; anything else would make it a different run.
+RESUMABLE_OVERRIDES = ("train.epochs", "train.progress", "train.progress_interval_s", "train.log_interval",
+                       "train.device", "train.threads", "train.eval_every", "train.eval_epochs", "train.eval_test",
+                       "train.checkpoint_every_s", "train.checkpoint_every", "train.loggers",
+                       "data.dir")
 
 
 def training_state(tr: "Trainer") -> dict[str, Any]:
@@ -32,6 +40,8 @@ def training_state(tr: "Trainer") -> dict[str, Any]:
         "networks": {n: {"model": net.model.state_dict(),
                          "optimizer": net.optimizer.state_dict() if net.optimizer else None}
                      for n, net in tr.networks.items()},
+        # The modules the method owns (connectors, regressors), by the network each serves; never exported.
+        "method_modules": {n: m.state_dict() for n, m in tr.method.feature_modules.items()},
         "scaler": tr.precision.scaler.state_dict(),
         "switch_totals": dict(tr.meters.totals),
         "meters": tr.meters.state_dict(),
@@ -57,6 +67,13 @@ def load_networks(tr: "Trainer", ckpt: dict[str, Any], path: str | Path, optimiz
         load_weights(net.model, s["model"], f"{path}, network {n!r}")
         if optimizers and net.optimizer is not None:
             net.optimizer.load_state_dict(s["optimizer"])
+    if optimizers:  # training resumes: the method's own modules too
+        saved = ckpt.get("method_modules", {})
+        if set(saved) != set(tr.method.feature_modules):
+            raise CheckpointError(f"{path}: the method's modules serve {sorted(saved) or 'no network'}, this run's "
+                                  f"{sorted(tr.method.feature_modules) or 'none'}: another method or feature loss")
+        for n, m in tr.method.feature_modules.items():
+            m.load_state_dict(saved[n])
 
 
 def restore(tr: "Trainer", ckpt: dict[str, Any], path: str | Path = "checkpoint") -> None:
@@ -111,8 +128,8 @@ def update_best(tr: "Trainer", chosen_on: dict[str, dict[str, float]],
             # acc None: the chosen epoch did not read the test split (train.eval_test=last)
             tr.best[n] = {"acc": test[n]["acc"] if test else None, "epoch": tr.epoch,
                           **({"val_acc": r["acc"]} if on_val else {})}
-    judged = tr.method.students or list(chosen_on)
-    score = sum(chosen_on[n]["acc"] for n in judged) / len(judged)
+    roles = {n: "student" for n in tr.method.students}
+    score = students_mean({n: r["acc"] for n, r in chosen_on.items()}, roles)
     if score > tr.best_score:
         tr.best_score = score
         return True
@@ -137,7 +154,7 @@ def build_report(tr: "Trainer") -> dict[str, Any]:
             "precision": tr.precision.name, "networks": nets,
             # "val": best_acc is the test accuracy at the epoch chosen on validation; "test": a test-set maximum.
             "best_chosen_on": on, "recipe": tr.method.recipe.as_dict() if hasattr(tr.method, "recipe") else None, **shares(dict(tr.meters.totals)),
-            "switch_stats": run_switch_stats(tr.history), "train_time_s": train_time, "wall_time_s": wall_time,
+            "switch_stats": pair_means(tr.history), "train_time_s": train_time, "wall_time_s": wall_time,
             "images_per_s": images / max(train_time, 1e-9), "processes": tr.dist.world_size,
             **({"conditions": tr.conditions.describe()} if tr.conditions.lines else {}),
             **({"memorisation": tr.history[-1]["memorisation"]}
@@ -148,7 +165,7 @@ def build_report(tr: "Trainer") -> dict[str, Any]:
 
 
 def from_checkpoint(cls: type, path: str | Path, overrides, data, *, evaluate_only: bool,
-                    resumable: tuple[str, ...]) -> "Trainer":
+                    resumable: tuple[str, ...] = RESUMABLE_OVERRIDES) -> "Trainer":
     """``Trainer.from_checkpoint``: the config from the checkpoint with ``overrides``, then the whole state
     (to continue) or the networks' weights alone (``evaluate_only``)."""
     path = resolve_resume_path(path)

@@ -11,35 +11,26 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from torch import nn
 
 from .. import config as C
 from . import train_state
 from .checkpoint import CheckpointSchedule
-from .cohort import Network, build_network, ddp_errors  # noqa: F401  (Network: re-exported)
+from .cohort import Network, build_network, ddp_errors
 from ..data import DataSplits
 from ..data.pipeline import build_run_data
 from .distributed import Distributed
+from ..errors import TrainingDiverged
 from .engine import Precision, all_finite, check_finite_losses, frozen_batchnorm_stats, resolve_device, set_lr
-from ..errors import TrainingDiverged  # noqa: F401  (re-exported)
+from .features import setup_features
+from .evaluation import evaluate
 from .hooks import ConditionsDiagnostics, EpochHook, Evaluation
 from ..log import logger
 from ..methods import StepOutput, method_from_config
-from .progress import Progress
+from .progress import Progress, TrainingClock
 from .rundir import RunDirectory
 from .runinfo import run_header
 from .signals import StopControl, StopSignals
 from ..telemetry import RunMeters, check_loggers, epoch_line, nest, recording_state, shares
-
-# Keys a resumed run may change; anything else would make it a different run.
-RESUMABLE_OVERRIDES = ("train.epochs", "train.progress", "train.progress_interval_s", "train.log_interval",
-                       "train.device", "train.threads", "train.eval_every", "train.eval_epochs", "train.eval_test",
-                       "train.checkpoint_every_s", "train.checkpoint_every", "train.tensorboard", "train.loggers",
-                       "data.dir")
-
-
-build_method = method_from_config  # the older name
-
 
 class Trainer:
     """Trains a cohort of networks with one method. ``fit()`` runs the epochs.
@@ -66,14 +57,13 @@ class Trainer:
         t = cfg.train
         if t.threads > 0:
             torch.set_num_threads(t.threads)
-        # Sinks for the metrics (train.tensorboard is the older spelling of loggers: [..., tensorboard]).
-        self.loggers = list(dict.fromkeys([*t.loggers, *(["tensorboard"] if t.tensorboard else [])]))
+        self.loggers = list(dict.fromkeys(t.loggers))  # the metrics' sinks
         check_loggers(self.loggers)
         self.dist = Distributed.from_env()
         self.device = resolve_device(t.device, self.dist.local_rank if self.dist.enabled else None)
         self.dist.init(self.device)
         self.precision = Precision(t.precision, self.device)
-        self.method = build_method(cfg)
+        self.method = method_from_config(cfg)
         self.method.reduce = self.dist.sum  # decisions on the global batch: every rank takes the same mode
         self.method.ignore_index = None  # the data's labels are checked when read: no per-step mask or sync
         # The splits with noise, few labels and drift applied (the same on every rank), and this rank's loaders.
@@ -87,6 +77,8 @@ class Trainer:
         self.networks: dict[str, Network] = {
             n.name: build_network(n, cfg, self.data, frozen=n.name in self.method.frozen, device=self.device,
                                   dist=self.dist, initial_weights=initial_weights) for n in cfg.networks}
+        # The features the method reads, by module path, and the modules it owns, sized by a dry forward.
+        self.taps = setup_features(self.method, self.networks, self.data, self.device, self.precision)
         # Frozen teachers' logits computed once (networks.NAME.cache): checked now, opened by fit() (or
         # open_caches()), once a checkpoint's weights are in place, since the cache is keyed by them.
         from .teacher_cache import check_cache_config
@@ -113,8 +105,7 @@ class Trainer:
         self.stop = StopControl(self.dist)
         self.hooks: list[EpochHook] = [*([ConditionsDiagnostics(self.conditions)] if self.conditions.measured else []),
                                        *hooks]
-        self._t0 = 0.0  # when training time last started counting
-        self._since_row = [0.0, 0]  # training seconds and images (all processes) since the last steps.jsonl row
+        self.clock = TrainingClock()  # training time, apart from evaluation and checkpoints
         self.progress = Progress(enabled=t.progress and self.dist.is_main, epochs=t.epochs,
                                  steps_per_epoch=len(self.train_loader), interval_s=t.progress_interval_s)
 
@@ -149,32 +140,29 @@ class Trainer:
     def forward(self, x: torch.Tensor, training: bool = False) -> dict[str, torch.Tensor]:
         logits = {}
         for name, net in self.networks.items():
+            def run(net=net, name=name) -> torch.Tensor:
+                with torch.no_grad() if net.frozen else contextlib.nullcontext(), ddp_errors(name, net.ddp):
+                    return (net.train_module if training else net.model)(x)
             cache = self.caches.get(name) if training and self._batch_images is not None else None
-            if cache is not None:
-                view = self.epoch if cache.meta["views"] > 1 else 0
-                cached = cache.lookup(view, self._batch_images)
-                if cached is not None:  # what the teacher computed for these views, read back exactly
-                    logits[name] = cached.to(self.device, self.precision.logits_dtype)
-                    continue
-            with torch.no_grad() if net.frozen else contextlib.nullcontext(), ddp_errors(name, net.ddp):
-                logits[name] = (net.train_module if training else net.model)(x)
-            if cache is not None:
-                stored = cache.store(view, self._batch_images, logits[name])
-                if cache.lossy:  # train on what every later run will read, so that all runs of a cache agree
-                    logits[name] = stored.to(self.device, self.precision.logits_dtype)
+            logits[name] = (cache.through(self.epoch, self._batch_images, run, self.device, self.precision.logits_dtype)
+                            if cache is not None else run())
         return logits
+
+    def pop_features(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The features the last forward recorded (network -> path -> tensor); the taps keep none of them."""
+        return {n: tap.pop() for n, tap in self.taps.items()}
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
         """Forward every network, let the method decide, backward and step only the stepping ones."""
         out: StepOutput | None = None
         with contextlib.ExitStack() as stack:
-            if self.cfg.method.freeze_teacher_bn:
+            if self.method.freeze_paused_bn:
                 for name in self.method.pausable:
                     stack.enter_context(frozen_batchnorm_stats(
                         self.networks[name].model, lambda n=name: out is not None and n not in out.stepping))
             with self.precision.autocast():
                 logits = self.forward(x, training=True)
-            out = self.method.step(logits, y)
+            out = self.method.step(logits, y, self.pop_features()) if self.taps else self.method.step(logits, y)
             # Free a paused network's autograd graph now, not after the others' backward.
             del logits
         stepping = [self.networks[n] for n in out.stepping]
@@ -188,9 +176,13 @@ class Trainer:
                 total = self.dist.sum(torch.tensor(float(len(y)), device=self.device))  # no host read
                 loss = loss * (len(y) * self.dist.world_size / total)
             self.precision.backward(loss)
+            owned = self.method.modules  # connectors and the like: stepped with the network they serve
             if not in_ddp:
                 # Mean gradients over the global batch, for the stepping networks only (no-op in one process).
-                self.dist.reduce_grads((p for n in stepping for p in n.model.parameters()), len(y))
+                self.dist.reduce_grads((p for n in stepping for m in (n.model, owned.get(n.name)) if m is not None
+                                        for p in m.parameters()), len(y))
+            else:
+                self.dist.average_grads(p for n in stepping if n.name in owned for p in owned[n.name].parameters())
             self.precision.step([n.optimizer for n in stepping])
             for n in stepping:
                 n.optimizer.zero_grad(set_to_none=True)
@@ -206,7 +198,7 @@ class Trainer:
         self.method.set_epoch(self.epoch + 1)  # a loss's warm-up (DKD) reads the 1-based epoch
         self.progress.start_epoch(self.epoch, self.batch)
         schedule = CheckpointSchedule(self.cfg.train.checkpoint_every, self.cfg.train.checkpoint_every_s)
-        self._t0 = time.perf_counter()
+        self.clock.start()
         for x, y in self.train_loader.batches(start=self.batch):
             start, end = self.train_loader.bounds[self.batch]  # this global batch: every process's images
             if self.caches:
@@ -216,21 +208,21 @@ class Trainer:
             self.step += 1
             self.batch += 1
             self.epoch_images += end - start
-            self._since_row[1] += end - start
+            self.clock.images(end - start)
             if self.step % self.cfg.train.log_interval == 0:
                 self._log_steps()
             self.progress.step(end - start, lambda: self.meters.progress(self.networks))
             if self.batch < len(self.train_loader) and self.stop.checkpoint_now(schedule.due(self.step), self.step):
-                self._tick()
+                self.epoch_time += self.clock.tick()
                 self.save_checkpoint()
-                self._t0 = time.perf_counter()  # the checkpoint's time is not training time
+                self.clock.start()  # the checkpoint's time is not training time
                 schedule.written()
                 self.stop.raise_if_stopped(self.epoch, self.step, self.run_dir if self.writable else None)
         self.progress.end_epoch()
         self._batch_images = None
         for cache in self.caches.values():
             cache.flush()
-        self._tick()
+        self.epoch_time += self.clock.tick()
         means, counts = self.meters.read_epoch(self.dist.mean)
         check_finite_losses(means, self.step)
         summary = {"steps": counts.get("steps", 0), "images": self.epoch_images, "train_time_s": self.epoch_time,
@@ -239,17 +231,12 @@ class Trainer:
         self.batch, self.epoch_time, self.epoch_images = 0, 0.0, 0
         return summary
 
-    def _tick(self) -> None:
-        """Count the training time since the last tick (evaluation and checkpoints are not counted)."""
-        now = time.perf_counter()
-        self.epoch_time += now - self._t0
-        self._since_row[0] += now - self._t0
-        self._t0 = now
-
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every network's logits in the run's precision (call in eval mode, under no_grad)."""
         with self.precision.autocast():
-            return self.forward(x)
+            logits = self.forward(x)
+        self.pop_features()  # recorded by the taps, not needed here
+        return logits
 
     def eval_mode(self) -> None:
         for net in self.networks.values():
@@ -259,32 +246,10 @@ class Trainer:
         """Top-1 accuracy (%) and loss of every network on the test split (or ``"val"``, the validation split)."""
         return self.evaluate_split(split).results
 
-    @torch.no_grad()
     def evaluate_split(self, split: str = "test") -> Evaluation:
         """Evaluate every network on the test split (or ``"val"``): accuracy, loss and per-class hits (all ranks'
-        shards)."""
-        if split not in ("test", "val"):
-            raise ValueError(f"evaluate_split: split must be 'test' or 'val', got {split!r}")
-        loader = self.test_loader if split == "test" else self.val_loader
-        if loader is None:
-            raise ValueError("evaluate_split('val'): this run has no validation split (set data.val_split)")
-        self.eval_mode()
-        classes, names = self.data.num_classes, list(self.networks)
-        hits = {n: torch.zeros(classes, device=self.device) for n in names}
-        loss = {n: torch.zeros((), device=self.device) for n in names}
-        seen = torch.zeros(classes, device=self.device)
-        for x, y in loader:  # this rank's shard of the split
-            for n, z in self.predict(x).items():
-                hits[n] += torch.bincount(y[z.argmax(1) == y], minlength=classes)
-                loss[n] += nn.functional.cross_entropy(z.float(), y, reduction="sum")
-            seen += torch.bincount(y, minlength=classes)
-        sums = self.dist.sum(torch.cat([torch.stack([hits[n] for n in names]).flatten(),
-                                        torch.stack([loss[n] for n in names]), seen]).float())
-        per_class = sums[:len(names) * classes].view(len(names), classes)
-        total = sums[-classes:].sum().item()
-        correct, losses = per_class.sum(1).tolist(), sums[len(names) * classes:-classes].tolist()
-        results = {n: {"acc": 100.0 * correct[i] / total, "loss": losses[i] / total} for i, n in enumerate(names)}
-        return Evaluation(results, {n: per_class[i] for i, n in enumerate(names)}, sums[-classes:])
+        shards; ``evaluation.evaluate``)."""
+        return evaluate(self, split)
 
     def evaluates_at(self, epoch: int) -> bool:
         """Whether epoch ``epoch`` (1-based) ends with an evaluation: every ``train.eval_every``, the epochs in
@@ -356,8 +321,8 @@ class Trainer:
     def _log_steps(self) -> dict[str, Any]:
         means, rest = self.meters.read_interval(self.dist.mean)
         check_finite_losses(means, self.step)
-        self._tick()
-        (seconds, images), self._since_row = self._since_row, [0.0, 0]
+        self.epoch_time += self.clock.tick()
+        seconds, images = self.clock.take_row()
         row = {"epoch": self.epoch + 1, "step": self.step, **nest(means), **rest, "lr": self._lrs(),
                "images_per_s": images / max(seconds, 1e-9)}  # all processes' images, over training time
         self.rundir.step(row)
@@ -413,7 +378,7 @@ class Trainer:
 
         Args:
             path: the checkpoint, or the run directory holding ``last.pt``.
-            overrides: ``key=value`` changes; to continue training only those in ``RESUMABLE_OVERRIDES``.
+            overrides: ``key=value`` changes; to continue training only those in ``train_state.RESUMABLE_OVERRIDES``.
             data: the run's data, when it was not a built-in data set.
             evaluate_only: load the networks' weights only, for evaluation: any override is allowed and
                 nothing is written (``switokd eval``).
@@ -422,5 +387,4 @@ class Trainer:
             >>> trainer = Trainer.from_checkpoint("runs/demo")  # doctest: +SKIP
             >>> trainer.fit()  # continues to train.epochs  # doctest: +SKIP
         """
-        return train_state.from_checkpoint(cls, path, overrides, data, evaluate_only=evaluate_only,
-                                           resumable=RESUMABLE_OVERRIDES)
+        return train_state.from_checkpoint(cls, path, overrides, data, evaluate_only=evaluate_only)

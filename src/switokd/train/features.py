@@ -1,0 +1,52 @@
+"""A method's features and modules in a run: the taps that record what the method reads from each network (by
+module path), and the modules it owns, sized by a dry forward and put in the optimizers of the networks they
+serve."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from ..errors import ConfigError
+from ..models.features import FeatureTap
+from .engine import add_modules
+
+
+def setup_features(method: Any, networks: Mapping[str, Any], data: Any, device: torch.device,
+                   precision: Any) -> dict[str, FeatureTap]:
+    """Hook the features ``method.feature_requests()`` names, size the method's modules by one dry forward of two
+    blank images (every network in eval mode, without gradients, so no BatchNorm statistic moves), place them on
+    ``device`` and add them to the optimizer of the network each serves. Returns the taps ({} for a method that
+    reads logits only)."""
+    requests = method.feature_requests()
+    if not requests:
+        return {}
+    for n in requests:
+        if networks[n].cfg.cache:
+            raise ConfigError(f"config key 'networks.{n}.cache': the cache holds {n}'s logits only, and method "
+                              f"{method.name!r} also reads its features ({', '.join(requests[n])}); drop the cache")
+    taps = {n: FeatureTap(networks[n].model, paths, n) for n, paths in requests.items()}
+    x = torch.zeros(2, data.in_chans, data.image_size, data.image_size, device=device)
+    modes = {n: networks[n].model.training for n in requests}
+    try:
+        with torch.no_grad(), precision.autocast():
+            for n in requests:
+                networks[n].model.eval()
+                networks[n].model(x)
+    finally:
+        for n, mode in modes.items():
+            networks[n].model.train(mode)
+    shapes = {n: {p: t.shape for p, t in taps[n].pop().items()} for n in requests}
+    method.setup(shapes)
+    for n, module in method.modules.items():
+        module.to(device)
+        net = networks[n]
+        if net.optimizer is None:
+            raise ConfigError(f"method {method.name!r} owns modules that serve {n}, which does not learn")
+        add_modules(net.optimizer, module, net.cfg)
+    for module in method.feature_modules.values():
+        module.to(device)
+    return taps
+
+
+__all__ = ["setup_features"]

@@ -1,0 +1,262 @@
+"""Feature distillation: features by module path on any model, the losses against their references restated
+(mdistiller a08d46f, RepDistiller b84f547), methods that own modules, optimizers from parameter groups."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from switokd import config as C
+from switokd.core import feature_losses as FL
+from switokd.methods import create_method
+from switokd.methods.features import FEATURE_LOSSES, create_feature_loss
+from switokd.models import create_model
+from switokd.models.features import FeatureTap
+from switokd.train.trainer import Trainer
+
+torch.set_default_dtype(torch.float32)
+
+
+def _g(*shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+
+# ------------------------------------------------------------------ the references, restated
+
+def ref_at(fs, ft, p=2):
+    """mdistiller AT.py: single_stage_at_loss, summed over stages."""
+    def at(f):
+        return F.normalize(f.pow(p).mean(1).reshape(f.size(0), -1))
+    total = 0
+    for s, t in zip(fs, ft):
+        sh, th = s.shape[2], t.shape[2]
+        if sh > th:
+            s = F.adaptive_avg_pool2d(s, (th, th))
+        elif sh < th:
+            t = F.adaptive_avg_pool2d(t, (sh, sh))
+        total = total + (at(s) - at(t)).pow(2).mean()
+    return total
+
+
+def ref_nst(fs, ft):
+    """mdistiller NST.py: nst_loss with the broadcast polynomial kernel."""
+    def poly(a, b):
+        return (a.unsqueeze(1) * b.unsqueeze(2)).sum(-1).pow(2)
+    total = 0
+    for s, t in zip(fs, ft):
+        sh, th = s.shape[2], t.shape[2]
+        if sh > th:
+            s = F.adaptive_avg_pool2d(s, (th, th))
+        elif sh < th:
+            t = F.adaptive_avg_pool2d(t, (sh, sh))
+        s = F.normalize(s.view(s.shape[0], s.shape[1], -1), dim=2)
+        t = F.normalize(t.view(t.shape[0], t.shape[1], -1), dim=2)
+        total = total + poly(t, t).mean().detach() + poly(s, s).mean() - 2 * poly(s, t).mean()
+    return total
+
+
+def ref_pkt(fs, ft, eps=1e-7):
+    """mdistiller PKT.py: cosine_similarity_loss."""
+    on = fs / (torch.sqrt(torch.sum(fs ** 2, dim=1, keepdim=True)) + eps)
+    on[on != on] = 0
+    tn = ft / (torch.sqrt(torch.sum(ft ** 2, dim=1, keepdim=True)) + eps)
+    tn[tn != tn] = 0
+    ms = (torch.mm(on, on.transpose(0, 1)) + 1.0) / 2.0
+    mt = (torch.mm(tn, tn.transpose(0, 1)) + 1.0) / 2.0
+    ms = ms / torch.sum(ms, dim=1, keepdim=True)
+    mt = mt / torch.sum(mt, dim=1, keepdim=True)
+    return torch.mean(mt * torch.log((mt + eps) / (ms + eps)))
+
+
+def ref_rkd(s, t, wd=25, wa=50, eps=1e-12):
+    """mdistiller RKD.py: _pdist and rkd_loss."""
+    def pdist(e):
+        e_square = e.pow(2).sum(dim=1)
+        prod = e @ e.t()
+        res = (e_square.unsqueeze(1) + e_square.unsqueeze(0) - 2 * prod).clamp(min=eps).sqrt()
+        res = res.clone()
+        res[range(len(e)), range(len(e))] = 0
+        return res
+    with torch.no_grad():
+        t_d = pdist(t)
+        t_d = t_d / t_d[t_d > 0].mean()
+    d = pdist(s)
+    d = d / d[d > 0].mean()
+    loss_d = F.smooth_l1_loss(d, t_d)
+    with torch.no_grad():
+        td = t.unsqueeze(0) - t.unsqueeze(1)
+        t_angle = torch.bmm(F.normalize(td, p=2, dim=2), F.normalize(td, p=2, dim=2).transpose(1, 2)).view(-1)
+    sd = s.unsqueeze(0) - s.unsqueeze(1)
+    s_angle = torch.bmm(F.normalize(sd, p=2, dim=2), F.normalize(sd, p=2, dim=2).transpose(1, 2)).view(-1)
+    return wd * loss_d + wa * F.smooth_l1_loss(s_angle, t_angle)
+
+
+def ref_sp(fs, ft):
+    """mdistiller SP.py: sp_loss."""
+    bsz = fs.shape[0]
+    gs = F.normalize(torch.mm(fs.view(bsz, -1), fs.view(bsz, -1).t()))
+    gt = F.normalize(torch.mm(ft.view(bsz, -1), ft.view(bsz, -1).t()))
+    return ((gt - gs) * (gt - gs)).view(-1, 1).sum(0)[0] / (bsz * bsz)
+
+
+def ref_vid(mu, t, log_scale, eps=1e-5):
+    """RepDistiller VID.py: VIDLoss.forward, after the regressor."""
+    pred_var = torch.log(1.0 + torch.exp(log_scale)) + eps
+    pred_var = pred_var.view(1, -1, 1, 1)
+    return torch.mean(0.5 * ((mu - t) ** 2 / pred_var + torch.log(pred_var)))
+
+
+# ------------------------------------------------------------------ golden tests
+
+STAGE_S = [(4, 8, 8, 8), (4, 16, 4, 4), (4, 16, 2, 2)]
+STAGE_T = [(4, 12, 8, 8), (4, 24, 8, 8), (4, 32, 2, 2)]  # the second: a larger teacher map (pooled to 4x4)
+
+
+def test_at_and_nst_match_their_references():
+    fs = [_g(*s, seed=i) for i, s in enumerate(STAGE_S)]
+    ft = [_g(*s, seed=10 + i) for i, s in enumerate(STAGE_T)]
+    torch.testing.assert_close(FL.at_loss(fs, ft), ref_at(fs, ft), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(FL.nst_loss(fs, ft), ref_nst(fs, ft), rtol=1e-10, atol=1e-12)
+    assert float(FL.at_loss(ft, ft)) == 0.0
+
+
+def test_pkt_rkd_sp_match_their_references():
+    s, t = _g(6, 10), _g(6, 14, seed=1)
+    torch.testing.assert_close(FL.pkt_loss(s, t), ref_pkt(s, t), rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(FL.rkd_loss(s, t), ref_rkd(s, t), rtol=1e-10, atol=1e-12)
+    ms, mt = _g(6, 8, 3, 3, seed=2), _g(6, 16, 3, 3, seed=3)
+    torch.testing.assert_close(FL.sp_loss(ms, mt), ref_sp(ms, mt), rtol=1e-10, atol=1e-14)
+
+
+def test_vid_matches_its_reference_and_starts_at_the_variance_5():
+    mu, t = _g(4, 6, 3, 3), _g(4, 6, 3, 3, seed=1)
+    log_scale = torch.full((6,), FL.vid_log_scale_init(5.0), dtype=torch.float64)
+    torch.testing.assert_close(FL.vid_nll(mu, t, log_scale), ref_vid(mu, t, log_scale), rtol=1e-12, atol=1e-14)
+    assert math.isclose(float(F.softplus(log_scale[0]) + 1e-5), 5.0, rel_tol=1e-12)
+    want = torch.mean(0.5 * ((mu - t) ** 2 / 5.0 + math.log(5.0)))
+    torch.testing.assert_close(FL.vid_nll(mu, t, log_scale), want, rtol=1e-9, atol=1e-12)
+
+
+def test_fitnet_regressor_is_mdistillers_conv_reg():
+    loss = create_feature_loss("fitnet")
+    loss.build([torch.Size((2, 8, 16, 16))], [torch.Size((2, 12, 8, 8))])
+    conv, bn, relu = loss.regressors[0]
+    assert isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.stride == (2, 2) and conv.bias is not None
+    assert isinstance(bn, nn.BatchNorm2d) and isinstance(relu, nn.ReLU)
+    same = create_feature_loss("fitnet")
+    same.build([torch.Size((2, 8, 8, 8))], [torch.Size((2, 12, 8, 8))])
+    assert same.regressors[0][0].kernel_size == (1, 1)
+    s, t = torch.randn(2, 8, 8, 8), torch.randn(2, 12, 8, 8)
+    torch.testing.assert_close(same([s], [t]), F.mse_loss(same.regressors[0](s), t))
+
+
+def test_recipe_weights_are_the_authors():
+    assert {n: FEATURE_LOSSES.get(n).weight for n in FEATURE_LOSSES.names()} == {
+        "at": 1000.0, "fitnet": 100.0, "nst": 50.0, "pkt": 30000.0, "rkd": 1.0, "sp": 3000.0, "vid": 1.0}
+    m = create_method("at", {"teacher": "teacher", "student": "student"})
+    assert (m.weights.ce_weight, m.weights.kl_weight, m.feature_weight) == (1.0, 0.0, 1000.0)
+    with pytest.raises(ValueError, match="no option 'q'"):
+        create_feature_loss("at", q=3)
+
+
+# ------------------------------------------------------------------ features by module path
+
+def test_stage_names_and_paths_on_every_family():
+    x = torch.randn(2, 3, 32, 32)
+    for name in ("wrn16_1", "resnet20", "mobilenetv2_x0.5", "resnet18"):
+        net = create_model(name, 10, 3, 32).eval()
+        with FeatureTap(net, ["stage1", "stage3", "pool"], name) as tap:
+            net(x)
+            f = tap.pop()
+        assert set(f) == {"stage1", "stage3", "pool"} and f["pool"].shape[-1] == 1
+        assert tap.pop() == {}  # nothing held past the step
+
+
+def test_pre_activation_is_read_before_the_in_place_relu_on_resnet18():
+    net = create_model("resnet18", 10, 3, 32).eval()
+    with FeatureTap(net, ["layer4.1.relu:input", "layer4", "stage4:pre"], "teacher") as tap:
+        net(torch.randn(2, 3, 32, 32))
+        f = tap.pop()
+    pre, post = f["layer4.1.relu:input"], f["layer4"]
+    assert (pre < 0).any() and not (post < 0).any()  # the residual sum, not the rectified output
+    torch.testing.assert_close(pre.clamp(min=0), post)
+    torch.testing.assert_close(f["stage4:pre"], pre)
+
+
+def test_an_unknown_path_names_the_network_and_the_nearest():
+    net = create_model("resnet18", 10, 3, 32)
+    with pytest.raises(C.ConfigError, match=r"network 'teacher' has no module 'layer5'; nearest: layer"):
+        FeatureTap(net, ["layer5"], "teacher")
+
+
+# ------------------------------------------------------------------ in the trainer
+
+def _cfg(tmp_path, method, *extra):
+    return C.load_config(None, ["data.name=synthetic", "train.epochs=2", "train.batch_size=16", "train.progress=false",
+                                "train.precision=fp32", "train.threads=1", f"train.out_dir={tmp_path}",
+                                f"method.name={method}", "networks.teacher.model=resnet20",
+                                "networks.student.model=wrn16_1", *extra])
+
+
+@pytest.fixture
+def teacher(tmp_path, splits):
+    Trainer(_cfg(tmp_path, "vanilla", "train.run_name=t", "train.epochs=1"), data=splits).fit()
+    return str(tmp_path / "t" / "last.pt")
+
+
+def test_vid_variances_are_trained_saved_and_resumed(tmp_path, splits, teacher):
+    tr = Trainer(_cfg(tmp_path, "vid", "train.run_name=vid", f"networks.teacher.checkpoint={teacher}"), data=splits)
+    vid = tr.method.feature_modules["student"]["teacher"]
+    before = [p.detach().clone() for p in vid.log_scales]
+    ids = {id(p) for g in tr.networks["student"].optimizer.param_groups for p in g["params"]}
+    assert all(id(p) in ids for p in vid.parameters())  # in the student's optimizer
+    tr.fit()
+    assert any(not torch.equal(a, b) for a, b in zip(before, vid.log_scales))  # trained (mdistiller's are not)
+    ck = torch.load(tmp_path / "vid" / "last.pt", map_location="cpu", weights_only=True)
+    saved = ck["method_modules"]["student"]
+    assert any(k.startswith("teacher.log_scales.") for k in saved)
+    assert not any("regressors" in k or "log_scales" in k for k in ck["networks"]["student"]["model"])
+
+
+def test_a_run_with_a_connector_resumes_bit_exactly(tmp_path, splits, teacher):
+    over = ["train.epochs=3", "train.eval_epochs=[1]", f"networks.teacher.checkpoint={teacher}"]
+    whole = Trainer(_cfg(tmp_path, "fitnet", "train.run_name=whole", *over), data=splits)
+    whole.fit()
+    part = Trainer(_cfg(tmp_path, "fitnet", "train.run_name=part", *over), data=splits)
+    part.fit(stop_after=1)
+    resumed = Trainer.from_checkpoint(tmp_path / "part", data=splits)
+    resumed.fit()
+    a, b = whole.method.feature_modules.state_dict(), resumed.method.feature_modules.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    sa, sb = whole.networks["student"].model.state_dict(), resumed.networks["student"].model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_feature_loss_composes_with_online_and_offline_methods(tmp_path, splits, teacher):
+    kd_at = Trainer(_cfg(tmp_path, "kd", "train.run_name=kdat", "method.feature_loss=at", "train.epochs=1",
+                         f"networks.teacher.checkpoint={teacher}"), data=splits)
+    kd_at.fit()
+    row = kd_at.history[-1]["train"]["loss"]["student"]
+    assert {"ce", "kl", "at", "loss"} <= set(row)
+    dml = Trainer(_cfg(tmp_path, "switokd", "train.run_name=sw", "method.feature_loss=sp", "train.epochs=1"),
+                  data=splits)
+    dml.fit()
+    assert "sp" in dml.history[-1]["train"]["loss"]["student"]
+
+
+def test_adamw_and_no_decay_groups(tmp_path, splits):
+    tr = Trainer(_cfg(tmp_path, "vanilla", "train.run_name=adamw", "networks.student.optimizer=adamw",
+                      "networks.student.decay_norm_bias=false", "networks.student.lr=0.001"), data=splits)
+    opt = tr.networks["student"].optimizer
+    assert isinstance(opt, torch.optim.AdamW) and [g["weight_decay"] for g in opt.param_groups] == [5e-4, 0.0]
+    assert all(p.ndim <= 1 for p in opt.param_groups[1]["params"])
+    with pytest.raises(C.ConfigError, match="networks.student.optimizer.*'adam' is not one of sgd, adamw"):
+        Trainer(_cfg(tmp_path, "vanilla", "train.run_name=x", "networks.student.optimizer=adam"), data=splits)
+
+
+def test_a_cached_teacher_cannot_hand_over_features(tmp_path, splits, teacher):
+    with pytest.raises(C.ConfigError, match="the cache holds teacher's logits only"):
+        Trainer(_cfg(tmp_path, "at", "train.run_name=c", f"networks.teacher.checkpoint={teacher}",
+                     f"networks.teacher.cache={tmp_path / 'cache'}", "data.augment_seed=0"), data=splits)
