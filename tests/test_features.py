@@ -154,7 +154,8 @@ def test_fitnet_regressor_is_mdistillers_conv_reg():
 
 def test_recipe_weights_are_the_authors():
     assert {n: FEATURE_LOSSES.get(n).weight for n in FEATURE_LOSSES.names()} == {
-        "at": 1000.0, "fitnet": 100.0, "nst": 50.0, "pkt": 30000.0, "rkd": 1.0, "sp": 3000.0, "vid": 1.0}
+        "at": 1000.0, "fitnet": 100.0, "nst": 50.0, "pkt": 30000.0, "rkd": 1.0, "sp": 3000.0, "vid": 1.0, "crd": 0.8,
+        "ofd": 0.001, "reviewkd": 5.0}
     m = create_method("at", {"teacher": "teacher", "student": "student"})
     assert (m.weights.ce_weight, m.weights.kl_weight, m.feature_weight) == (1.0, 0.0, 1000.0)
     with pytest.raises(ValueError, match="no option 'q'"):
@@ -260,3 +261,201 @@ def test_a_cached_teacher_cannot_hand_over_features(tmp_path, splits, teacher):
     with pytest.raises(C.ConfigError, match="the cache holds teacher's logits only"):
         Trainer(_cfg(tmp_path, "at", "train.run_name=c", f"networks.teacher.checkpoint={teacher}",
                      f"networks.teacher.cache={tmp_path / 'cache'}", "data.augment_seed=0"), data=splits)
+
+
+def ref_crd(v1, v2, memory_v1, memory_v2, y, idx, n_data, T=0.07, momentum=0.5, z=(-1.0, -1.0)):
+    """RepDistiller crd/memory.py ContrastMemory.forward and crd/criterion.py ContrastLoss, restated: v1 the
+    student's embedding, v2 the teacher's; returns the loss, the updated memories and the constants."""
+    K = idx.size(1) - 1
+    bs, d = v1.shape
+    weight_v1 = torch.index_select(memory_v1, 0, idx.view(-1)).detach().view(bs, K + 1, d)
+    out_v2 = torch.exp(torch.div(torch.bmm(weight_v1, v2.view(bs, d, 1)), T))
+    weight_v2 = torch.index_select(memory_v2, 0, idx.view(-1)).detach().view(bs, K + 1, d)
+    out_v1 = torch.exp(torch.div(torch.bmm(weight_v2, v1.view(bs, d, 1)), T))
+    z_v1 = out_v1.mean().item() * n_data if z[0] < 0 else z[0]
+    z_v2 = out_v2.mean().item() * n_data if z[1] < 0 else z[1]
+    out_v1, out_v2 = torch.div(out_v1, z_v1).contiguous(), torch.div(out_v2, z_v2).contiguous()
+
+    def contrast(x, eps=1e-7):
+        bsz, m = x.shape[0], x.size(1) - 1
+        pn = 1.0 / n_data
+        p_pos = x.select(1, 0)
+        log_d1 = torch.div(p_pos, p_pos.add(m * pn + eps)).log_()
+        p_neg = x.narrow(1, 1, m)
+        log_d0 = torch.div(p_neg.clone().fill_(m * pn), p_neg.add(m * pn + eps)).log_()
+        return -(log_d1.sum(0) + log_d0.view(-1, 1).sum(0)) / bsz
+
+    loss = contrast(out_v1) + contrast(out_v2)
+    with torch.no_grad():
+        m1, m2 = memory_v1.clone(), memory_v2.clone()
+        pos = torch.index_select(m1, 0, y.view(-1)).mul_(momentum).add_(torch.mul(v1, 1 - momentum))
+        m1.index_copy_(0, y, pos.div(pos.pow(2).sum(1, keepdim=True).pow(0.5)))
+        pos = torch.index_select(m2, 0, y.view(-1)).mul_(momentum).add_(torch.mul(v2, 1 - momentum))
+        m2.index_copy_(0, y, pos.div(pos.pow(2).sum(1, keepdim=True).pow(0.5)))
+    return loss.squeeze(), m1, m2, (z_v1, z_v2)
+
+
+def test_crd_matches_repdistiller_with_its_memory_and_negatives():
+    torch.manual_seed(0)
+    labels = torch.arange(40) % 4
+    crd = create_feature_loss("crd", feat_dim=8, nce_k=6).double()
+    crd.context = {"labels": labels}
+    crd.build([torch.Size((5, 12, 1, 1))], [torch.Size((5, 20, 1, 1))])
+    crd.double()
+    assert crd.k == 6 and crd.memory_s.shape == (40, 8)
+    index = torch.tensor([3, 17, 22, 8, 31])
+    neg = crd.negatives(index)
+    assert neg.shape == (5, 6) and bool((labels[neg] != labels[index].unsqueeze(1)).all())  # other classes only
+    idx = torch.cat([index.unsqueeze(1), neg], 1)
+    crd.negatives = lambda i: neg  # the same negatives for the reference
+    fs, ft = _g(5, 12, 1, 1), _g(5, 20, 1, 1, seed=1)
+    m1, m2 = crd.memory_s.clone(), crd.memory_t.clone()
+    v1, v2 = crd.embed_s(fs), crd.embed_t(ft)
+    want, w1, w2, z = ref_crd(v1, v2, m1, m2, index, idx, 40)
+    got = crd([fs], [ft], index)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(crd.memory_s, w1) and torch.testing.assert_close(crd.memory_t, w2)
+    torch.testing.assert_close(crd.z, torch.tensor(z, dtype=torch.float64))
+    # The second batch keeps the constants of the first.
+    want2, *_ = ref_crd(crd.embed_s(fs), crd.embed_t(ft), crd.memory_s.clone(), crd.memory_t.clone(), index, idx, 40,
+                        z=z)
+    torch.testing.assert_close(crd([fs], [ft], index), want2, rtol=1e-10, atol=1e-12)
+
+
+def test_crd_queue_memory_does_not_grow_with_the_data():
+    crd = create_feature_loss("crd", feat_dim=16, nce_k=32, queue=True)
+    crd.context = {"labels": torch.arange(60000) % 10}
+    crd.build([torch.Size((4, 64, 1, 1))], [torch.Size((4, 128, 1, 1))])
+    assert crd.memory_s.shape == (32, 16) and not hasattr(crd, "order")
+    loss = crd([torch.randn(4, 64, 1, 1)], [torch.randn(4, 128, 1, 1)])
+    assert torch.isfinite(loss) and int(crd.ptr) == 4
+
+
+USER_STUDENT = '''
+from torch import nn
+
+
+class Student(nn.Module):  # a plain nn.Module: no switokd base class, its own module names
+    def __init__(self, num_classes, in_chans):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(in_chans, 16, 3, 1, 1), nn.BatchNorm2d(16), nn.ReLU())
+        self.block1 = nn.Sequential(nn.Conv2d(16, 24, 3, 2, 1), nn.BatchNorm2d(24), nn.ReLU())
+        self.block2 = nn.Sequential(nn.Conv2d(24, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU())
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        return self.head(self.gap(self.block2(self.block1(self.conv(x)))).flatten(1))
+
+
+def build(num_classes=10, in_chans=3, image_size=32):
+    return Student(num_classes, in_chans)
+'''
+
+
+def test_a_torchvision_named_teacher_and_a_users_student_distil_with_at_and_crd_from_the_cli(tmp_path, monkeypatch,
+                                                                                              capsys):
+    """resnet18 (layer1..layer4) teaches a plain nn.Module from package.module:factory, by module path."""
+    from switokd.cli import main
+    from test_data import make_mnist_dir
+    (tmp_path / "mnist").mkdir()
+    data = make_mnist_dir(tmp_path / "mnist", n_train=64, n_test=16)
+    (tmp_path / "userpkg.py").write_text(USER_STUDENT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "c.yaml").write_text("{}\n")
+    base = ["--config", str(tmp_path / "c.yaml"), "data.name=mnist", f"data.dir={data}", "train.epochs=1",
+            "train.batch_size=16", "train.progress=false", "train.precision=fp32", "train.threads=1",
+            f"train.out_dir={tmp_path}", "networks.teacher.model=resnet18", "networks.student.model=userpkg:build"]
+    assert main(["train", *base, "method.name=vanilla", "train.run_name=teacher"]) == 0
+    teacher = f"networks.teacher.checkpoint={tmp_path / 'teacher' / 'last.pt'}"
+    at = "method.feature_options={student_paths: [block1, block2], teacher_paths: [layer2, layer3]}"
+    assert main(["train", *base, teacher, "method.name=at", at, "train.run_name=at"]) == 0, capsys.readouterr().err
+    crd = "method.feature_options={student_paths: [gap], teacher_paths: [avgpool], nce_k: 32}"
+    assert main(["train", *base, teacher, "method.name=crd", crd, "train.run_name=crd"]) == 0, capsys.readouterr().err
+    rows = {r: torch.load(tmp_path / r / "last.pt", map_location="cpu", weights_only=True) for r in ("at", "crd")}
+    assert "embed_s.linear.weight" in "".join(rows["crd"]["method_modules"]["student"])
+    # A wrong path is one line naming the network, the path and the nearest names; exit 2.
+    bad = "method.feature_options={student_paths: [blok1], teacher_paths: [layer2]}"
+    capsys.readouterr()
+    assert main(["train", *base, teacher, "method.name=at", bad, "train.run_name=bad"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "network 'student' has no module 'blok1'; nearest: block1" in err, err
+
+
+def test_the_exported_student_has_no_connector(tmp_path, splits, teacher):
+    from switokd.deploy import export
+    Trainer(_cfg(tmp_path, "fitnet", "train.run_name=fit", "train.epochs=1", f"networks.teacher.checkpoint={teacher}"),
+            data=splits).fit()
+    out = tmp_path / "student.safetensors"
+    export(str(tmp_path / "fit" / "last.pt"), "student", "safetensors", str(out))
+    from safetensors.torch import load_file
+    keys = load_file(str(out)).keys()
+    assert keys == create_model("wrn16_1", 4, 1, 8).state_dict().keys()
+    assert not any("regressor" in k for k in keys)
+
+
+def ref_ofd_margin(gamma, beta):
+    """mdistiller OFD.py get_margin_from_BN, with scipy's norm.cdf written as erf."""
+    out = []
+    for s, m in zip(gamma.abs().tolist(), beta.tolist()):
+        cdf = 0.5 * (1 + math.erf(-m / s / math.sqrt(2)))
+        if cdf > 0.001:
+            out.append(-s * math.exp(-(m / s) ** 2 / 2) / math.sqrt(2 * math.pi) / cdf + m)
+        else:
+            out.append(-3 * s)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def test_ofd_margin_and_loss_match_both_references():
+    gamma, beta = _g(6), _g(6, seed=1) * 2
+    beta[0] = -20.0  # a channel almost never positive: the -3|gamma| branch
+    torch.testing.assert_close(FL.ofd_margin(gamma, beta), ref_ofd_margin(gamma, beta), rtol=1e-9, atol=1e-12)
+    s, t, margin = _g(4, 6, 3, 3, seed=2), _g(4, 6, 3, 3, seed=3), FL.ofd_margin(gamma, beta)
+    # overhaul-distillation's form: t' = max(t, margin), ((s - t')^2 * ((s > t') | (t' > 0))).sum() / N
+    tm = torch.max(t, margin.view(1, -1, 1, 1))
+    overhaul = ((s - tm).pow(2) * ((s > tm) | (tm > 0)).double()).sum() / s.shape[0]
+    torch.testing.assert_close(FL.ofd_stage_loss(s, t, margin), overhaul, rtol=1e-12, atol=1e-12)
+
+
+def ref_hcl(fstudent, fteacher):
+    """mdistiller ReviewKD.py hcl_loss."""
+    loss_all = 0.0
+    for fs, ft in zip(fstudent, fteacher):
+        n, c, h, w = fs.shape
+        loss = F.mse_loss(fs, ft, reduction="mean")
+        cnt, tot = 1.0, 1.0
+        for l in [4, 2, 1]:
+            if l >= h:
+                continue
+            tmpfs, tmpft = F.adaptive_avg_pool2d(fs, (l, l)), F.adaptive_avg_pool2d(ft, (l, l))
+            cnt /= 2.0
+            loss += F.mse_loss(tmpfs, tmpft, reduction="mean") * cnt
+            tot += cnt
+        loss = loss / tot
+        loss_all = loss_all + loss
+    return loss_all
+
+
+def test_reviewkd_hcl_abf_order_and_warmup():
+    fs = [_g(2, 4, 8, 8), _g(2, 4, 4, 4, seed=1), _g(2, 4, 1, 1, seed=2)]
+    ft = [_g(2, 4, 8, 8, seed=3), _g(2, 4, 4, 4, seed=4), _g(2, 4, 1, 1, seed=5)]
+    torch.testing.assert_close(FL.hcl_loss(fs, ft), ref_hcl(fs, ft), rtol=1e-12, atol=1e-14)
+    rk = create_feature_loss("reviewkd")
+    rk.build([torch.Size((2, 16, 32, 32)), torch.Size((2, 32, 16, 16)), torch.Size((2, 64, 8, 8)), torch.Size((2, 64, 1, 1))],
+             [torch.Size((2, 32, 32, 32)), torch.Size((2, 64, 16, 16)), torch.Size((2, 128, 8, 8)), torch.Size((2, 128, 1, 1))])
+    assert rk.shapes == [1, 8, 16, 32] and rk.abfs[0].att is None and all(a.att is not None for a in rk.abfs[1:])
+    assert [a.conv2[0].out_channels for a in rk.abfs] == [128, 128, 64, 32]  # deepest first, as the reference
+    xs = [torch.randn(2, 16, 32, 32), torch.randn(2, 32, 16, 16), torch.randn(2, 64, 8, 8), torch.randn(2, 64, 1, 1)]
+    ts = [torch.randn(2, 32, 32, 32), torch.randn(2, 64, 16, 16), torch.randn(2, 128, 8, 8), torch.randn(2, 128, 1, 1)]
+    rk.epoch = 1
+    first = rk(xs, ts)
+    rk.epoch = 20
+    torch.testing.assert_close(first * 20, rk(xs, ts))  # min(epoch / 20, 1), epochs from 1 (mdistiller)
+
+
+def test_ofd_keeps_its_teacher_in_train_mode(tmp_path, splits, teacher):
+    tr = Trainer(_cfg(tmp_path, "ofd", "train.run_name=ofd", "train.epochs=1", f"networks.teacher.checkpoint={teacher}"),
+                 data=splits)
+    assert tr.method.train_mode_teachers == {"teacher"}
+    tr.train_epoch()
+    assert tr.networks["teacher"].model.training and not tr.networks["teacher"].optimizer

@@ -118,5 +118,54 @@ def vid_log_scale_init(init_var: float = 5.0, eps: float = 1e-5) -> float:
     return math.log(math.exp(init_var - eps) - 1.0)
 
 
+def crd_contrast_loss(x: Tensor, n_data: int, eps: float = 1e-7) -> Tensor:
+    """CRD's NCE loss (Tian et al. 2020; RepDistiller ``crd/criterion.py``): ``x`` [N, K+1] holds the
+    normalised scores of each anchor's positive (column 0) and K negatives, the noise distribution uniform over
+    the ``n_data`` training images; the positive's log-probability of being data, plus the negatives' of being
+    noise, summed and divided by N."""
+    m = x.shape[1] - 1
+    pn = 1.0 / n_data
+    log_d1 = torch.log(x[:, 0] / (x[:, 0] + m * pn + eps))
+    log_d0 = torch.log((m * pn) / (x[:, 1:] + m * pn + eps))
+    return -(log_d1.sum() + log_d0.sum()) / x.shape[0]
+
+
+def ofd_margin(gamma: Tensor, beta: Tensor) -> Tensor:
+    """OFD's per-channel margin from the teacher's BN before a ReLU (Heo et al. 2019): E[x | x < 0] for
+    x ~ N(beta, |gamma|^2), or -3|gamma| where that tail holds under 0.1% of the mass."""
+    s, m = gamma.abs(), beta
+    cdf = 0.5 * (1 + torch.erf(-m / s / math.sqrt(2)))
+    pdf_term = s * torch.exp(-(m / s) ** 2 / 2) / math.sqrt(2 * math.pi)
+    return torch.where(cdf > 0.001, m - pdf_term / cdf.clamp(min=1e-12), -3 * s)
+
+
+def ofd_stage_loss(s: Tensor, t: Tensor, margin: Tensor) -> Tensor:
+    """OFD's partial L2 (mdistiller ``feat_loss``): the student's pre-activation ``s`` against the teacher's
+    ``t`` where either is positive, against the margin where the teacher is below it; summed over C, H, W and
+    averaged over the batch."""
+    m = margin.view(1, -1, 1, 1)
+    loss = ((s - m).pow(2) * ((s > m) & (t <= m)).to(s.dtype) + (s - t).pow(2) * ((s > t) & (t > m) & (t <= 0)).to(s.dtype)
+            + (s - t).pow(2) * (t > 0).to(s.dtype))
+    return loss.abs().mean(0).sum()
+
+
+def hcl_loss(fs: Sequence[Tensor], ft: Sequence[Tensor]) -> Tensor:
+    """ReviewKD's hierarchical context loss (Chen et al. 2021): per level, MSE at full size and after average
+    pooling to 4, 2 and 1 (those below the map's size), weighted 1, 1/2, 1/4, 1/8 and normalised; summed."""
+    total = fs[0].new_zeros(())
+    for s, t in zip(fs, ft):
+        h = s.shape[2]
+        loss, cnt, tot = F.mse_loss(s, t), 1.0, 1.0
+        for level in (4, 2, 1):
+            if level >= h:
+                continue
+            cnt /= 2.0
+            loss = loss + F.mse_loss(F.adaptive_avg_pool2d(s, level), F.adaptive_avg_pool2d(t, level)) * cnt
+            tot += cnt
+        total = total + loss / tot
+    return total
+
+
 __all__ = ["match_spatial", "attention_map", "at_loss", "nst_loss", "pkt_loss", "rkd_loss", "sp_loss", "vid_nll",
-           "vid_log_scale_init"]
+           "vid_log_scale_init", "crd_contrast_loss",
+           "ofd_margin", "ofd_stage_loss", "hcl_loss"]

@@ -85,6 +85,8 @@ def _identity(t: Tensor) -> Tensor:
     return t
 
 
+INDEX = "#index"  # the features' entry holding the batch's images' indices in the training set (not a network)
+
 IGNORE_INDEX = -100  # as torch's cross_entropy and Hugging Face's labels
 
 
@@ -296,9 +298,11 @@ class Method:
             out.setdefault(te, []).extend(p for p in t.teacher_paths if p not in out[te])
         return out
 
-    def setup(self, shapes: Mapping[str, Mapping[str, Any]]) -> None:
+    def setup(self, shapes: Mapping[str, Mapping[str, Any]], labels: Tensor | None = None,
+              models: Mapping[str, Any] | None = None) -> None:
         """Build the modules this method owns from the features' shapes (network -> path -> [N, C, H, W]), as a
-        dry forward on one batch gives them: one feature loss per (student, teacher) pair."""
+        dry forward on one batch gives them, and the training ``labels`` (CRD's negatives): one feature loss
+        per (student, teacher) pair."""
         import copy
         t = self.feature_template
         if t is None or len(self.feature_modules):
@@ -307,6 +311,7 @@ class Method:
             per = torch.nn.ModuleDict()
             for te in self.teachers:
                 m = copy.deepcopy(t)
+                m.context = {"labels": labels, "teacher": (models or {}).get(te)}  # what build() may read
                 m.build([shapes[s][p] for p in m.student_paths], [shapes[te][p] for p in m.teacher_paths])
                 per[te] = m
             self.feature_modules[s] = per
@@ -320,10 +325,11 @@ class Method:
     def feature_term(self, student: str, features: Mapping[str, Mapping[str, Tensor]]) -> Tensor:
         """The feature loss of ``student`` summed over its teachers (teacher features detached, all in fp32)."""
         total = None
+        index = features.get(INDEX)
         for te, m in self.feature_modules[student].items():
             fs = [features[student][p].float() for p in m.student_paths]
             ft = [features[te][p].detach().float() for p in m.teacher_paths]
-            term = m(fs, ft)
+            term = m(fs, ft, index)
             total = term if total is None else total + term
         assert total is not None
         return total / len(self.feature_modules[student])
@@ -370,8 +376,17 @@ class Method:
         return name + ("" if own else f"+{self.distill.name}") + ("+ls" if self.distill.logit_std else "")
 
     def set_epoch(self, epoch: int) -> None:
-        """Tell the method the current epoch (1-based) before its steps: DKD's warm-up reads it."""
+        """Tell the method the current epoch (1-based) before its steps: DKD's and ReviewKD's warm-ups read it."""
         self.distill.epoch = epoch
+        for per in self.feature_modules.values():
+            for m in per.values():
+                m.epoch = epoch
+
+    @property
+    def train_mode_teachers(self) -> frozenset[str]:
+        """Frozen networks that forward in train mode (batch statistics): OFD's teachers, as its authors run them."""
+        t = self.feature_template
+        return frozenset(self.teachers) if t is not None and t.teacher_train_mode else frozenset()
 
     def loss(self, logits: Tensor, targets: Tensor, soft_targets: Sequence[Tensor], reduce: str = "sum") -> dict[str, Tensor]:
         """CE plus this method's distillation term against each soft target (``distill_loss``)."""

@@ -153,5 +153,8 @@ for _name, _doc in (("at", "Attention transfer (Zagoruyko & Komodakis 2017) from
                     ("pkt", "Probabilistic knowledge transfer (Passalis & Tefas 2018): CE + 30000 x PKT."),
                     ("rkd", "Relational KD (Park et al. 2019) from frozen teachers: CE + 25 distance + 50 angle."),
                     ("sp", "Similarity-preserving KD (Tung & Mori 2019) from frozen teachers: CE + 3000 x SP."),
-                    ("vid", "Variational information distillation (Ahn et al. 2019): CE + VID, variances learned.")):
+                    ("vid", "Variational information distillation (Ahn et al. 2019): CE + VID, variances learned."),
+                    ("crd", "Contrastive representation distillation (Tian et al. 2020): CE + 0.8 x CRD (NCE)."),
+                    ("ofd", "Overhaul of feature distillation (Heo et al. 2019): CE + 0.001 x margin partial L2."),
+                    ("reviewkd", "Knowledge review (Chen et al. 2021): CE + 5 x HCL of fused features, warmed up.")):
     _feature_method(_name, _doc)

@@ -45,6 +45,7 @@ def resnet_cifar(depth: int, num_classes: int, in_chans: int) -> nn.Module:
     for k in range(1, 4):  # a stage's ":pre": its last block's residual sum, before that block's in-place ReLU
         names[f"stage{k}"] = f"features.1.{k * n - 1}"
         names[f"stage{k}:pre"] = f"features.1.{k * n - 1}.relu:input"
+        names[f"stage{k}:bn"] = f"features.1.{k * n - 1}.conv2.1"  # the BN before the residual sum (OFD's margin)
     model = Classifier(nn.Sequential(conv_bn(in_chans, 16), stages), width, num_classes, CIFAR_RESNET_INIT)
     return name_stages(model, names)
 

@@ -53,7 +53,8 @@ def wide_resnet(depth: int, widen: int, num_classes: int, in_chans: int, dropout
     stages = {"stem": "features.0", "pool": "pool"}
     for k in range(1, 4):
         stages[f"stage{k}"] = f"features.{k * n}"
-        stages[f"stage{k}:pre"] = f"features.{k * n + 1}.bn1" if k < 3 else f"features.{3 * n + 1}"
+        stages[f"stage{k}:pre"] = stages[f"stage{k}:bn"] = (f"features.{k * n + 1}.bn1" if k < 3
+                                                             else f"features.{3 * n + 1}")
     return name_stages(Classifier(nn.Sequential(*layers), cin, num_classes, WRN_INIT), stages)
 
 

@@ -37,7 +37,7 @@ def setup_features(method: Any, networks: Mapping[str, Any], data: Any, device: 
         for n, mode in modes.items():
             networks[n].model.train(mode)
     shapes = {n: {p: t.shape for p, t in taps[n].pop().items()} for n in requests}
-    method.setup(shapes)
+    method.setup(shapes, labels=data.train_y, models={n: net.model for n, net in networks.items()})
     for n, module in method.modules.items():
         module.to(device)
         net = networks[n]

@@ -26,6 +26,7 @@ from .evaluation import evaluate
 from .hooks import ConditionsDiagnostics, EpochHook, Evaluation
 from ..log import logger
 from ..methods import StepOutput, method_from_config
+from ..methods.base import INDEX
 from .progress import Progress, TrainingClock
 from .rundir import RunDirectory
 from .runinfo import run_header
@@ -148,9 +149,10 @@ class Trainer:
                             if cache is not None else run())
         return logits
 
-    def pop_features(self) -> dict[str, dict[str, torch.Tensor]]:
-        """The features the last forward recorded (network -> path -> tensor); the taps keep none of them."""
-        return {n: tap.pop() for n, tap in self.taps.items()}
+    def pop_features(self) -> dict[str, Any]:
+        """The features the last forward recorded (network -> path -> tensor; ``INDEX``: the batch's images'
+        indices in the training set); the taps keep none of them."""
+        return {**{n: tap.pop() for n, tap in self.taps.items()}, INDEX: self._batch_images}
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
         """Forward every network, let the method decide, backward and step only the stepping ones."""
@@ -192,8 +194,8 @@ class Trainer:
 
     def train_epoch(self) -> dict[str, Any]:
         """Train from the current position to the end of the epoch; returns the epoch's training summary."""
-        for net in self.networks.values():
-            net.model.train(not net.frozen)
+        for name, net in self.networks.items():
+            net.model.train(not net.frozen or name in self.method.train_mode_teachers)
         self.train_loader.set_epoch(self.epoch)
         self.method.set_epoch(self.epoch + 1)  # a loss's warm-up (DKD) reads the 1-based epoch
         self.progress.start_epoch(self.epoch, self.batch)
@@ -201,7 +203,7 @@ class Trainer:
         self.clock.start()
         for x, y in self.train_loader.batches(start=self.batch):
             start, end = self.train_loader.bounds[self.batch]  # this global batch: every process's images
-            if self.caches:
+            if self.caches or self.taps:  # the caches' keys, and the features' INDEX (CRD's memory)
                 self._batch_images = self.train_loader.image_indices(self.batch)
             self._set_lrs()
             self.meters.record(self.train_step(x, y))
