@@ -19,7 +19,7 @@ RESULTS=${RESULTS:-benchmarks/results/race}
 LONG=${LONG:-1}
 SUFFIX=$([ "$LONG" = 1 ] && echo "" || echo "-x$LONG")
 # WORKERS=1 when another job holds the other core (the wall-clock is then per core; race_summary.py compares core-seconds)
-RACE=".venv/bin/switokd race --workers ${WORKERS:-2} --seeds 0 1 2"
+RACE=".venv/bin/switokd race --workers ${WORKERS:-2} --seeds 0 1 2 ${RUNGS:+--rungs $RUNGS}"
 COMMON=(train.threads=1 train.progress=false train.log_interval=5 train.eval_batch_size=256 data.val_split=500)
 read -ra EXTRA <<< "${EXTRA:-}"
 online() { echo vanilla dml kdcl switokd uniokd "dml+dkd@warmup_epochs=$1" dml+dist; }
@@ -47,10 +47,21 @@ run() {  # run EXP CONFIG "METHODS" EPOCHS OVERRIDES...
   echo "$dst/race.md"
 }
 
+# The feature methods (issue 39) beside KD, DKD and DIST on pairs100 (100 classes, where offline methods separate),
+# the grid's sizes; rungs after the first lr step (epoch 9): RUNGS=10. Warm-ups scaled as the grid's (2 of 20).
+features() { echo vanilla kd "dkd@warmup_epochs=$1" dist fitnet at nst pkt rkd sp vid crd ofd \
+  "reviewkd@feature_options.warmup_epochs=$1"; }
+
 FM=configs/fashion_mnist.yaml
 exp_clean() { run clean $FM "$(online $((3 * LONG))) $(offline $((3 * LONG)))" 30 data.limit_train=1500 train.eval_every=15; }
 exp_sym40-noaug() { run sym40-noaug configs/fashion_mnist_noisy.yaml "$(online $((3 * LONG)))" 40 data.limit_train=1500; }
 exp_few50() { run few50 $FM "$(online $((3 * LONG)))" 40 data.labels_per_class=50 train.eval_every=20; }
+exp_features-pairs100() {
+  run features-pairs100 $FM "$(features $((2 * LONG)))" 20 data.name=fashion_mnist_pairs data.limit_train=2500 \
+    train.eval_every=10 networks.teacher.model=resnet20 networks.teacher.schedule=multistep \
+    networks.student.schedule=multistep "networks.teacher.milestones=[$((9 * LONG)),$((13 * LONG)),$((17 * LONG))]" \
+    "networks.student.milestones=[$((9 * LONG)),$((13 * LONG)),$((17 * LONG))]"
+}
 exp_pairs100() {
   run pairs100 $FM "$(online $((2 * LONG))) $(offline $((2 * LONG)))" 20 data.name=fashion_mnist_pairs data.limit_train=2500 \
     train.eval_every=10 networks.teacher.model=resnet20 networks.teacher.schedule=multistep \

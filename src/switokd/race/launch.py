@@ -216,6 +216,11 @@ def check_before_start(base: C.Config, trials: Sequence[TrialSpec], out: Path) -
             if not 0 < count < n:
                 raise ConfigError(f"race: data.val_split={d.val_split:g} holds out {count} of the {n} training "
                                   "images; it must leave at least one to train on and hold out at least one")
+            from ..data.conditions import split_validation
+            try:  # the class-balanced draw: a class it would empty is named
+                split_validation(data, d.val_split, d.split_seed)
+            except SwitokdError as e:
+                raise ConfigError(f"race: {e}") from None
     for t in trials:
         why, _ = reuse_conflict(out / t.run, C.from_dict(t.config))
         if why:
