@@ -96,7 +96,7 @@ class MethodConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 300  # epochs to train (>= 1)
-    batch_size: int = 128  # the global batch (over every process)
+    batch_size: int = 128  # per process: the global batch is batch_size x processes (docs/distributed.md)
     eval_batch_size: int = 1000  # the test split's batch size
     drop_last: bool = False  # drop a last incomplete training batch
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: bf16 where the device runs it natively)

@@ -1,0 +1,63 @@
+"""A method's own modules under several processes: two gloo ranks train VID's regressors and variances (and the
+networks) to the weights one process reaches over the same global batch."""
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from conftest import free_port, rank_env, synthetic_splits
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+
+
+def plain_net(num_classes, in_chans, image_size):
+    """A network without BatchNorm, so that one process and two see the same statistics of a batch."""
+    from torch import nn
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(in_chans, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes))
+
+
+FEATURE = ["method.feature_loss=vid", "method.feature_options={student_paths: ['3'], teacher_paths: ['3']}"]
+
+
+def _overrides(out, ddp, world):
+    # train.batch_size is per process: 8 on each of two ranks is the global batch of 16 that one process draws.
+    return ["data.name=synthetic", "train.epochs=2", f"train.batch_size={16 // world}", "train.progress=false",
+            "train.precision=fp32", "train.threads=1", f"train.out_dir={out}", f"train.run_name=run{world}",
+            "method.name=dml", *FEATURE,
+            f"networks.teacher.model={__name__}:plain_net", f"networks.student.model={__name__}:plain_net",
+            f"train.ddp={str(ddp).lower()}", "data.augment=false"]
+
+
+def _state(tr):
+    return {"student": {k: v.detach().clone() for k, v in tr.networks["student"].model.state_dict().items()},
+            "vid": {k: v.detach().clone() for k, v in tr.method.feature_modules.state_dict().items()}}
+
+
+def _worker(rank, world, port, out, splits, ddp):
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent))
+    if world > 1:
+        rank_env(rank, world, port)
+    from switokd import config as C
+    from switokd.train.trainer import Trainer
+    tr = Trainer(C.load_config(None, _overrides(out, ddp, world)), data=splits)
+    tr.fit()
+    torch.save(_state(tr), Path(out) / f"state{rank}-{world}.pt")
+    tr.dist.close()
+
+
+@pytest.mark.parametrize("ddp", [False, True], ids=["bucketed", "ddp"])
+def test_two_processes_train_a_connector_as_one_process_over_the_same_batch(tmp_path, ddp):
+    splits = synthetic_splits(n_train=64, n_test=16)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path), splits, ddp), nprocs=2, join=True)
+    mp.spawn(_worker, args=(1, 0, str(tmp_path), splits, ddp), nprocs=1, join=True)
+    two = [torch.load(tmp_path / f"state{r}-2.pt", weights_only=True) for r in (0, 1)]
+    one = torch.load(tmp_path / "state0-1.pt", weights_only=True)
+    for part in ("student", "vid"):
+        for k, v in one[part].items():
+            assert torch.equal(two[0][part][k], two[1][part][k]), (part, k)  # the ranks agree exactly
+            torch.testing.assert_close(two[0][part][k], v, rtol=1e-5, atol=1e-6, msg=f"{part} {k}")
+    assert any(k.endswith("log_scales.0") for k in one["vid"])
