@@ -139,3 +139,13 @@ def test_race_summary_sets_the_race_beside_the_grid(tmp_path, capsys):
     out = capsys.readouterr().out
     assert ("| clean | 4, 0.00 M, 0.50 h, 0.25 h elapsed | 1.00 (×2.00) | dml: 81.50 ± 0.71 | dml: 80.50 ± 0.71 | "
             "+1.00 ± 1.41 |") in out
+
+
+def test_feature_throughput_script(tmp_path):
+    bench = load("feature_throughput")
+    out = tmp_path / "f.md"
+    assert bench.main(["--methods", "fitnet", "crd", "--steps", "2", "--warmup", "1", "--batch", "8", "--threads", "1",
+                       "--images", "64", "--crd-images", "1000", "--pairs", "resnet20:wrn16_1", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| resnet20 -> wrn16_1 | fitnet |" in text and "| resnet20 -> wrn16_1 | crd |" in text
+    assert "CRD's memory for 1,000 training images" in text
