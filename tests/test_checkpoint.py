@@ -9,6 +9,7 @@ import torch
 
 from switokd.train.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, CheckpointWriteError, load_checkpoint,
                                 load_training_checkpoint, save_atomic)
+from switokd import config as C
 from switokd.cli import main
 from switokd.train.signals import Interrupted
 from switokd.runs.files import read_jsonl
@@ -302,3 +303,20 @@ def test_resume_position_must_lie_inside_the_epoch(tmp_path, splits, batch_size)
     with pytest.raises(CheckpointError, match=rf"past.pt: its position \(batch {len(tr.train_loader)}\) is outside "
                                               rf"this data set's {len(tr.train_loader)} batches per epoch"):
         Trainer.from_checkpoint(tmp_path / "past.pt", ["train.epochs=2"], data=splits)
+
+
+def test_a_checkpoint_with_the_keys_that_moved_resumes(tmp_path, splits):
+    """method.force_mode, method.kdcl_ensemble, method.freeze_teacher_bn and train.tensorboard moved (to
+    method.options and train.loggers): a checkpoint that still has them resumes; a YAML override of them is an
+    unknown key."""
+    tr = Trainer(tiny_config(tmp_path, overrides=["train.epochs=1"]), data=splits)
+    tr.fit()
+    ck = torch.load(tr.run_dir / "last.pt", map_location="cpu", weights_only=False)
+    ck["config"]["method"].update(force_mode="learning", kdcl_ensemble="minlogit", freeze_teacher_bn=True)
+    ck["config"]["train"]["tensorboard"] = False
+    torch.save(ck, tr.run_dir / "last.pt")
+    again = Trainer.from_checkpoint(tr.run_dir, ["train.epochs=2"], data=splits)
+    assert again.cfg.method.options == {"force_mode": "learning", "freeze_teacher_bn": True}
+    assert again.method.force_mode == "learning" and again.method.freeze_paused_bn
+    with pytest.raises(C.ConfigError, match="unknown config key 'method.force_mode'"):
+        C.load_config(None, ["method.force_mode=learning"])

@@ -233,6 +233,29 @@ def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def upgrade_saved_config(data: dict) -> dict:
+    """A config saved in a checkpoint by an earlier version, with the keys that moved put where they are now:
+    ``method.kdcl_ensemble``, ``method.force_mode`` and ``method.freeze_teacher_bn`` into ``method.options``
+    (``ensemble``, ``force_mode``, ``freeze_teacher_bn``), ``train.tensorboard`` into ``train.loggers``. Only
+    checkpoints are read this way: in a YAML file or an override those keys are unknown keys."""
+    import copy
+    data = copy.deepcopy(data)
+    method, train = data.get("method"), data.get("train")
+    if isinstance(method, dict):
+        options = dict(method.get("options") or {})
+        for old, new, default in (("kdcl_ensemble", "ensemble", "minlogit"), ("force_mode", "force_mode", None),
+                                  ("freeze_teacher_bn", "freeze_teacher_bn", False)):
+            if old in method:
+                value = method.pop(old)
+                if value != default:
+                    options.setdefault(new, value)
+        method["options"] = options
+    if isinstance(train, dict) and "tensorboard" in train:
+        if train.pop("tensorboard"):
+            train["loggers"] = list(dict.fromkeys([*train.get("loggers", ["jsonl"]), "tensorboard"]))
+    return data
+
+
 def from_dict(data: dict) -> Config:
     cfg = _build(Config, data, "")
     validate(cfg)

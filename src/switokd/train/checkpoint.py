@@ -26,6 +26,7 @@ REQUIRED = {"format": str, "config": dict, "epoch": int, "step": int, "networks"
             "switch_totals": dict, "rng": dict, "history": list, "best": dict}
 
 
+from .. import config as C
 from ..errors import CheckpointError, CheckpointWriteError  # noqa: E402  (re-exported)
 from ..runs import files as F
 
@@ -79,6 +80,8 @@ def check_training_checkpoint(ckpt: Any, path: str | Path) -> dict[str, Any]:
             raise CheckpointError(f"{path}: network {name!r} has no state_dict of tensors")
         if net.get("optimizer") is not None and not isinstance(net["optimizer"], dict):
             raise CheckpointError(f"{path}: network {name!r} has a malformed optimizer state")
+    if isinstance(ckpt.get("config"), dict):
+        ckpt["config"] = C.upgrade_saved_config(ckpt["config"])
     return ckpt
 
 
