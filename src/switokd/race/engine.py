@@ -94,10 +94,7 @@ def check_journal(path: Path) -> None:
     parent = path.parent
     if parent.exists() and not parent.is_dir():
         raise bad(f"is under {str(parent)!r}, which is a file")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise bad(f"cannot be created ({e.strerror or e})") from None
+    make_dir(parent, "--storage's folder")
     if path.exists():
         if not os.access(path, os.R_OK | os.W_OK):
             raise bad("is not readable and writable")
@@ -112,6 +109,19 @@ def check_journal(path: Path) -> None:
                 raise bad("is not an Optuna journal (its first line is not a journal record)")
     elif not os.access(parent, os.W_OK | os.X_OK):
         raise bad(f"cannot be created: {str(parent)!r} is not writable")
+
+
+def make_dir(path: Path, what: str) -> None:
+    """Create the directory ``path`` (and its parents), or refuse in one line naming ``what``: a file there, a
+    place that cannot be created, or one this process cannot write."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"race: {what} {str(path)!r} is a file; give a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"race: {what} {str(path)!r} cannot be created ({e.strerror or e})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"race: {what} {str(path)!r} is not writable")
 
 
 def repair_journal(path: Path, backend: Any) -> int:

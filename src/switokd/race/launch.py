@@ -15,8 +15,8 @@ from typing import Any, Callable, Mapping, Sequence
 from .. import config as C
 from ..errors import ConfigError, SwitokdError
 from . import results as R
-from .engine import (RaceDefinition, Study, TrialSpec, WorkerOptions, check_journal, open_storage, reuse_conflict,
-                     work, work_ranks)
+from .engine import (RaceDefinition, Study, TrialSpec, WorkerOptions, check_journal, make_dir, open_storage,
+                     reuse_conflict, work, work_ranks)
 from .schedule import rung_epochs, rungs_before_decay
 from .trials import SEARCH_SPACE, build
 
@@ -189,14 +189,7 @@ def check_arguments(out: Path, eta: float, lease_s: float, prune: bool, storage:
                           f"got {eta!r}")
     if not (math.isfinite(lease_s) and lease_s > 0):
         raise ConfigError(f"race: --lease must be a finite number of seconds > 0, got {lease_s!r}")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"race: --out {str(out)!r} is a file; give a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"race: --out {str(out)!r} cannot be created ({e.strerror or e})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise ConfigError(f"race: --out {str(out)!r} is not writable")
+    make_dir(out, "--out")
 
 
 def check_before_start(base: C.Config, trials: Sequence[TrialSpec], out: Path) -> None:
