@@ -71,6 +71,9 @@ class NetworkConfig:
     cache: str | None = None  # a frozen teacher: a directory caching its logits for every training view (docs/performance.md)
     cache_dtype: str = "fp32"  # fp32 (exact for fp32 and bf16 runs) | fp16 (half the bytes; lossy for fp32 runs, exact for bf16 logits in fp16's range)
     cache_topk: int = 0  # keep each view's k largest logits only (0: all; FKD's compression for many classes)
+    branches: int = 0  # split the model into a shared trunk and this many branches (online branch methods; 0: off)
+    split: str = ""  # where the branches begin: a stage name (stage3) or a module path (layer4); "" is stage3
+    deployed_branch: int = 0  # the branch that gives the network's logits and ships
 
 
 @dataclass

@@ -57,7 +57,7 @@ class ModelInfo:
 def load_network(checkpoint: str | Path, network: str) -> tuple[nn.Module, ModelInfo]:
     """One trained network of a switokd checkpoint, in eval mode, with its input description."""
     from .. import config as C
-    from ..models import create_model
+    from ..models.branches import BranchNet, build_backbone
 
     ckpt = load_training_checkpoint(checkpoint)
     nets = ckpt["networks"]
@@ -75,11 +75,12 @@ def load_network(checkpoint: str | Path, network: str) -> tuple[nn.Module, Model
         data = {"num_classes": d.num_classes, "in_chans": d.in_chans, "image_size": d.image_size,
                 "mean": list(d.mean), "std": list(d.std), "classes": d.class_names}
     try:
-        model = create_model(net_cfg.model, data["num_classes"], data["in_chans"], data["image_size"],
-                             **net_cfg.model_args)
+        model = build_backbone(net_cfg, data["num_classes"], data["in_chans"], data["image_size"])
     except (KeyError, ValueError) as e:
         raise ExportError(f"cannot build {net_cfg.model!r} for network {network!r}: {e.args[0]}") from None
     load_weights(model, nets[network]["model"], f"{checkpoint}, network {network!r}")
+    if isinstance(model, BranchNet):  # ship the deployed branch as the plain model, no wrapper
+        model = model.deployed()
     model.eval()
     info = ModelInfo(net_cfg.model, network, data["num_classes"], data["in_chans"], data["image_size"],
                      [float(v) for v in data["mean"]], [float(v) for v in data["std"]], list(data["classes"]),

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from .base import METHODS, LossWeights, Method, MethodOptionError, StepOutput, distill_loss
 from .distill import LOSSES, DistillLoss, create_loss
 from .recipes import Recipe, dkd_beta, recipe_for
-from . import baselines  # noqa: F401  (register)
+from . import baselines, branch  # noqa: F401  (register)
 from .switokd import SwitOKDCohort, SwitOKDPair, Switched, UniOKD, pair_name
 
 

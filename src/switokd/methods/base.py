@@ -285,6 +285,9 @@ class Method:
 
     default_feature_loss: ClassVar[str | None] = None  # a feature method's own (at, fitnet, ...)
 
+    def bind(self, models: Mapping[str, Any]) -> None:
+        """See the networks' models before ``feature_requests`` (a branch method counts their branches)."""
+
     def feature_requests(self) -> dict[str, list[str]]:
         """The features each network must hand to ``step`` (network -> module paths or stage names); {} for a
         method that reads logits only."""

@@ -96,3 +96,7 @@ class Classifier(nn.Module):
 
     def forward(self, x):
         return self.fc(self.pool(self.features(x)).flatten(1))
+
+    def sequence(self) -> list[tuple[str, nn.Module]]:
+        """The forward as a plain sequence of (path, module), for splitting into a trunk and branches."""
+        return [("features", self.features), ("pool", self.pool), ("flatten", nn.Flatten(1)), ("fc", self.fc)]

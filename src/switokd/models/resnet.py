@@ -68,6 +68,11 @@ class ResNet(nn.Module):
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(self.avgpool(x).flatten(1))
 
+    def sequence(self) -> list[tuple[str, nn.Module]]:
+        """The forward as a plain sequence of (path, module), for splitting into a trunk and branches."""
+        return [(n, getattr(self, n)) for n in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3",
+                                                "layer4", "avgpool")] + [("flatten", nn.Flatten(1)), ("fc", self.fc)]
+
     def upgrade_state_dict(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """A state_dict of switokd's earlier layout (``features.*``, ``fc.*``), renamed by position; any other
         state_dict as it is."""

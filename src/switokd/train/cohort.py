@@ -11,7 +11,7 @@ from torch import nn
 from .. import config as C
 from .checkpoint import WeightsReport, extract_state_dict, load_weights
 from .engine import build_optimizer
-from ..models import create_model
+from ..models.branches import build_backbone
 
 
 @dataclass
@@ -43,7 +43,7 @@ def build_network(n: C.NetworkConfig, cfg: C.Config, data, *, frozen: bool, devi
     """Build ``networks.NAME``: the model for the data's classes and shape, its ``checkpoint`` weights, SyncBN
     under several CUDA processes, rank 0's weights on every rank, and an optimizer unless ``frozen``."""
     try:
-        model = create_model(n.model, data.num_classes, data.in_chans, data.image_size, **n.model_args)
+        model = build_backbone(n, data.num_classes, data.in_chans, data.image_size)
     except KeyError as e:
         raise C.ConfigError(f"config key 'networks.{n.name}.model': {e.args[0]}") from None
     report = None

@@ -1,0 +1,113 @@
+"""Online branch methods: any backbone split into a trunk and branches, ONE against its official code restated
+(Lan1991Xu/ONE_NeurIPS2018 54afde3), the ramps (and PCL's reference bug), resume and export of the deployed branch."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from switokd import config as C
+from switokd.core.branch_losses import consistency_ramp, soft_kl
+from switokd.methods.branch import one_loss
+from switokd.models import create_model
+from switokd.models.branches import BranchNet
+from switokd.train.trainer import Trainer
+
+
+def ref_kl_loss(output_batch, teacher_outputs, T=3):
+    """Official ONE loss/kl_loss.py KLLoss (and FFL's utils.KLLoss)."""
+    output_batch = F.log_softmax(output_batch / T, dim=1)
+    teacher_outputs = F.softmax(teacher_outputs / T, dim=1) + 10 ** (-7)
+    loss = T * T * torch.sum(torch.mul(teacher_outputs, torch.log(teacher_outputs) - output_batch))
+    return loss / output_batch.size(0)
+
+
+def ref_sigmoid_rampup(current, rampup_length):
+    """Official ONE utils/ramps.py sigmoid_rampup."""
+    if rampup_length == 0:
+        return 1.0
+    current = max(0.0, min(float(current), rampup_length))
+    phase = 1.0 - current / rampup_length
+    return float(math.exp(-5.0 * phase * phase))
+
+
+def ref_pcl_ramp(epoch, lambd=1.0, alpha=80):
+    """shaoeric's PCL controller.py compute_rampup_weight, bug included (divides by lambd, not alpha)."""
+    if epoch > alpha:
+        return lambd
+    return lambd * math.exp(-5 * (1 - epoch / lambd) ** 2)
+
+
+def test_the_ramp_is_the_references_and_pcls_bug_is_not_copied():
+    for e in (0, 1, 10, 40, 79, 80, 120):
+        assert consistency_ramp(e, 80) == pytest.approx(ref_sigmoid_rampup(e, 80), abs=1e-15)
+    assert consistency_ramp(0) == pytest.approx(0.0067379, abs=1e-7) and consistency_ramp(40) == pytest.approx(0.2865, abs=1e-4)
+    # The reference's PCL ramp is 1 at epoch 1, zero from epoch 3 to 80, 1 again after; ours ramps smoothly.
+    assert ref_pcl_ramp(1) == 1.0 and ref_pcl_ramp(40) == 0.0 and ref_pcl_ramp(81) == 1.0
+    assert consistency_ramp(1) < 0.01 < consistency_ramp(40) < 1.0
+
+
+def test_one_loss_matches_the_official_code():
+    g = torch.Generator().manual_seed(0)
+    z = [torch.randn(6, 5, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    gate = F.softmax(torch.randn(6, 3, generator=g, dtype=torch.float64), 1)
+    y = torch.randint(0, 5, (6,), generator=g)
+    ens = sum(gate[:, k:k + 1] * z[k] for k in range(3))
+    ramp = consistency_ramp(10)
+    # cifar_one.py: loss_cross = sum CE(branch) + CE(ensemble); loss_kl = sum KLLoss(branch, ensemble), x ramp
+    want = sum(F.cross_entropy(zk, y) for zk in z) + F.cross_entropy(ens, y) + ramp * sum(
+        ref_kl_loss(zk, ens.detach()) for zk in z)
+    got = one_loss(z, gate, y, ramp)
+    torch.testing.assert_close(got["loss"], want, rtol=1e-7, atol=1e-7)  # core cross_entropy computes in fp32
+    torch.testing.assert_close(soft_kl(z[0], z[1]), ref_kl_loss(z[0], z[1].detach()), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name,split", [("resnet20", "stage3"), ("wrn16_1", "stage3"), ("resnet18", "layer4"),
+                                        ("resnet18", "layer3")])
+def test_any_backbone_splits_and_branch_0_is_the_backbone(name, split):
+    model = create_model(name, 10, 3, 32).eval()
+    net = BranchNet(model, split, branches=3).eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(net(x), model(x))
+    assert not torch.equal(net.branches[1](net.trunk(x)), net.branches[0](net.trunk(x)))  # drawn anew
+    plain = net.deployed()
+    assert type(plain) is type(model) and plain.state_dict().keys() == model.state_dict().keys()
+
+
+def test_a_model_whose_forward_is_not_a_sequence_is_one_line():
+    from torch import nn
+
+    class Odd(nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(C.ConfigError, match="forward is not a plain sequence"):
+        BranchNet(Odd(), "stage3", 3)
+    with pytest.raises(C.ConfigError, match="'networks.model.split': 'layer9' is not a module"):
+        BranchNet(create_model("resnet18", 10, 3, 32), "layer9", 3)
+
+
+def _cfg(tmp_path, *extra):
+    return C.load_config(None, ["data.name=synthetic", "train.epochs=3", "train.batch_size=16", "train.progress=false",
+                                "train.precision=fp32", "train.threads=1", f"train.out_dir={tmp_path}", "method.name=one",
+                                "networks=[{name: student, model: resnet20, role: student, branches: 3, "
+                                "deployed_branch: 1}]", *extra])
+
+
+def test_one_trains_resumes_bit_exactly_and_exports_the_deployed_branch(tmp_path, splits):
+    whole = Trainer(_cfg(tmp_path, "train.run_name=whole"), data=splits)
+    whole.fit()
+    part = Trainer(_cfg(tmp_path, "train.run_name=part"), data=splits)
+    part.fit(stop_after=1)
+    resumed = Trainer.from_checkpoint(tmp_path / "part", data=splits)
+    resumed.fit()
+    a, b = whole.networks["student"].model.state_dict(), resumed.networks["student"].model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ga, gb = whole.method.feature_modules.state_dict(), resumed.method.feature_modules.state_dict()
+    assert any("gate" in k for k in ga) and all(torch.equal(ga[k], gb[k]) for k in ga)
+    from switokd.deploy.export import load_network
+    plain, info = load_network(tmp_path / "whole" / "last.pt", "student")
+    assert type(plain).__name__ == "Classifier" and info.model == "resnet20"
+    net = whole.networks["student"].model.eval()
+    x = torch.randn(4, 1, 8, 8)
+    torch.testing.assert_close(plain(x), net(x))  # the deployed branch (1), as the run evaluated it
