@@ -111,3 +111,54 @@ def test_one_trains_resumes_bit_exactly_and_exports_the_deployed_branch(tmp_path
     net = whole.networks["student"].model.eval()
     x = torch.randn(4, 1, 8, 8)
     torch.testing.assert_close(plain(x), net(x))  # the deployed branch (1), as the run evaluated it
+
+
+def ref_kl_loss_keep_grad(output_batch, teacher_outputs, T=3):
+    """DefangChen/OKDDip utils.py KL_Loss: the target keeps its gradient."""
+    output_batch = F.log_softmax(output_batch / T, dim=1)
+    teacher_outputs = F.softmax(teacher_outputs / T, dim=1) + 10 ** (-7)
+    return T * T * torch.nn.KLDivLoss(reduction="batchmean")(output_batch, teacher_outputs)
+
+
+def test_okddip_loss_matches_train_gl_and_trains_the_projections():
+    from torch import nn
+    from switokd.methods.branch import okddip_loss
+    torch.manual_seed(0)
+    B, C, P, d = 4, 6, 3, 16
+    peers = [torch.randn(B, C, dtype=torch.float64, requires_grad=True) for _ in range(P)]
+    h = torch.randn(B, P, d, dtype=torch.float64)
+    leader = torch.randn(B, C, dtype=torch.float64, requires_grad=True)
+    q, k = nn.Linear(d, d // 8, bias=False).double(), nn.Linear(d, d // 8, bias=False).double()
+    y = torch.randint(0, C, (B,))
+    ramp = consistency_ramp(5)
+    # resnet_GL.py forward and train_GL.py's loss, restated
+    pro = torch.stack(peers, 2)
+    attn = F.softmax(torch.bmm(q(h), k(h).permute(0, 2, 1)), dim=-1)
+    x_m = torch.bmm(pro, attn.permute(0, 2, 1))
+    loss_true = sum(F.cross_entropy(pro[:, :, i], y) for i in range(P))
+    loss_group = sum(ref_kl_loss_keep_grad(pro[:, :, i], x_m[:, :, i]) for i in range(P))
+    want = loss_true + F.cross_entropy(leader, y) + ramp * (loss_group + ref_kl_loss_keep_grad(leader, pro.mean(2)))
+    got = okddip_loss(peers, h, leader, q, k, y, ramp)
+    torch.testing.assert_close(got["loss"], want, rtol=1e-7, atol=1e-7)
+    got["loss"].backward()
+    assert q.weight.grad is not None and q.weight.grad.abs().sum() > 0  # learns through the targets
+
+
+def test_ffl_loss_matches_train_ffl_and_the_fusion_has_its_own_decay(tmp_path, splits):
+    from switokd.methods.branch import ffl_loss
+    g = torch.Generator().manual_seed(1)
+    z1, z2, zf = (torch.randn(5, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    y = torch.randint(0, 4, (5,), generator=g)
+    ramp = consistency_ramp(20)
+    ens = (z1 + z2) / 2  # train_FFL.py: MKD between the sub-networks and the fused classifier
+    want = (F.cross_entropy(z1, y) + F.cross_entropy(z2, y) + F.cross_entropy(zf, y)
+            + ramp * (ref_kl_loss(z1, zf) + ref_kl_loss(z2, zf) + ref_kl_loss(zf, ens)))
+    torch.testing.assert_close(ffl_loss([z1, z2], zf, y, ramp)["loss"], want, rtol=1e-7, atol=1e-7)
+    tr = Trainer(C.load_config(None, ["data.name=synthetic", "train.epochs=1", "train.batch_size=16",
+                                      "train.progress=false", "train.precision=fp32", f"train.out_dir={tmp_path}",
+                                      "method.name=ffl", "networks=[{name: student, model: resnet20, role: student, "
+                                      "branches: 2}]"]), data=splits)
+    groups = tr.networks["student"].optimizer.param_groups
+    fusion = {id(p) for p in tr.method.feature_modules["student"]["fusion"].parameters()}
+    assert [g["weight_decay"] for g in groups] == [5e-4, 1e-5] and {id(p) for p in groups[1]["params"]} == fusion
+    tr.fit()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import torch
 from torch import Tensor, nn
 
 from ..core.branch_losses import consistency_ramp, soft_kl
@@ -91,4 +92,141 @@ class ONE(BranchMethod):
         return StepOutput(losses, tuple(self.names))
 
 
-__all__ = ["BranchMethod", "ONE", "one_loss"]
+def _input_of(branch: nn.Sequential, kind: type) -> str:
+    """The index of the last module of ``kind`` in a branch (its input is what the method reads)."""
+    idx = [i for i, m in enumerate(branch) if isinstance(m, kind)]
+    if not idx:
+        raise ValueError(f"the branch has no {kind.__name__} to read its input")
+    return str(idx[-1])
+
+
+def okddip_loss(peers: list[Tensor], peer_features: Tensor, leader: Tensor, query: nn.Module, key: nn.Module,
+                targets: Tensor, ramp: float, tau: float = 3.0) -> dict[str, Tensor]:
+    """OKDDip (Chen et al. 2020; DefangChen/OKDDip train_GL.py): each peer's target is an attention-weighted
+    mix of the peers' logits (its own included; attention from the peers' pooled features, no 1/sqrt(d)), the
+    leader's the peers' mean; nothing is detached (the projections learn through the targets)."""
+    z = torch.stack(peers, 2)  # [B, C, P]
+    q, k = query(peer_features), key(peer_features)  # [B, P, d/8]
+    att = torch.softmax(q @ k.transpose(1, 2), dim=-1)  # [B, P, P]
+    mixed = z @ att.transpose(1, 2)  # [B, C, P]
+    ce = sum(cross_entropy(p, targets) for p in peers) + cross_entropy(leader, targets)
+    group = sum(soft_kl(z[:, :, i], mixed[:, :, i], tau, detach=False) for i in range(z.shape[2]))
+    lead = soft_kl(leader, z.mean(2), tau, detach=False)
+    return {"ce": ce, "kl": group + lead, "loss": ce + ramp * (group + lead)}
+
+
+@METHODS.register()
+class OKDDip(BranchMethod):
+    """Online KD with diverse peers (Chen et al. 2020): m - 1 peers distil from attention-weighted mixes of
+    each other, and the group leader (the deployed branch) from the peers' mean; T 3, ramp over 80 epochs."""
+
+    name = "okddip"
+    recipe_source = "DefangChen/OKDDip train_GL.py, models/model_cifar/resnet_GL.py, utils.py (T 3, factor 8, ramp 80)"
+
+    def bind(self, models):
+        super().bind(models)
+        self.leader = {n: models[n].deployed_index for n in self.branch_counts}
+        self.heads = {n: [_input_of(b, nn.Linear) for b in models[n].branches] for n in self.branch_counts}
+        for n, m in self.branch_counts.items():
+            if m < 3:
+                raise ValueError(f"method 'okddip' needs at least 3 branches on {n} (peers and a leader), got {m}")
+
+    def feature_requests(self):
+        return {n: [*self.branch_paths(n), *(f"branches.{k}.{h}:input" for k, h in enumerate(self.heads[n]))]
+                for n in self.branch_counts}
+
+    def setup(self, shapes, labels=None, models=None):
+        for n in self.branch_counts:
+            if n not in self.feature_modules:
+                d = shapes[n][f"branches.0.{self.heads[n][0]}:input"][1]
+                self.feature_modules[n] = nn.ModuleDict({"query": nn.Linear(d, max(d // 8, 1), bias=False),
+                                                         "key": nn.Linear(d, max(d // 8, 1), bias=False)})
+
+    def step(self, logits, targets, features):
+        losses = {}
+        for n in self.names:
+            if n not in self.branch_counts:
+                losses[n] = self.loss(logits[n], targets, [])
+                continue
+            f, lead = features[n], self.leader[n]
+            peers = [k for k in range(self.branch_counts[n]) if k != lead]
+            h = torch.stack([f[f"branches.{k}.{self.heads[n][k]}:input"].float().flatten(1) for k in peers], 1)
+            mods = self.feature_modules[n]
+            losses[n] = okddip_loss([f[f"branches.{k}"].float() for k in peers], h, f[f"branches.{lead}"].float(),
+                                    mods["query"], mods["key"], targets, self.ramp, self.weights.tau)
+        return StepOutput(losses, tuple(self.names))
+
+
+class Fusion(nn.Module):
+    """FFL's fusion module (Jangho-Kim/FFL-pytorch our_network.py): the branches' last feature maps
+    concatenated, a depthwise 3x3 conv, BN, ReLU, a 1x1 conv to one branch's channels, BN, ReLU, global pool,
+    linear; convolutions He-normal over fan-out."""
+
+    # The authors' own optimizer for it: the network's learning rate and schedule, weight decay 1e-5.
+    param_group = {"weight_decay": 1e-5}
+
+    def __init__(self, channels: int, m: int, num_classes: int) -> None:
+        super().__init__()
+        c = channels * m
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv1_1 = nn.Conv2d(c, channels, 1, bias=False)
+        self.bn1_1 = nn.BatchNorm2d(channels)
+        self.fc = nn.Linear(channels, num_classes)
+        for conv in (self.conv1, self.conv1_1):
+            nn.init.normal_(conv.weight, 0, (2.0 / (conv.kernel_size[0] * conv.kernel_size[1] * conv.out_channels)) ** 0.5)
+
+    def forward(self, maps: list[Tensor]) -> Tensor:
+        x = torch.relu(self.bn1(self.conv1(torch.cat(maps, 1))))
+        x = torch.relu(self.bn1_1(self.conv1_1(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+def ffl_loss(branch_logits: list[Tensor], fused: Tensor, targets: Tensor, ramp: float, tau: float = 3.0) -> dict[str, Tensor]:
+    """FFL (Kim et al. 2021; train_FFL.py): CE of every branch and of the fused classifier; ramp x (each branch
+    towards the fused logits + the fused towards the branches' mean), every target detached."""
+    ens = torch.stack(branch_logits).mean(0)
+    ce = sum(cross_entropy(z, targets) for z in branch_logits) + cross_entropy(fused, targets)
+    kl = sum(soft_kl(z, fused, tau) for z in branch_logits) + soft_kl(fused, ens, tau)
+    return {"ce": ce, "kl": kl, "loss": ce + ramp * kl}
+
+
+@METHODS.register()
+class FFL(BranchMethod):
+    """Feature fusion learning (Kim et al. 2021): a fusion module over the branches' last feature maps gives a
+    fused classifier; branches and fusion teach each other (T 3, ramp 80); the fusion module has its own weight
+    decay (1e-5), as the authors' own optimizer does."""
+
+    name = "ffl"
+    recipe_source = "Jangho-Kim/FFL-pytorch train_FFL.py, our_network.py, utils.py (T 3, ramp 80, fusion wd 1e-5)"
+
+    def bind(self, models):
+        super().bind(models)
+        self.pools = {n: [_input_of(b, nn.AdaptiveAvgPool2d) for b in models[n].branches] for n in self.branch_counts}
+
+    def feature_requests(self):
+        return {n: [*self.branch_paths(n), *(f"branches.{k}.{p}:input" for k, p in enumerate(self.pools[n]))]
+                for n in self.branch_counts}
+
+    def setup(self, shapes, labels=None, models=None):
+        for n, m in self.branch_counts.items():
+            if n not in self.feature_modules:
+                c = shapes[n][f"branches.0.{self.pools[n][0]}:input"][1]
+                classes = shapes[n]["branches.0"][1]
+                self.feature_modules[n] = nn.ModuleDict({"fusion": Fusion(c, m, classes)})
+
+    def step(self, logits, targets, features):
+        losses = {}
+        for n in self.names:
+            if n not in self.branch_counts:
+                losses[n] = self.loss(logits[n], targets, [])
+                continue
+            f, m = features[n], self.branch_counts[n]
+            maps = [f[f"branches.{k}.{self.pools[n][k]}:input"].float() for k in range(m)]
+            fused = self.feature_modules[n]["fusion"](maps)
+            losses[n] = ffl_loss([f[f"branches.{k}"].float() for k in range(m)], fused, targets, self.ramp,
+                                 self.weights.tau)
+        return StepOutput(losses, tuple(self.names))
+
+
+__all__ = ["BranchMethod", "ONE", "OKDDip", "FFL", "Fusion", "one_loss", "okddip_loss", "ffl_loss"]

@@ -140,8 +140,22 @@ def build_optimizer(model: nn.Module, cfg: NetworkConfig) -> torch.optim.Optimiz
 def add_modules(optimizer: torch.optim.Optimizer, module: nn.Module, cfg: NetworkConfig) -> None:
     """Put a method's module (connectors, regressors) in the optimizer of the network it serves: its learning
     rate, schedule and weight decay (mdistiller's ``get_learnable_parameters``)."""
-    for group in param_groups([module], cfg):
+    parts = [m for m in module.modules() if getattr(type(m), "param_group", None)]  # their own settings
+    own = {id(p) for m in parts for p in m.parameters()}
+    rest = [p for p in module.parameters() if id(p) not in own]
+    for group in param_groups([_Params(rest)], cfg):
         optimizer.add_param_group(group)
+    for m in parts:
+        for group in param_groups([m], cfg):
+            optimizer.add_param_group({**group, **type(m).param_group})
+
+
+class _Params(nn.Module):
+    """A bag of parameters, for param_groups."""
+
+    def __init__(self, params) -> None:
+        super().__init__()
+        self.params = nn.ParameterList(params)
 
 
 def lr_factor(cfg: NetworkConfig, step: int, steps_per_epoch: int, epochs: int) -> float:
