@@ -162,3 +162,40 @@ def test_ffl_loss_matches_train_ffl_and_the_fusion_has_its_own_decay(tmp_path, s
     fusion = {id(p) for p in tr.method.feature_modules["student"]["fusion"].parameters()}
     assert [g["weight_decay"] for g in groups] == [5e-4, 1e-5] and {id(p) for p in groups[1]["params"]} == fusion
     tr.fit()
+
+
+def test_pcl_temporal_mean_is_an_average_and_ships(tmp_path, splits):
+    from torch import nn
+    from switokd.methods.branch import ema_update, pcl_loss
+    mean, model = nn.Linear(2, 2), nn.Linear(2, 2)
+    iterates = []
+    for step in range(1, 5):  # the mean of the iterates at first (1 - 1/step), not a copy (OKDPH's global_step=0)
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        iterates.append(model.weight.detach().clone())
+        ema_update(mean, model, step)
+    torch.testing.assert_close(mean.weight, torch.stack(iterates).mean(0))
+    g = torch.Generator().manual_seed(2)
+    z = [torch.randn(4, 5, generator=g, dtype=torch.float64) for _ in range(3)]
+    zt = [torch.randn(4, 5, generator=g, dtype=torch.float64) for _ in range(3)]
+    ens = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 5, (4,), generator=g)
+
+    def kd(s, t, T=3.0):  # shaoeric's kd_loss.py KDLoss
+        return T * T * F.kl_div(F.log_softmax(s / T, 1), F.softmax(t / T, 1), reduction="batchmean")
+    want = F.cross_entropy(ens, y) + sum(F.cross_entropy(z[i], y) + 0.5 * kd(z[i], ens)
+                                         + 0.5 * sum(kd(z[i], zt[j]) for j in range(3) if j != i) / 2 for i in range(3))
+    torch.testing.assert_close(pcl_loss(z, ens, zt, y, 0.5)["loss"], want, rtol=1e-7, atol=1e-7)
+    tr = Trainer(C.load_config(None, ["data.name=synthetic", "train.epochs=2", "train.batch_size=16",
+                                      "train.progress=false", "train.precision=fp32", f"train.out_dir={tmp_path}",
+                                      "train.run_name=pcl", "method.name=pcl",
+                                      "networks=[{name: student, model: resnet20, role: student, branches: 3}]"]),
+                 data=splits)
+    tr.fit()
+    from switokd.deploy.export import load_network
+    plain, _ = load_network(tmp_path / "pcl" / "last.pt", "student")
+    mean = tr.method.feature_modules["student"]["mean"].eval()
+    x = torch.randn(3, 1, 8, 8)
+    torch.testing.assert_close(plain.eval()(x), mean(x))  # the temporal mean's deployed branch ships
+    student = tr.networks["student"].model.eval()
+    assert not torch.allclose(plain(x), student(x))

@@ -79,6 +79,10 @@ def load_network(checkpoint: str | Path, network: str) -> tuple[nn.Module, Model
     except (KeyError, ValueError) as e:
         raise ExportError(f"cannot build {net_cfg.model!r} for network {network!r}: {e.args[0]}") from None
     load_weights(model, nets[network]["model"], f"{checkpoint}, network {network!r}")
+    owned = ckpt.get("method_modules", {}).get(network, {})
+    mean = {k[len("mean."):]: v for k, v in owned.items() if k.startswith("mean.")}
+    if mean:  # a temporal mean of this network (PCL's) is what ships
+        load_weights(model, mean, f"{checkpoint}, the temporal mean of network {network!r}")
     if isinstance(model, BranchNet):  # ship the deployed branch as the plain model, no wrapper
         model = model.deployed()
     model.eval()

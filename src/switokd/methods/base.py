@@ -285,6 +285,10 @@ class Method:
 
     default_feature_loss: ClassVar[str | None] = None  # a feature method's own (at, fitnet, ...)
 
+    def after_step(self, stepped: Mapping[str, Any], step: int) -> None:
+        """Called after the optimizers stepped ``stepped`` (network -> model) at global step ``step`` (from 1): a
+        method that keeps a temporal mean of a network (PCL) updates it here."""
+
     def bind(self, models: Mapping[str, Any]) -> None:
         """See the networks' models before ``feature_requests`` (a branch method counts their branches)."""
 

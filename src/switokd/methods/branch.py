@@ -229,4 +229,88 @@ class FFL(BranchMethod):
         return StepOutput(losses, tuple(self.names))
 
 
-__all__ = ["BranchMethod", "ONE", "OKDDip", "FFL", "Fusion", "one_loss", "okddip_loss", "ffl_loss"]
+def ema_update(mean: nn.Module, model: nn.Module, step: int, decay: float = 0.999) -> float:
+    """The temporal mean's update after optimizer step ``step`` (from 1): a = min(1 - 1/step, decay), so that it
+    is the plain average of the iterates at first (Mean Teacher's ``update_ema_variables`` with the true global
+    step; OKDPH passes global_step=0, which makes a = 0 and the "mean" a copy). Parameters only, as the
+    references: the mean's BatchNorm statistics come from its own forwards."""
+    a = min(1.0 - 1.0 / max(step, 1), decay)
+    with torch.no_grad():
+        for pm, ps in zip(mean.parameters(), model.parameters()):
+            pm.mul_(a).add_(ps.detach(), alpha=1.0 - a)
+    return a
+
+
+def pcl_loss(branch_logits: list[Tensor], ensemble: Tensor, mean_logits: list[Tensor], targets: Tensor, ramp: float,
+             tau: float = 3.0) -> dict[str, Tensor]:
+    """PCL (Wu & Gong 2021; shaoeric's loss_wrapper.py): the peer ensemble's CE (its gradient reaches the peers'
+    features); each peer's CE, ramp x KL towards the peer ensemble (detached), and ramp x the mean over the other peers j of KL towards the temporal
+    mean's peer j (detached)."""
+    m = len(branch_logits)
+    ce = cross_entropy(ensemble, targets) + sum(cross_entropy(z, targets) for z in branch_logits)
+    pe = sum(soft_kl(z, ensemble, tau, eps=0.0) for z in branch_logits)
+    pm = sum(sum(soft_kl(z, mean_logits[j], tau, eps=0.0) for j in range(m) if j != i) / (m - 1)
+             for i, z in enumerate(branch_logits))
+    return {"ce": ce, "kl": pe + pm, "loss": ce + ramp * (pe + pm)}
+
+
+@METHODS.register()
+class PCL(BranchMethod):
+    """Peer collaborative learning (Wu & Gong 2021): a peer-ensemble head over the branches' pooled features
+    teaches every peer, and a temporal mean of the network (weights averaged over steps) teaches each peer
+    through the other peers; the temporal mean's deployed branch ships (``switokd export``). T 3, ramp 80
+    (the reference's ramp bug is not copied: docs/method.md)."""
+
+    name = "pcl"
+    recipe_source = ("shaoeric/Peer-Collaborative-Learning-for-Online-Knowledge-Distillation src/losses/loss_wrapper.py, "
+                     "controller.py, utils/ema.py (T 3, ramp 80, EMA 0.999)")
+
+    def __init__(self, roles, *, ema_decay: float = 0.999, **kw) -> None:
+        super().__init__(roles, **kw)
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"pcl option ema_decay must be in [0, 1), got {ema_decay}")
+        self.ema_decay = ema_decay
+
+    def bind(self, models):
+        super().bind(models)
+        self.heads = {n: [_input_of(b, nn.Linear) for b in models[n].branches] for n in self.branch_counts}
+        self.models = {n: models[n] for n in self.branch_counts}
+
+    def feature_requests(self):
+        return {n: ["trunk:input", *self.branch_paths(n),
+                    *(f"branches.{k}.{h}:input" for k, h in enumerate(self.heads[n]))] for n in self.branch_counts}
+
+    def setup(self, shapes, labels=None, models=None):
+        import copy
+        for n, m in self.branch_counts.items():
+            if n not in self.feature_modules:
+                d = shapes[n][f"branches.0.{self.heads[n][0]}:input"][1]
+                mean = copy.deepcopy(self.models[n]).requires_grad_(False)
+                self.feature_modules[n] = nn.ModuleDict({"ensemble": nn.Linear(m * d, shapes[n]["branches.0"][1]),
+                                                         "mean": mean})
+
+    def after_step(self, stepped, step):
+        for n in self.branch_counts:
+            if n in stepped:
+                ema_update(self.feature_modules[n]["mean"], stepped[n], step, self.ema_decay)
+
+    def step(self, logits, targets, features):
+        losses = {}
+        for n in self.names:
+            if n not in self.branch_counts:
+                losses[n] = self.loss(logits[n], targets, [])
+                continue
+            f, m, mods = features[n], self.branch_counts[n], self.feature_modules[n]
+            h = torch.cat([f[f"branches.{k}.{self.heads[n][k]}:input"].float().flatten(1) for k in range(m)], 1)
+            ens = mods["ensemble"](h)
+            mean = mods["mean"].train(self.models[n].training)
+            with torch.no_grad():
+                trunk = mean.trunk(f["trunk:input"])
+                mean_logits = [b(trunk).float() for b in mean.branches]
+            losses[n] = pcl_loss([f[f"branches.{k}"].float() for k in range(m)], ens, mean_logits, targets,
+                                 self.ramp, self.weights.tau)
+        return StepOutput(losses, tuple(self.names))
+
+
+__all__ = ["BranchMethod", "ONE", "OKDDip", "FFL", "PCL", "Fusion", "one_loss", "okddip_loss", "ffl_loss", "pcl_loss",
+           "ema_update"]

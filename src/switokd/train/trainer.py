@@ -188,6 +188,7 @@ class Trainer:
             self.precision.step([n.optimizer for n in stepping])
             for n in stepping:
                 n.optimizer.zero_grad(set_to_none=True)
+            self.method.after_step({n.name: n.model for n in stepping}, self.step + 1)
         return out
 
     # ------------------------------------------------------------------ epochs
