@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from switokd import config as C
 from switokd.train.checkpoint import CheckpointError, load_checkpoint
 from switokd.runs.files import read_jsonl
 from switokd.train.trainer import Trainer, TrainingDiverged
@@ -464,3 +465,34 @@ def test_train_step_reduces_the_stepping_networks_gradients(tmp_path, splits):
         expected = [id(p) for n in out.stepping for p in tr.networks[n].model.parameters()]
         assert calls[-1] == (expected, 6), mode
     assert len(calls[0][0]) > len(calls[1][0])  # the paused teacher's gradients are not reduced
+
+
+def test_a_network_at_chance_for_an_epoch_is_named_once(caplog):
+    """A MobileNet at lr 0.1 sat at chance for 38 epochs with no sign; now the trainer says so, in one line."""
+    import logging
+    import math
+    from types import SimpleNamespace
+    from switokd.train.hooks import ChanceWatch
+    nets = {"teacher": SimpleNamespace(frozen=False, cfg=SimpleNamespace(lr=0.1)),
+            "student": SimpleNamespace(frozen=False, cfg=SimpleNamespace(lr=0.1))}
+    tr = SimpleNamespace(data=SimpleNamespace(num_classes=100), networks=nets, dist=SimpleNamespace(is_main=True))
+    watch = ChanceWatch()
+    chance = math.log(100)
+    summary = lambda epoch, ce: {"epoch": epoch, "train": {"loss": {"teacher": {"ce": 2.0}, "student": {"ce": ce}}}}  # noqa: E731
+    logger = logging.getLogger("switokd")
+    logger.addHandler(caplog.handler)
+    try:
+        watch.on_epoch_end(tr, summary(1, chance + 1), None)  # the first epoch: not yet
+        watch.on_epoch_end(tr, summary(2, chance + 0.1), None)
+        watch.on_epoch_end(tr, summary(3, chance), None)  # once per network
+    finally:
+        logger.removeHandler(caplog.handler)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "network 'student' trained at chance in epoch 2" in lines[0]
+    assert "networks.student.lr=0.1" in lines[0]
+
+
+def test_an_unset_lr_is_the_familys_reference():
+    cfg = C.load_config(None, ["networks.student.model=mobilenetv2_x0.5"])
+    assert [(n.model, n.lr) for n in cfg.networks] == [("wrn16_2", 0.1), ("mobilenetv2_x0.5", 0.01)]
+    assert C.load_config(None, ["networks.student.model=mobilenetv2_x0.5", "networks.student.lr=0.05"]).networks[1].lr == 0.05

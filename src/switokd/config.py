@@ -55,7 +55,7 @@ class NetworkConfig:
     model_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments for the model's factory
     role: str = "student"  # teacher | student
     optimizer: str = "sgd"  # sgd | adamw
-    lr: float = 0.1  # the learning rate
+    lr: float | None = None  # the learning rate (None: the family's reference, REFERENCE_LR: 0.01 for MobileNets, else 0.1)
     momentum: float = 0.9  # SGD momentum, in [0, 1)
     nesterov: bool = False  # Nesterov momentum
     weight_decay: float = 5e-4  # weight decay (L2 for sgd, decoupled for adamw)
@@ -259,8 +259,22 @@ def upgrade_saved_config(data: dict) -> dict:
     return data
 
 
+# The learning rate a network's family trains at in the references, where a config leaves it unset: MobileNets
+# at 0.01 (hfutqian/SwitOKD WRN16-2_0.5mobilenetv2/main.py, mdistiller's and RepDistiller's MobileNetV2
+# students); every other family at 0.1. A MobileNet at 0.1 can sit at chance for a whole run.
+REFERENCE_LR = {"mobilenet": 0.01}
+
+
+def reference_lr(model: str) -> float:
+    """The reference learning rate of ``model``'s family (its name's prefix in ``REFERENCE_LR``), else 0.1."""
+    return next((lr for prefix, lr in REFERENCE_LR.items() if model.startswith(prefix)), 0.1)
+
+
 def from_dict(data: dict) -> Config:
     cfg = _build(Config, data, "")
+    for n in cfg.networks:
+        if n.lr is None:
+            n.lr = reference_lr(n.model)
     validate(cfg)
     return cfg
 

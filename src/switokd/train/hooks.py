@@ -45,3 +45,30 @@ class ConditionsDiagnostics:
         trainer.eval_mode()
         hits = (evaluation.class_hits, evaluation.class_counts) if evaluation is not None else None
         return self.conditions.diagnostics(trainer.epoch - 1, trainer.predict, trainer.dist.sum, hits)
+
+
+class ChanceWatch:
+    """Warns, in one line naming the network, when a learning network's mean training cross-entropy sat at
+    chance (at least 97% of ln C) for a whole epoch after the first: a learning rate too high for it (a
+    MobileNet at 0.1) leaves it there with no other sign, while its partner trains on."""
+
+    def __init__(self) -> None:
+        self.warned: set[str] = set()
+
+    def on_epoch_end(self, trainer: "Trainer", summary: dict[str, Any], evaluation: Evaluation | None) -> dict[str, Any]:
+        import math
+        from ..log import logger
+        if summary.get("epoch", 1) < 2:
+            return {}
+        chance = math.log(trainer.data.num_classes)
+        for net, terms in summary.get("train", {}).get("loss", {}).items():
+            ce = terms.get("ce")
+            if ce is None or net in self.warned or trainer.networks[net].frozen or not ce >= 0.97 * chance:
+                continue
+            self.warned.add(net)
+            if trainer.dist.is_main:
+                logger.warning(f"warning: network {net!r} trained at chance in epoch {summary['epoch']} (mean CE "
+                               f"{ce:.3f}, ln {trainer.data.num_classes} = {chance:.3f}); its learning rate may be too "
+                               f"high for it (networks.{net}.lr={trainer.networks[net].cfg.lr:g})")
+        return {}
+

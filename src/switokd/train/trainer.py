@@ -23,7 +23,7 @@ from ..errors import TrainingDiverged
 from .engine import Precision, all_finite, check_finite_losses, frozen_batchnorm_stats, resolve_device, set_lr
 from .features import setup_features
 from .evaluation import evaluate
-from .hooks import ConditionsDiagnostics, EpochHook, Evaluation
+from .hooks import ChanceWatch, ConditionsDiagnostics, EpochHook, Evaluation
 from ..log import logger
 from ..methods import StepOutput, method_from_config
 from ..methods.base import INDEX
@@ -105,7 +105,7 @@ class Trainer:
         self.rundir = RunDirectory(run_dir, writable and self.dist.is_main)  # rank 0 writes
         self.stop = StopControl(self.dist)
         self.hooks: list[EpochHook] = [*([ConditionsDiagnostics(self.conditions)] if self.conditions.measured else []),
-                                       *hooks]
+                                       ChanceWatch(), *hooks]
         self.clock = TrainingClock()  # training time, apart from evaluation and checkpoints
         self.progress = Progress(enabled=t.progress and self.dist.is_main, epochs=t.epochs,
                                  steps_per_epoch=len(self.train_loader), interval_s=t.progress_interval_s)
