@@ -105,6 +105,12 @@ def test_one_trains_resumes_bit_exactly_and_exports_the_deployed_branch(tmp_path
     assert all(torch.equal(a[k], b[k]) for k in a)
     ga, gb = whole.method.feature_modules.state_dict(), resumed.method.feature_modules.state_dict()
     assert any("gate" in k for k in ga) and all(torch.equal(ga[k], gb[k]) for k in ga)
+    from switokd.runs.files import read_jsonl
+    row = read_jsonl(tmp_path / "whole" / "epochs.jsonl")[-1]["test"]["student"]
+    assert set(row["parts"]) == {"branch0", "branch1", "branch2", "ensemble"}
+    assert row["acc"] == row["parts"]["branch1"]  # the deployed branch's
+    report = __import__("json").loads((tmp_path / "whole" / "report.json").read_text())
+    assert report["networks"]["student"]["last_parts"] == row["parts"]
     from switokd.deploy.export import load_network
     plain, info = load_network(tmp_path / "whole" / "last.pt", "student")
     assert type(plain).__name__ == "Classifier" and info.model == "resnet20"

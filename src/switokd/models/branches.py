@@ -110,11 +110,14 @@ class BranchNet(nn.Module):
         self.deployed_index = deployed
         self.split = split
         self._at = i
+        self.keep_outputs = False  # evaluation: keep every branch's logits of the last forward (``outputs``)
+        self.outputs: list[Tensor] = []
         self._backbone = [model]  # the original model (its modules are the trunk's and branch 0's); not registered
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.trunk(x)
         outs = [b(h) for b in self.branches]
+        self.outputs = outs if self.keep_outputs else []
         return outs[self.deployed_index]
 
     def deployed(self) -> nn.Module:

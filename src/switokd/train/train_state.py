@@ -145,7 +145,9 @@ def build_report(tr: "Trainer") -> dict[str, Any]:
                 "last_acc": last.get(n, {}).get("acc"),
                 "best_acc": tr.best.get(n, {}).get("acc"), "best_epoch": tr.best.get(n, {}).get("epoch"),
                 **({"last_val_acc": last_val.get(n, {}).get("acc"), "best_val_acc": tr.best.get(n, {}).get("val_acc")}
-                   if on == "val" else {})}
+                   if on == "val" else {}),
+                # a branched network: each branch's and the branches' ensemble's accuracy; "last_acc" is the deployed
+                **({"last_parts": last[n]["parts"]} if "parts" in last.get(n, {}) else {})}
             for n, net in tr.networks.items()}
     train_time = sum(h["train_time_s"] for h in tr.history)
     wall_time = sum(h.get("epoch_time_s", h["train_time_s"]) for h in tr.history)
