@@ -205,3 +205,22 @@ def test_pcl_temporal_mean_is_an_average_and_ships(tmp_path, splits):
     torch.testing.assert_close(plain.eval()(x), mean(x))  # the temporal mean's deployed branch ships
     student = tr.networks["student"].model.eval()
     assert not torch.allclose(plain(x), student(x))
+
+
+def parts_factory(num_classes=10, in_chans=3, image_size=32):
+    """A user's trunk and branch, for a model whose forward is not a plain sequence."""
+    from torch import nn
+    trunk = nn.Sequential(nn.Conv2d(in_chans, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+    branch = nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                           nn.Flatten(), nn.Linear(16, num_classes))
+    return BranchNet.from_parts(trunk, branch, branches=2)
+
+
+def test_user_given_trunk_and_branch_train_with_ffl(tmp_path, splits):
+    tr = Trainer(C.load_config(None, ["data.name=synthetic", "train.epochs=1", "train.batch_size=16",
+                                      "train.progress=false", "train.precision=fp32", f"train.out_dir={tmp_path}",
+                                      "method.name=ffl",
+                                      "networks=[{name: student, model: 'test_branches:parts_factory', role: student}]"]),
+                 data=splits)
+    report = tr.fit()
+    assert set(report["networks"]["student"]["last_parts"]) == {"branch0", "branch1", "ensemble"}

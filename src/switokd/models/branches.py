@@ -114,6 +114,13 @@ class BranchNet(nn.Module):
         self.outputs: list[Tensor] = []
         self._backbone = [model]  # the original model (its modules are the trunk's and branch 0's); not registered
 
+    @classmethod
+    def from_parts(cls, trunk: nn.Module, branch: nn.Module, branches: int = 3, deployed: int = 0) -> "BranchNet":
+        """A BranchNet from a trunk and a branch you built (for a model whose forward is not a plain sequence):
+        ``branch`` maps the trunk's output to logits; the other branches are copies of it drawn anew. Return it
+        from a ``package.module:factory`` (``networks.NAME.model``), leaving ``networks.NAME.branches`` at 0."""
+        return cls(nn.Sequential(trunk, branch), "1", branches, deployed)
+
     def forward(self, x: Tensor) -> Tensor:
         h = self.trunk(x)
         outs = [b(h) for b in self.branches]
