@@ -215,7 +215,7 @@ def test_loading_never_shares_state_between_configs(tmp_path):
 def test_defaults_and_merges_are_copies():
     a = C.Config()
     a.networks[0].lr = 99.0
-    assert C.Config().networks[0].lr == 0.1 and C.PRESETS["1T1S"][0].lr == 0.1
+    assert C.Config().networks[0].lr is None and C.PRESETS["1T1S"][0].lr is None  # unset: resolved when loaded
     base, top = {"a": {"b": [1]}, "k": 1}, {"c": {"d": [2]}, "k": 2}
     out = C._merge(base, top)
     assert out == {"a": {"b": [1]}, "k": 2, "c": {"d": [2]}}

@@ -48,6 +48,17 @@ class DataConfig:
     drift_share: float = 0.8  # in (0, 1]
 
 
+# The learning rate a network's family trains at in the references, where a config leaves it unset: MobileNets
+# at 0.01 (hfutqian/SwitOKD WRN16-2_0.5mobilenetv2/main.py, mdistiller's and RepDistiller's MobileNetV2
+# students); every other family at 0.1. A MobileNet at 0.1 can sit at chance for a whole run.
+REFERENCE_LR = {"mobilenet": 0.01}
+
+
+def reference_lr(model: str) -> float:
+    """The reference learning rate of ``model``'s family (its name's prefix in ``REFERENCE_LR``), else 0.1."""
+    return next((lr for prefix, lr in REFERENCE_LR.items() if model.startswith(prefix)), 0.1)
+
+
 @dataclass
 class NetworkConfig:
     name: str = "net"  # the network's name (logs, checkpoints, overrides)
@@ -74,6 +85,11 @@ class NetworkConfig:
     branches: int = 0  # split the model into a shared trunk and this many branches (online branch methods; 0: off)
     split: str = ""  # where the branches begin: a stage name (stage3) or a module path (layer4); "" is stage3
     deployed_branch: int = 0  # the branch that gives the network's logits and ships
+
+    @property
+    def base_lr(self) -> float:
+        """``lr``, or where it is unset its family's reference (``reference_lr``)."""
+        return self.lr if self.lr is not None else reference_lr(self.model)
 
 
 @dataclass
@@ -259,22 +275,16 @@ def upgrade_saved_config(data: dict) -> dict:
     return data
 
 
-# The learning rate a network's family trains at in the references, where a config leaves it unset: MobileNets
-# at 0.01 (hfutqian/SwitOKD WRN16-2_0.5mobilenetv2/main.py, mdistiller's and RepDistiller's MobileNetV2
-# students); every other family at 0.1. A MobileNet at 0.1 can sit at chance for a whole run.
-REFERENCE_LR = {"mobilenet": 0.01}
-
-
-def reference_lr(model: str) -> float:
-    """The reference learning rate of ``model``'s family (its name's prefix in ``REFERENCE_LR``), else 0.1."""
-    return next((lr for prefix, lr in REFERENCE_LR.items() if model.startswith(prefix)), 0.1)
-
-
-def from_dict(data: dict) -> Config:
-    cfg = _build(Config, data, "")
+def resolve_lrs(cfg: "Config") -> "Config":
+    """Set every network's unset ``lr`` to its family's reference (``reference_lr``); returns ``cfg``."""
     for n in cfg.networks:
         if n.lr is None:
             n.lr = reference_lr(n.model)
+    return cfg
+
+
+def from_dict(data: dict) -> Config:
+    cfg = resolve_lrs(_build(Config, data, ""))
     validate(cfg)
     return cfg
 
@@ -453,7 +463,7 @@ def validate(cfg: Config) -> None:
         seen.add(n.name)
         one_of(f"{key}.role", n.role, ROLES)
         one_of(f"{key}.schedule", n.schedule, SCHEDULES)
-        if n.lr < 0:
+        if n.base_lr < 0:
             raise ConfigError(f"config key '{key}.lr': must be >= 0, got {n.lr}")
         if not 0.0 <= n.momentum < 1.0:
             raise ConfigError(f"config key '{key}.momentum': must be in [0, 1), got {n.momentum}")

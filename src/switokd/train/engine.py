@@ -128,12 +128,12 @@ def build_optimizer(model: nn.Module, cfg: NetworkConfig) -> torch.optim.Optimiz
     network join it later (``add_modules``)."""
     groups = param_groups([model], cfg)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+        return torch.optim.SGD(groups, lr=cfg.base_lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
                                weight_decay=cfg.weight_decay, fused=True)
     if cfg.optimizer == "adamw":
         if len(cfg.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.betas):
             raise ConfigError(f"config key 'networks.{cfg.name}.betas': two numbers in [0, 1), got {cfg.betas}")
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.base_lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     raise ConfigError(f"config key 'networks.{cfg.name}.optimizer': {cfg.optimizer!r} is not one of sgd, adamw")
 
 
@@ -179,7 +179,7 @@ def set_lr(opt: torch.optim.Optimizer, cfg: NetworkConfig, step: int, steps_per_
     step count (checkpointed), so it needs no state of its own, and every network's
     schedule advances with the step, a paused teacher's too. ``scale`` multiplies the
     base rate (``train.scale_lr`` under several processes)."""
-    lr = cfg.lr * scale * lr_factor(cfg, step, steps_per_epoch, epochs)
+    lr = cfg.base_lr * scale * lr_factor(cfg, step, steps_per_epoch, epochs)
     for g in opt.param_groups:
         g["lr"] = lr
     return lr

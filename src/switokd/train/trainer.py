@@ -54,7 +54,7 @@ class Trainer:
 
     def __init__(self, cfg: C.Config, data: DataSplits | None = None, run_dir: str | Path | None = None,
                  *, writable: bool = True, initial_weights: bool = True, hooks: Sequence[EpochHook] = ()) -> None:
-        self.cfg = cfg
+        self.cfg = C.resolve_lrs(cfg)  # a Config built by hand may leave an lr to its family's reference
         t = cfg.train
         if t.threads > 0:
             torch.set_num_threads(t.threads)
