@@ -46,6 +46,24 @@ class BranchMethod(Method):
     def ramp(self) -> float:
         return consistency_ramp(self.epoch - 1, self.ramp_epochs)
 
+    def setup(self, shapes, labels=None, models=None) -> None:
+        for n, m in self.branch_counts.items():
+            if n not in self.feature_modules:
+                self.feature_modules[n] = nn.ModuleDict(self.build_modules(n, shapes[n], m))
+
+    def step(self, logits: Mapping[str, Tensor], targets: Tensor, features: Mapping[str, Any]) -> StepOutput:
+        losses = {n: (self.branch_loss(n, features[n], targets) if n in self.branch_counts
+                      else self.loss(logits[n], targets, [])) for n in self.names}
+        return StepOutput(losses, tuple(self.names))
+
+    def build_modules(self, net: str, shapes: Mapping[str, Any], m: int) -> dict[str, nn.Module]:
+        """The modules the method owns for network ``net`` (its features' shapes, its m branches)."""
+        return {}
+
+    def branch_loss(self, net: str, f: Mapping[str, Tensor], targets: Tensor) -> dict[str, Tensor]:
+        """The named losses of network ``net`` from its recorded features ``f``."""
+        raise NotImplementedError
+
 
 def _gate(channels: int, m: int) -> nn.Module:
     """ONE's gate: global average pool of the trunk's output, linear to m, BatchNorm1d, ReLU, softmax."""
@@ -74,22 +92,12 @@ class ONE(BranchMethod):
     def feature_requests(self) -> dict[str, list[str]]:
         return {n: ["trunk", *self.branch_paths(n)] for n in self.branch_counts}
 
-    def setup(self, shapes: Mapping[str, Mapping[str, Any]], labels=None, models=None) -> None:
-        for n, m in self.branch_counts.items():
-            if n not in self.feature_modules:
-                self.feature_modules[n] = nn.ModuleDict({"gate": _gate(shapes[n]["trunk"][1], m)})
+    def build_modules(self, net, shapes, m):
+        return {"gate": _gate(shapes["trunk"][1], m)}
 
-    def step(self, logits: Mapping[str, Tensor], targets: Tensor, features: Mapping[str, Any]) -> StepOutput:
-        losses = {}
-        for n in self.names:
-            if n not in self.branch_counts:
-                losses[n] = self.loss(logits[n], targets, [])
-                continue
-            f = features[n]
-            gate = self.feature_modules[n]["gate"](f["trunk"].float())
-            losses[n] = one_loss([f[p].float() for p in self.branch_paths(n)], gate, targets, self.ramp,
-                                 self.weights.tau)
-        return StepOutput(losses, tuple(self.names))
+    def branch_loss(self, net, f, targets):
+        gate = self.feature_modules[net]["gate"](f["trunk"].float())
+        return one_loss([f[p].float() for p in self.branch_paths(net)], gate, targets, self.ramp, self.weights.tau)
 
 
 def _input_of(branch: nn.Sequential, kind: type) -> str:
@@ -135,26 +143,17 @@ class OKDDip(BranchMethod):
         return {n: [*self.branch_paths(n), *(f"branches.{k}.{h}:input" for k, h in enumerate(self.heads[n]))]
                 for n in self.branch_counts}
 
-    def setup(self, shapes, labels=None, models=None):
-        for n in self.branch_counts:
-            if n not in self.feature_modules:
-                d = shapes[n][f"branches.0.{self.heads[n][0]}:input"][1]
-                self.feature_modules[n] = nn.ModuleDict({"query": nn.Linear(d, max(d // 8, 1), bias=False),
-                                                         "key": nn.Linear(d, max(d // 8, 1), bias=False)})
+    def build_modules(self, net, shapes, m):
+        d = shapes[f"branches.0.{self.heads[net][0]}:input"][1]
+        return {"query": nn.Linear(d, max(d // 8, 1), bias=False), "key": nn.Linear(d, max(d // 8, 1), bias=False)}
 
-    def step(self, logits, targets, features):
-        losses = {}
-        for n in self.names:
-            if n not in self.branch_counts:
-                losses[n] = self.loss(logits[n], targets, [])
-                continue
-            f, lead = features[n], self.leader[n]
-            peers = [k for k in range(self.branch_counts[n]) if k != lead]
-            h = torch.stack([f[f"branches.{k}.{self.heads[n][k]}:input"].float().flatten(1) for k in peers], 1)
-            mods = self.feature_modules[n]
-            losses[n] = okddip_loss([f[f"branches.{k}"].float() for k in peers], h, f[f"branches.{lead}"].float(),
-                                    mods["query"], mods["key"], targets, self.ramp, self.weights.tau)
-        return StepOutput(losses, tuple(self.names))
+    def branch_loss(self, net, f, targets):
+        lead = self.leader[net]
+        peers = [k for k in range(self.branch_counts[net]) if k != lead]
+        h = torch.stack([f[f"branches.{k}.{self.heads[net][k]}:input"].float().flatten(1) for k in peers], 1)
+        mods = self.feature_modules[net]
+        return okddip_loss([f[f"branches.{k}"].float() for k in peers], h, f[f"branches.{lead}"].float(),
+                           mods["query"], mods["key"], targets, self.ramp, self.weights.tau)
 
 
 class Fusion(nn.Module):
@@ -208,25 +207,14 @@ class FFL(BranchMethod):
         return {n: [*self.branch_paths(n), *(f"branches.{k}.{p}:input" for k, p in enumerate(self.pools[n]))]
                 for n in self.branch_counts}
 
-    def setup(self, shapes, labels=None, models=None):
-        for n, m in self.branch_counts.items():
-            if n not in self.feature_modules:
-                c = shapes[n][f"branches.0.{self.pools[n][0]}:input"][1]
-                classes = shapes[n]["branches.0"][1]
-                self.feature_modules[n] = nn.ModuleDict({"fusion": Fusion(c, m, classes)})
+    def build_modules(self, net, shapes, m):
+        return {"fusion": Fusion(shapes[f"branches.0.{self.pools[net][0]}:input"][1], m, shapes["branches.0"][1])}
 
-    def step(self, logits, targets, features):
-        losses = {}
-        for n in self.names:
-            if n not in self.branch_counts:
-                losses[n] = self.loss(logits[n], targets, [])
-                continue
-            f, m = features[n], self.branch_counts[n]
-            maps = [f[f"branches.{k}.{self.pools[n][k]}:input"].float() for k in range(m)]
-            fused = self.feature_modules[n]["fusion"](maps)
-            losses[n] = ffl_loss([f[f"branches.{k}"].float() for k in range(m)], fused, targets, self.ramp,
-                                 self.weights.tau)
-        return StepOutput(losses, tuple(self.names))
+    def branch_loss(self, net, f, targets):
+        m = self.branch_counts[net]
+        fused = self.feature_modules[net]["fusion"]([f[f"branches.{k}.{self.pools[net][k]}:input"].float()
+                                                     for k in range(m)])
+        return ffl_loss([f[f"branches.{k}"].float() for k in range(m)], fused, targets, self.ramp, self.weights.tau)
 
 
 def ema_update(mean: nn.Module, model: nn.Module, step: int, decay: float = 0.999) -> float:
@@ -280,36 +268,27 @@ class PCL(BranchMethod):
         return {n: ["trunk:input", *self.branch_paths(n),
                     *(f"branches.{k}.{h}:input" for k, h in enumerate(self.heads[n]))] for n in self.branch_counts}
 
-    def setup(self, shapes, labels=None, models=None):
+    def build_modules(self, net, shapes, m):
         import copy
-        for n, m in self.branch_counts.items():
-            if n not in self.feature_modules:
-                d = shapes[n][f"branches.0.{self.heads[n][0]}:input"][1]
-                mean = copy.deepcopy(self.models[n]).requires_grad_(False)
-                self.feature_modules[n] = nn.ModuleDict({"ensemble": nn.Linear(m * d, shapes[n]["branches.0"][1]),
-                                                         "mean": mean})
+        d = shapes[f"branches.0.{self.heads[net][0]}:input"][1]
+        return {"ensemble": nn.Linear(m * d, shapes["branches.0"][1]),
+                "mean": copy.deepcopy(self.models[net]).requires_grad_(False)}
 
     def after_step(self, stepped, step):
         for n in self.branch_counts:
             if n in stepped:
                 ema_update(self.feature_modules[n]["mean"], stepped[n], step, self.ema_decay)
 
-    def step(self, logits, targets, features):
-        losses = {}
-        for n in self.names:
-            if n not in self.branch_counts:
-                losses[n] = self.loss(logits[n], targets, [])
-                continue
-            f, m, mods = features[n], self.branch_counts[n], self.feature_modules[n]
-            h = torch.cat([f[f"branches.{k}.{self.heads[n][k]}:input"].float().flatten(1) for k in range(m)], 1)
-            ens = mods["ensemble"](h)
-            mean = mods["mean"].train(self.models[n].training)
-            with torch.no_grad():
-                trunk = mean.trunk(f["trunk:input"])
-                mean_logits = [b(trunk).float() for b in mean.branches]
-            losses[n] = pcl_loss([f[f"branches.{k}"].float() for k in range(m)], ens, mean_logits, targets,
-                                 self.ramp, self.weights.tau)
-        return StepOutput(losses, tuple(self.names))
+    def branch_loss(self, net, f, targets):
+        m, mods = self.branch_counts[net], self.feature_modules[net]
+        ens = mods["ensemble"](torch.cat([f[f"branches.{k}.{self.heads[net][k]}:input"].float().flatten(1)
+                                          for k in range(m)], 1))
+        mean = mods["mean"].train(self.models[net].training)
+        with torch.no_grad():
+            trunk = mean.trunk(f["trunk:input"])
+            mean_logits = [b(trunk).float() for b in mean.branches]
+        return pcl_loss([f[f"branches.{k}"].float() for k in range(m)], ens, mean_logits, targets, self.ramp,
+                        self.weights.tau)
 
 
 __all__ = ["BranchMethod", "ONE", "OKDDip", "FFL", "PCL", "Fusion", "one_loss", "okddip_loss", "ffl_loss", "pcl_loss",
