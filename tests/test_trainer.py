@@ -490,6 +490,19 @@ def test_a_network_at_chance_for_an_epoch_is_named_once(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "network 'student' trained at chance in epoch 2" in lines[0]
     assert "networks.student.lr=0.1" in lines[0]
+    # Noisy labels keep both networks near chance early (the demo's epochs 2-3): no warning; nor when the
+    # epoch's evaluation shows the network predicting well above chance.
+    quiet = ChanceWatch()
+    caplog.clear()
+    logger.addHandler(caplog.handler)
+    try:
+        both = {"epoch": 2, "train": {"loss": {"teacher": {"ce": 0.99 * chance}, "student": {"ce": chance}}}}
+        quiet.on_epoch_end(tr, both, None)
+        evaluated = {**summary(3, chance), "val": {"student": {"acc": 30.0}, "teacher": {"acc": 40.0}}}
+        quiet.on_epoch_end(tr, evaluated, None)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert not caplog.records
 
 
 def test_an_unset_lr_is_the_familys_reference():

@@ -49,8 +49,10 @@ class ConditionsDiagnostics:
 
 class ChanceWatch:
     """Warns, in one line naming the network, when a learning network's mean training cross-entropy sat at
-    chance (at least 97% of ln C) for a whole epoch after the first: a learning rate too high for it (a
-    MobileNet at 0.1) leaves it there with no other sign, while its partner trains on."""
+    chance (at least 97% of ln C) for a whole epoch after the first while the run shows it is stuck, not slow:
+    its accuracy at that epoch's evaluation is under twice chance, or, without one, another network of the
+    cohort trains below 90% of ln C. A learning rate too high for it (a MobileNet at 0.1) leaves it there with
+    no other sign; noisy labels keep every network's CE high early on, and do not trigger it."""
 
     def __init__(self) -> None:
         self.warned: set[str] = set()
@@ -61,10 +63,17 @@ class ChanceWatch:
         if summary.get("epoch", 1) < 2:
             return {}
         chance = math.log(trainer.data.num_classes)
-        for net, terms in summary.get("train", {}).get("loss", {}).items():
+        losses = summary.get("train", {}).get("loss", {})
+        evaluated = summary.get("val", summary.get("test"))
+        for net, terms in losses.items():
             ce = terms.get("ce")
             if ce is None or net in self.warned or trainer.networks[net].frozen or not ce >= 0.97 * chance:
                 continue
+            if evaluated is not None and net in evaluated:
+                if evaluated[net]["acc"] >= 200.0 / trainer.data.num_classes:
+                    continue  # it predicts well above chance: slow, not stuck
+            elif not any(o != net and t.get("ce") is not None and t["ce"] < 0.9 * chance for o, t in losses.items()):
+                continue  # no network is below chance yet: the labels are hard, not this network's lr
             self.warned.add(net)
             if trainer.dist.is_main:
                 logger.warning(f"warning: network {net!r} trained at chance in epoch {summary['epoch']} (mean CE "
