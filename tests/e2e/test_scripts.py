@@ -31,7 +31,7 @@ def test_demo_script_ends_with_its_run_the_switch_and_the_next_commands(tmp_path
         shutil.copytree(root / d, tmp_path / d)
     (tmp_path / ".venv").symlink_to(root / ".venv")
     r = subprocess.run(["bash", str(tmp_path / "scripts" / "demo.sh"), "train.epochs=1", "data.limit_train=256",
-                        "data.limit_test=200", "train.threads=1", "train.progress=false"],
+                        "data.val_split=64", "data.limit_test=200", "train.threads=1", "train.progress=false"],
                        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONWARNINGS": "ignore"},
                        timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
