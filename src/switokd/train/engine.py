@@ -5,7 +5,7 @@ import contextlib
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -111,10 +111,10 @@ class Precision:
         self.scaler.update()
 
 
-def param_groups(modules: Sequence[nn.Module], cfg: NetworkConfig) -> list[dict[str, Any]]:
-    """The trainable parameters of ``modules`` as optimizer groups: one, or with ``decay_norm_bias`` false two,
-    the second (every 1-D parameter: norms' weights, biases) without weight decay."""
-    params = list(dict.fromkeys(p for m in modules for p in m.parameters() if p.requires_grad))
+def param_groups(params: Iterable[nn.Parameter], cfg: NetworkConfig) -> list[dict[str, Any]]:
+    """The trainable ``params`` as optimizer groups: one, or with ``decay_norm_bias`` false two, the second
+    (every 1-D parameter: norms' weights, biases) without weight decay."""
+    params = list(dict.fromkeys(p for p in params if p.requires_grad))
     if cfg.decay_norm_bias:
         return [{"params": params}] if params else []
     groups = [{"params": [p for p in params if p.ndim > 1]}, {"params": [p for p in params if p.ndim <= 1],
@@ -126,7 +126,7 @@ def build_optimizer(model: nn.Module, cfg: NetworkConfig) -> torch.optim.Optimiz
     """``networks.NAME.optimizer`` over the model's parameter groups (``param_groups``): SGD (fused: one kernel per
     step, and with a GradScaler no host sync for the inf check) or AdamW. A method's modules that serve this
     network join it later (``add_modules``)."""
-    groups = param_groups([model], cfg)
+    groups = param_groups(model.parameters(), cfg)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.base_lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
                                weight_decay=cfg.weight_decay, fused=True)
@@ -143,19 +143,11 @@ def add_modules(optimizer: torch.optim.Optimizer, module: nn.Module, cfg: Networ
     parts = [m for m in module.modules() if getattr(type(m), "param_group", None)]  # their own settings
     own = {id(p) for m in parts for p in m.parameters()}
     rest = [p for p in module.parameters() if id(p) not in own]
-    for group in param_groups([_Params(rest)], cfg):
+    for group in param_groups(rest, cfg):
         optimizer.add_param_group(group)
     for m in parts:
-        for group in param_groups([m], cfg):
+        for group in param_groups(m.parameters(), cfg):
             optimizer.add_param_group({**group, **type(m).param_group})
-
-
-class _Params(nn.Module):
-    """A bag of parameters, for param_groups."""
-
-    def __init__(self, params) -> None:
-        super().__init__()
-        self.params = nn.ParameterList(params)
 
 
 def lr_factor(cfg: NetworkConfig, step: int, steps_per_epoch: int, epochs: int) -> float:

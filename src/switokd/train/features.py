@@ -39,14 +39,12 @@ def setup_features(method: Any, networks: Mapping[str, Any], data: Any, device: 
             networks[n].model.train(mode)
     shapes = {n: {p: t.shape for p, t in taps[n].pop().items()} for n in requests}
     method.setup(shapes, labels=data.train_y, models={n: net.model for n, net in networks.items()})
-    for n, module in method.modules.items():
-        module.to(device)
+    method.feature_modules.to(device)
+    for n, module in method.modules.items():  # the trainable ones: in the optimizer of the network they serve
         net = networks[n]
         if net.optimizer is None:
             raise ConfigError(f"method {method.name!r} owns modules that serve {n}, which does not learn")
         add_modules(net.optimizer, module, net.cfg)
-    for module in method.feature_modules.values():
-        module.to(device)
     return taps
 
 
