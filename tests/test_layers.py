@@ -47,27 +47,11 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def test_no_import_cycle():
+    # A package's __init__ importing its own submodules, and those importing siblings, is no cycle unless a
+    # submodule imports the package back.
     graph = {m: {e for e in es if e != "switokd"} for m, es in import_graph().items() if m != "switokd"}
-    state: dict[str, int] = {}
-    path: list[str] = []
-
-    def visit(m):
-        state[m] = 1
-        path.append(m)
-        for e in sorted(graph.get(m, ())):
-            if state.get(e) == 1:
-                # A package's __init__ importing its own submodules, and those importing siblings, is no cycle
-                # unless a submodule imports the package back.
-                cycle = path[path.index(e):] + [e]
-                raise AssertionError("import cycle: " + " -> ".join(cycle))
-            if e not in state:
-                visit(e)
-        path.pop()
-        state[m] = 2
-
-    for m in sorted(graph):
-        if m not in state:
-            visit(m)
+    cycles = find_cycles(graph)
+    assert not cycles, "import cycle: " + " -> ".join(cycles[0])
 
 
 def test_nothing_imports_the_top_package():
@@ -112,13 +96,14 @@ def layer_violations(pgraph) -> list[str]:
     return bad
 
 
-def package_cycles(pgraph) -> list[list[str]]:
+def find_cycles(graph) -> list[list[str]]:
+    """Every cycle a depth-first walk of ``graph`` (node -> the nodes it imports) meets, each as a path."""
     cycles, state, path = [], {}, []
 
     def visit(p):
         state[p] = 1
         path.append(p)
-        for e in sorted(pgraph.get(p, ())):
+        for e in sorted(graph.get(p, ())):
             if state.get(e) == 1:
                 cycles.append(path[path.index(e):] + [e])
             elif e not in state:
@@ -126,7 +111,7 @@ def package_cycles(pgraph) -> list[list[str]]:
         path.pop()
         state[p] = 2
 
-    for p in sorted(pgraph):
+    for p in sorted(graph):
         if p not in state:
             visit(p)
     return cycles
@@ -135,7 +120,7 @@ def package_cycles(pgraph) -> list[list[str]]:
 def test_packages_look_only_down_and_form_no_cycle():
     pgraph = package_graph()
     assert not layer_violations(pgraph), layer_violations(pgraph)
-    assert not package_cycles(pgraph), package_cycles(pgraph)
+    assert not find_cycles(pgraph), find_cycles(pgraph)
 
 
 def test_the_layer_checks_catch_what_they_claim():
@@ -145,7 +130,7 @@ def test_the_layer_checks_catch_what_they_claim():
     pgraph = package_graph(old)
     assert "data (layer 2) imports train (layer 5)" in layer_violations(pgraph)
     assert "runs (layer 4) imports train (layer 5)" in layer_violations(pgraph)
-    assert ["data", "train", "data"] in package_cycles(pgraph)
+    assert ["data", "train", "data"] in find_cycles(pgraph)
 
 
 def test_run_directory_tools_need_no_torch():
