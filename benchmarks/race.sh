@@ -53,6 +53,11 @@ features() { echo vanilla kd "dkd@warmup_epochs=$1" dist fitnet at nst pkt rkd s
   "reviewkd@feature_options.warmup_epochs=$1"; }
 
 FM=configs/fashion_mnist.yaml
+# The feature methods on offline10k (the grid's sizes: teachers converged on 10,000 clean images, 15 epochs, cosine),
+# one rung at epoch 5: RUNGS=5. No teacher cache: a feature method reads the teacher's features every step.
+exp_features-offline10k() {
+  run features-offline10k $FM "$(features $((2 * LONG)))" 15 data.limit_train=10500 train.eval_every=5 data.augment_seed=0
+}
 exp_clean() { run clean $FM "$(online $((3 * LONG))) $(offline $((3 * LONG)))" 30 data.limit_train=1500 train.eval_every=15; }
 exp_sym40-noaug() { run sym40-noaug configs/fashion_mnist_noisy.yaml "$(online $((3 * LONG)))" 40 data.limit_train=1500; }
 exp_few50() { run few50 $FM "$(online $((3 * LONG)))" 40 data.labels_per_class=50 train.eval_every=20; }

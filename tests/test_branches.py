@@ -111,6 +111,13 @@ def test_one_trains_resumes_bit_exactly_and_exports_the_deployed_branch(tmp_path
     assert row["acc"] == row["parts"]["branch1"]  # the deployed branch's
     report = __import__("json").loads((tmp_path / "whole" / "report.json").read_text())
     assert report["networks"]["student"]["last_parts"] == row["parts"]
+    from switokd.runs.status import run_status, status_lines
+    from switokd.telemetry.sinks import flat_scalars
+    status = run_status(tmp_path / "whole")
+    assert status["test_parts"]["student"] == row["parts"]
+    line = next(x for x in status_lines(status) if "test acc" in x)
+    assert f"ensemble {row['parts']['ensemble']:.2f}" in line and f"branch2 {row['parts']['branch2']:.2f}" in line
+    assert "test/student/parts/ensemble" in flat_scalars({"test": {"student": row}})  # what TensorBoard and MLflow log
     from switokd.deploy.export import load_network
     plain, info = load_network(tmp_path / "whole" / "last.pt", "student")
     assert type(plain).__name__ == "Classifier" and info.model == "resnet20"

@@ -186,6 +186,39 @@ def test_pre_activation_is_read_before_the_in_place_relu_on_resnet18():
     torch.testing.assert_close(f["stage4:pre"], pre)
 
 
+def test_every_familys_pre_is_signed_and_its_act_rectified():
+    """``stageK:pre`` is a real pre-activation on every family (WRN's last stage and MobileNet's conv-BN-ReLU6
+    stages end in an in-place activation, so theirs is that activation's input), and ``stageK:act`` is what the
+    next stage sees (a WRN's ``stageK`` is a raw residual sum; a ResNet's is already activated)."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 32, 32)
+    for name in ("wrn16_1", "resnet20", "mobilenetv2_x0.5", "resnet18"):
+        net = create_model(name, 10, 3, 32).eval()
+        pre = [p for p in net.feature_stages if p.endswith(":pre")]
+        act = [p for p in net.feature_stages if p.endswith(":act")]
+        with FeatureTap(net, pre + act, name) as tap:
+            net(x)
+            f = tap.pop()
+        last = max(pre)
+        assert (f[last] < 0).any(), (name, last)
+        for p in act:
+            assert not (f[p] < 0).any(), (name, p)
+            if name == "wrn16_1":
+                torch.testing.assert_close(f[p], f[p.replace(":act", ":pre")].clamp(min=0))
+
+
+def test_an_output_changed_in_place_after_its_hook_is_an_error():
+    from torch import nn
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(inplace=True)).eval()
+    with FeatureTap(net, ["1"], "teacher") as tap:
+        net(torch.randn(2, 3, 8, 8))
+        with pytest.raises(ValueError, match="network 'teacher': the output of '1' was changed in place.*:input"):
+            tap.pop()
+    with FeatureTap(net, ["2:input"], "teacher") as tap:
+        net(torch.randn(2, 3, 8, 8))
+        assert (tap.pop()["2:input"] < 0).any()
+
+
 def test_an_unknown_path_names_the_network_and_the_nearest():
     net = create_model("resnet18", 10, 3, 32)
     with pytest.raises(C.ConfigError, match=r"network 'teacher' has no module 'layer5'; nearest: layer"):

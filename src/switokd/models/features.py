@@ -67,7 +67,9 @@ class FeatureTap:
     def __init__(self, model: nn.Module, paths: Sequence[str], network: str = "model") -> None:
         inner = getattr(model, "module", model) if isinstance(model, nn.parallel.DistributedDataParallel) else model
         self.paths = list(dict.fromkeys(paths))
+        self.network = network
         self.store: dict[str, Tensor] = {}
+        self.versions: dict[str, int] = {}  # each recorded output's version counter, to catch in-place changes
         self.handles: list[Any] = []
         for path in self.paths:
             module, want_input = resolve_path(inner, path, network)
@@ -85,18 +87,27 @@ class FeatureTap:
 
     def _post(self, path: str):
         def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-            self.store[path] = out[0] if isinstance(out, (tuple, list)) else out
+            x = out[0] if isinstance(out, (tuple, list)) else out
+            self.store[path] = x
+            self.versions[path] = x._version
         return hook
 
     def pop(self) -> dict[str, Tensor]:
-        """What the last forward recorded, by path; the tap holds nothing after it."""
-        out, self.store = self.store, {}
+        """What the last forward recorded, by path; the tap holds nothing after it. A recorded output that a later
+        module changed in place (an in-place ReLU after a BatchNorm) is an error naming the path: it no longer
+        holds what the module returned, and ``NEXT:input`` of that in-place module does."""
+        out, versions, self.store, self.versions = self.store, self.versions, {}, {}
+        for path, v in versions.items():
+            if out[path]._version != v:
+                raise ValueError(f"network {self.network!r}: the output of {path!r} was changed in place after it was "
+                                 "recorded (an in-place module such as ReLU(inplace=True) follows it); record that "
+                                 "module's input instead, as '<its path>:input'")
         return out
 
     def close(self) -> None:
         for h in self.handles:
             h.remove()
-        self.handles, self.store = [], {}
+        self.handles, self.store, self.versions = [], {}, {}
 
     def __enter__(self) -> "FeatureTap":
         return self

@@ -53,6 +53,8 @@ def resolution_stages(features: nn.Sequential, pre) -> dict[str, str]:
     for k, i in enumerate(ends, 1):
         names[f"stage{k}"] = f"features.{i}"
         names[f"stage{k}:pre"] = pre(i, layers[i])
+        if names[f"stage{k}:pre"].endswith(".2:input"):  # a conv-BN-activation stage: its BN (OFD's margin)
+            names[f"stage{k}:bn"] = f"features.{i}.1"
     return names
 
 
@@ -75,9 +77,10 @@ def mobilenet_v2(width: float, num_classes: int, in_chans: int, image_size: int)
     last = _divisible(1280 * max(1.0, width))
     layers.append(conv_bn(cin, last, 1, act=nn.ReLU6))
     model = Classifier(nn.Sequential(*layers), last, num_classes, MOBILENETV2_INIT)
-    # The inverted residuals end linearly: a stage ending in one is its own pre-activation.
+    # The inverted residuals end linearly: a stage ending in one is its own pre-activation; a conv-BN-ReLU6
+    # stage's is its activation's input (the BN's output is rectified in place).
     return name_stages(model, resolution_stages(model.features, pre=lambda i, m: f"features.{i}"
-                                                if isinstance(m, InvertedResidual) else f"features.{i}.1"))
+                                                if isinstance(m, InvertedResidual) else f"features.{i}.2:input"))
 
 
 def mobilenet_v1(width: float, num_classes: int, in_chans: int, image_size: int) -> nn.Module:
@@ -91,7 +94,7 @@ def mobilenet_v1(width: float, num_classes: int, in_chans: int, image_size: int)
         layers += [conv_bn(cin, cin, 3, s, groups=cin), conv_bn(cin, cout, 1)]
         cin = cout
     model = Classifier(nn.Sequential(*layers), cin, num_classes, MOBILENET_INIT)
-    return name_stages(model, resolution_stages(model.features, pre=lambda i, m: f"features.{i}.1"))
+    return name_stages(model, resolution_stages(model.features, pre=lambda i, m: f"features.{i}.2:input"))
 
 
 def _v2(width: float):

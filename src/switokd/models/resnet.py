@@ -60,6 +60,7 @@ class ResNet(nn.Module):
         # A stage's ":pre" is its last block's residual sum, read before the block's in-place ReLU rectifies it.
         self.feature_stages = {"stem": "maxpool", "pool": "avgpool",
                                **{f"stage{i}": f"layer{i}" for i in range(1, 5)},
+                               **{f"stage{i}:act": f"layer{i}" for i in range(1, 5)},
                                **{f"stage{i}:pre": f"layer{i}.{n - 1}.relu:input" for i, n in enumerate(blocks, 1)},
                                **{f"stage{i}:bn": f"layer{i}.{n - 1}.bn2" for i, n in enumerate(blocks, 1)}}
 

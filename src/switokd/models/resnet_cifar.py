@@ -46,6 +46,7 @@ def resnet_cifar(depth: int, num_classes: int, in_chans: int) -> nn.Module:
         names[f"stage{k}"] = f"features.1.{k * n - 1}"
         names[f"stage{k}:pre"] = f"features.1.{k * n - 1}.relu:input"
         names[f"stage{k}:bn"] = f"features.1.{k * n - 1}.conv2.1"  # the BN before the residual sum (OFD's margin)
+        names[f"stage{k}:act"] = names[f"stage{k}"]  # post-activation blocks: the output is already activated
     model = Classifier(nn.Sequential(conv_bn(in_chans, 16), stages), width, num_classes, CIFAR_RESNET_INIT)
     return name_stages(model, names)
 

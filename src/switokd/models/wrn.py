@@ -24,9 +24,10 @@ class PreActBlock(nn.Module):
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.dropout = dropout
         self.shortcut = None if cin == cout and stride == 1 else nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
+        self.act1 = nn.ReLU()  # a module (no parameters) so that a hook can read the block's activated input
 
     def forward(self, x):
-        o = F.relu(self.bn1(x))
+        o = self.act1(self.bn1(x))
         # The projection shortcut sees the pre-activated input, as in the reference WRN.
         shortcut = x if self.shortcut is None else self.shortcut(o)
         o = self.conv1(o)
@@ -48,13 +49,16 @@ def wide_resnet(depth: int, widen: int, num_classes: int, in_chans: int, dropout
             layers.append(PreActBlock(cin, w, s if i == 0 else 1, dropout))
             cin = w
     layers += [nn.BatchNorm2d(cin), nn.ReLU(inplace=True)]
-    # Stage outputs are the blocks' raw residual sums (pre-activation blocks); a stage's ":pre" is the BN that
-    # comes before the next ReLU (the next block's bn1, or the final BN), as mdistiller's preact_feats.
+    # Stage outputs are the blocks' raw residual sums (pre-activation blocks), as mdistiller's feats; a stage's
+    # ":pre" is the BN that comes before the next ReLU (the next block's bn1, or the final BN), as its
+    # preact_feats; ":act" is that ReLU's output, what the next stage sees (a post-activation family's stageK).
     stages = {"stem": "features.0", "pool": "pool"}
     for k in range(1, 4):
         stages[f"stage{k}"] = f"features.{k * n}"
-        stages[f"stage{k}:pre"] = stages[f"stage{k}:bn"] = (f"features.{k * n + 1}.bn1" if k < 3
-                                                             else f"features.{3 * n + 1}")
+        # The last BN's output is rectified in place by the final ReLU: its ":pre" is that ReLU's input.
+        stages[f"stage{k}:pre"] = f"features.{k * n + 1}.bn1" if k < 3 else f"features.{3 * n + 2}:input"
+        stages[f"stage{k}:bn"] = f"features.{k * n + 1}.bn1" if k < 3 else f"features.{3 * n + 1}"
+        stages[f"stage{k}:act"] = f"features.{k * n + 1}.act1" if k < 3 else f"features.{3 * n + 2}"
     return name_stages(Classifier(nn.Sequential(*layers), cin, num_classes, WRN_INIT), stages)
 
 

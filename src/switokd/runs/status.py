@@ -100,6 +100,9 @@ def run_status(path: str | Path) -> dict[str, Any]:
         tested = next((e for e in reversed(epochs) if split in e), None)
         if tested:
             out[split] = {"epoch": tested["epoch"], **{n: r["acc"] for n, r in tested[split].items()}}
+            parts = {n: r["parts"] for n, r in tested[split].items() if r.get("parts")}  # a branch network's
+            if parts:
+                out[split + "_parts"] = parts
     out["pairs"] = _pairs(_pair_rows(steps, epochs))
     for name in (F.LAST, F.BEST):
         p = run / name
@@ -168,7 +171,10 @@ def status_lines(s: dict[str, Any]) -> list[str]:
     for split, label in (("val", "val acc "), ("test", "test acc")):
         if split in s:
             t = dict(s[split])
-            lines.append(f"  {label}   epoch {t.pop('epoch')}: " + "  ".join(f"{n} {a:.2f}%" for n, a in t.items()))
+            parts = s.get(split + "_parts", {})
+            lines.append(f"  {label}   epoch {t.pop('epoch')}: " + "  ".join(
+                f"{n} {a:.2f}%" + (" (" + ", ".join(f"{k} {v:.2f}" for k, v in parts[n].items()) + ")"
+                                   if n in parts else "") for n, a in t.items()))
     for p, v in s["pairs"].items():
         lines.append(f"  switch     {p}: G {v['gap']:.3f}  delta {v['threshold']:.3f}  eps {v['epsilon']:.2f}  "
                      f"rho {v['shared_ratio']:.2f}  expert {v['expert_share']:.1%} of the steps so far")
