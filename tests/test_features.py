@@ -207,6 +207,27 @@ def test_every_familys_pre_is_signed_and_its_act_rectified():
                 torch.testing.assert_close(f[p], f[p.replace(":act", ":pre")].clamp(min=0))
 
 
+def test_default_stages_read_like_for_like_across_families():
+    """A ResNet's stages are activated and a WRN's are raw residual sums: at its default stages a feature loss
+    reads both at ``stageK:act``; same-family pairs and paths a user gives are left as they are."""
+    roles = {"teacher": "teacher", "student": "student"}
+
+    def bound(name, teacher, student, **options):
+        m = create_method(name, roles, **options)
+        m.bind({"teacher": create_model(teacher, 10, 3, 32), "student": create_model(student, 10, 3, 32)})
+        return m.feature_template, m.feature_note
+
+    t, note = bound("at", "resnet20", "wrn16_1")
+    assert t.student_paths == t.teacher_paths == ["stage1:act", "stage2:act", "stage3:act"] and "at reads" in note
+    assert bound("sp", "wrn16_2", "resnet20")[0].student_paths == ["stage3:act"]
+    assert bound("sp", "wrn16_2", "wrn16_1")[0].student_paths == ["stage3"]  # as mdistiller's WRN -> WRN
+    assert bound("at", "resnet56", "resnet20")[0].student_paths == ["stage1", "stage2", "stage3"]
+    assert bound("ofd", "resnet20", "wrn16_1")[0].student_paths == ["stage1:pre", "stage2:pre", "stage3:pre"]
+    given = bound("at", "resnet20", "wrn16_1", feature_options={"student_paths": ["stage3"]})
+    assert given[0].student_paths == ["stage3"] and given[1] == ""
+    assert bound("pkt", "resnet20", "wrn16_1")[0].student_paths == ["pool"]
+
+
 def test_an_output_changed_in_place_after_its_hook_is_an_error():
     from torch import nn
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(inplace=True)).eval()
@@ -362,6 +383,10 @@ def test_crd_queue_memory_does_not_grow_with_the_data():
     assert crd.memory_s.shape == (32, 16) and not hasattr(crd, "order")
     loss = crd([torch.randn(4, 64, 1, 1)], [torch.randn(4, 128, 1, 1)])
     assert torch.isfinite(loss) and int(crd.ptr) == 4
+    long = create_feature_loss("crd", feat_dim=16, nce_k=4096, queue=True)
+    long.context = {"labels": torch.arange(2000) % 10}
+    with pytest.raises(ValueError, match="nce_k 4096 .* at most a tenth of the 2000 training images"):
+        long.build([torch.Size((4, 64, 1, 1))], [torch.Size((4, 128, 1, 1))])
 
 
 USER_STUDENT = '''

@@ -35,6 +35,10 @@ def _overrides(out, ddp, world, method):
     common = ["data.name=synthetic", "train.epochs=2", f"train.batch_size={16 // world}", "train.progress=false",
               "train.precision=fp32", "train.threads=1", f"train.out_dir={out}", f"train.run_name=run{world}",
               f"train.ddp={str(ddp).lower()}", "data.augment=false"]
+    if method == "crd":
+        return [*common, "method.name=dml", "method.feature_loss=crd", f"networks.teacher.model={__name__}:plain_net",
+                "method.feature_options={student_paths: ['4'], teacher_paths: ['4'], feat_dim: 8}",
+                f"networks.student.model={__name__}:plain_net"]
     if method == "vid":
         return [*common, "method.name=dml", *FEATURE, f"networks.teacher.model={__name__}:plain_net",
                 f"networks.student.model={__name__}:plain_net"]
@@ -82,3 +86,16 @@ def test_two_processes_train_a_branch_network_as_one_process(tmp_path, method, d
     one = _same(tmp_path, synthetic_splits(n_train=64, n_test=16), ddp, method)
     assert any(k.startswith("trunk.") for k in one["student"]) and any(k.startswith("branches.2.") for k in one["student"])
     assert any("query" in k for k in one["method"]) if method == "okddip" else any("mean" in k for k in one["method"])
+
+
+def test_crds_memory_is_one_memory_across_processes(tmp_path):
+    """Each process updates CRD's memory with every process's batch (and the first batches set one pair of
+    constants), so the processes hold the same memory; before, each updated only its own shard's rows."""
+    splits = synthetic_splits(n_train=64, n_test=16)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path), splits, False, "crd"), nprocs=2, join=True)
+    two = [torch.load(tmp_path / f"state{r}-2.pt", weights_only=True)["method"] for r in (0, 1)]
+    for k in ("memory_s", "memory_t", "z"):
+        key = next(x for x in two[0] if x.endswith(k))
+        assert torch.equal(two[0][key], two[1][key]), key
+    mem = two[0][next(x for x in two[0] if x.endswith("memory_s"))]
+    torch.testing.assert_close(mem.norm(dim=1), torch.ones(64))  # every row written (and normalised) by the updates

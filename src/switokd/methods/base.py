@@ -290,7 +290,27 @@ class Method:
         method that keeps a temporal mean of a network (PCL) updates it here."""
 
     def bind(self, models: Mapping[str, Any]) -> None:
-        """See the networks' models before ``feature_requests`` (a branch method counts their branches)."""
+        """See the networks' models before ``feature_requests`` (a branch method counts their branches).
+
+        A feature loss at its default stages reads like for like: where one network's ``stageK`` is already
+        activated (a post-activation ResNet) and the other's is not (a pre-activation WRN's raw residual sum),
+        both read ``stageK:act``, the stage's output as the next stage sees it. SP between a ResNet-20 teacher
+        and a WRN-16-1 student fell 14 points below the student trained alone with the raw sums and rose 5-8
+        above it with ``:act`` (docs/method.md, "Feature methods")."""
+        t = self.feature_template
+        self.feature_note = ""
+        if t is None or not t.paths_default:
+            return
+        nets = [n for n in (*self.students, *self.teachers) if n in models]
+        stages = {n: getattr(models[n], "feature_stages", None) or {} for n in nets}
+        plain = [p for p in t.student_paths if p.startswith("stage") and ":" not in p]
+        if not plain or not all(f"{p}:act" in stages[n] and p in stages[n] for n in nets for p in plain):
+            return
+        kinds = {n: tuple(stages[n][p] == stages[n][f"{p}:act"] for p in plain) for n in nets}
+        if len(set(kinds.values())) > 1:
+            t.student_paths = t.teacher_paths = [f"{p}:act" if p in plain else p for p in t.student_paths]
+            self.feature_note = (f"{t.name} reads {', '.join(t.student_paths)} on every network: their stages differ "
+                                 "in kind (activated or raw residual sums), and :act is each stage as the next sees it")
 
     def feature_requests(self) -> dict[str, list[str]]:
         """The features each network must hand to ``step`` (network -> module paths or stage names); {} for a

@@ -42,6 +42,7 @@ class FeatureLoss(nn.Module):
 
     def __init__(self, student_paths: Sequence[str] | None = None, teacher_paths: Sequence[str] | None = None) -> None:
         super().__init__()
+        self.paths_default = not student_paths and not teacher_paths  # the method may align them (Method.bind)
         self.student_paths = list(student_paths or self.default_paths)
         self.teacher_paths = list(teacher_paths or student_paths or self.default_paths)
         if len(self.student_paths) != len(self.teacher_paths):
@@ -259,6 +260,14 @@ class CRD(FeatureLoss):
             self.register_buffer("train_labels", labels)
             self.k = min(self.nce_k, n - int(counts.max()))  # as many negatives as the smallest pool holds
         else:
+            # The queue does not know whose embedding it holds: an anchor meets its own older embedding as a
+            # negative with a chance of about K/N (MoCo's K is 5% of ImageNet). A queue as long as the data set
+            # took a pairs100 student from 29.1% (memory bank) to 17.0% (nce_k 4096 of 2,000 images).
+            if self.nce_k > n // 10:
+                from .base import MethodOptionError
+                raise MethodOptionError(f"crd's queue of nce_k {self.nce_k} negatives may hold at most a tenth of the "
+                                        f"{n} training images ({n // 10}): set a smaller nce_k, or queue=false (the "
+                                        "memory bank, whose negatives are other classes)", "method.feature_options.nce_k")
             self.k = self.nce_k
         self.n_data = n
         self.context = {}
@@ -287,19 +296,44 @@ class CRD(FeatureLoss):
         out_t = torch.exp(torch.bmm(w_s, v_t.unsqueeze(2)).squeeze(2) / self.nce_t)  # teacher anchor, student memory
         out_s = torch.exp(torch.bmm(w_t, v_s.unsqueeze(2)).squeeze(2) / self.nce_t)  # student anchor, teacher memory
         if bool(self.z[0] < 0):  # once: the first batch sets the constants, as the reference does
-            self.z.copy_(torch.stack([out_s.mean(), out_t.mean()]).detach() * self.n_data)
+            (means,) = _gathered(torch.stack([out_s.mean(), out_t.mean()]).detach().unsqueeze(0))
+            self.z.copy_(means.mean(0) * self.n_data)  # every process's first batch, so they share one
         loss = (FL.crd_contrast_loss(out_s / self.z[0], self.n_data)
                 + FL.crd_contrast_loss(out_t / self.z[1], self.n_data))
         with torch.no_grad():
+            # Every process's batch updates the memory, in rank order, so that the processes hold one memory.
             if self.queue:
+                v_s, v_t = _gathered(v_s.detach(), v_t.detach())
                 rows = (self.ptr + torch.arange(len(v_s), device=v_s.device)) % self.k
-                self.memory_s[rows], self.memory_t[rows] = v_s.detach(), v_t.detach()
+                self.memory_s[rows], self.memory_t[rows] = v_s, v_t
                 self.ptr.copy_((self.ptr + len(v_s)) % self.k)
             else:
+                index, v_s, v_t = _gathered(index, v_s.detach(), v_t.detach())
                 for mem, v in ((self.memory_s, v_s), (self.memory_t, v_t)):
                     upd = mem[index] * self.nce_m + v.detach() * (1 - self.nce_m)
                     mem[index] = upd / upd.pow(2).sum(1, keepdim=True).sqrt()
         return loss
+
+
+def _gathered(*tensors: Tensor) -> list[Tensor]:
+    """The rows of ``tensors`` from every process, in rank order (the tensors themselves in one process); the
+    processes may hold different numbers of rows (a last batch)."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return list(tensors)
+    world = dist.get_world_size()
+    n = torch.tensor([len(tensors[0])], device=tensors[0].device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    counts = [int(c) for c in sizes]
+    out = []
+    for t in tensors:
+        pad = t.new_zeros((max(counts), *t.shape[1:]))
+        pad[: len(t)] = t
+        parts = [torch.empty_like(pad) for _ in range(world)]
+        dist.all_gather(parts, pad)
+        out.append(torch.cat([p[:c] for p, c in zip(parts, counts)]))
+    return out
 
 
 @FEATURE_LOSSES.register()

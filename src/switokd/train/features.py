@@ -8,6 +8,7 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import ConfigError
+from ..methods.base import MethodOptionError
 from ..models.features import FeatureTap
 from .engine import add_modules
 
@@ -37,8 +38,14 @@ def setup_features(method: Any, networks: Mapping[str, Any], data: Any, device: 
     finally:
         for n, mode in modes.items():
             networks[n].model.train(mode)
-    shapes = {n: {p: t.shape for p, t in taps[n].pop().items()} for n in requests}
-    method.setup(shapes, labels=data.train_y, models={n: net.model for n, net in networks.items()})
+    try:
+        shapes = {n: {p: t.shape for p, t in taps[n].pop().items()} for n in requests}
+    except ValueError as e:  # a path whose output an in-place module changes
+        raise ConfigError(str(e)) from None
+    try:
+        method.setup(shapes, labels=data.train_y, models={n: net.model for n, net in networks.items()})
+    except MethodOptionError as e:
+        raise ConfigError(f"config key '{e.key}': {e}") from None
     method.feature_modules.to(device)
     for n, module in method.modules.items():  # the trainable ones: in the optimizer of the network they serve
         net = networks[n]

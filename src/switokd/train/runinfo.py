@@ -84,6 +84,8 @@ def run_header(tr: RunView) -> list[str]:
     if describe is not None:
         lines.append(f"recipe     {describe().removeprefix('recipe ')}")
     lines += [f"warning    {w}" for w in getattr(tr.method, "recipe_warnings", [])]
+    if getattr(tr.method, "feature_note", ""):
+        lines.append(f"features   {tr.method.feature_note}")
     if world > 1:
         lines.append(f"processes  {world} ({tr.dist.backend}), this is rank {tr.dist.rank}; lr "
                      + (f"scaled x{world} (train.scale_lr)" if tr.cfg.train.scale_lr else "as configured (train.scale_lr=false)")
