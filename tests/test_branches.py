@@ -231,3 +231,32 @@ def test_user_given_trunk_and_branch_train_with_ffl(tmp_path, splits):
                  data=splits)
     report = tr.fit()
     assert set(report["networks"]["student"]["last_parts"]) == {"branch0", "branch1", "ensemble"}
+
+
+def test_pcl_gives_each_branch_its_own_view(tmp_path, splits):
+    """As the authors' loader does: m independently augmented views per image ([N, m, C, H, W]), the trunk run
+    per view, branch k and the temporal mean's branch k on view k; view 0 is the single-view loader's."""
+    tr = Trainer(C.load_config(None, ["data.name=synthetic", "train.epochs=1", "train.batch_size=16",
+                                      "train.progress=false", "train.precision=fp32", f"train.out_dir={tmp_path}",
+                                      "train.run_name=pcl", "method.name=pcl", "data.crop_padding=2",
+                                      "networks=[{name: student, model: resnet20, role: student, branches: 3}]"]),
+                 data=splits)
+    loader = tr.train_loader
+    assert loader.views == 3 and tr.test_loader.views == 1
+    x, y = next(loader.batches())
+    assert x.shape[:2] == (16, 3) and not torch.equal(x[:, 0], x[:, 1])
+    loader.views = 1
+    one, _ = next(loader.batches())
+    torch.testing.assert_close(one, x[:, 0])  # view 0 is what a single-view loader draws
+    loader.views = 3
+    seen = []
+    net = tr.networks["student"].model
+    hook = net.trunk.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    tr.fit()
+    hook.remove()
+    assert len(seen) >= 3 * len(loader) and seen[0].dim() == 4  # one trunk pass per view
+    shared = C.load_config(None, ["data.name=synthetic", "train.epochs=1", "train.batch_size=16", "train.progress=false",
+                                  f"train.out_dir={tmp_path}", "train.run_name=shared", "method.name=pcl",
+                                  "method.options={views: false}",
+                                  "networks=[{name: student, model: resnet20, role: student, branches: 3}]"])
+    assert Trainer(shared, data=splits).train_loader.views == 1

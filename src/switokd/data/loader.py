@@ -70,6 +70,9 @@ class TensorLoader:
         # data.augment_seed: each image's crop and flip at an epoch drawn from a seed of their own (the same
         # whatever train.seed and the order), so that a teacher cache's views are every run's views.
         self.augment_seed = augment_seed
+        # Independent augmented views of each training image per batch ([N, views, C, H, W]), as PCL gives
+        # each branch its own; 1 is the plain [N, C, H, W]. Set by the trainer from the method.
+        self.views = 1
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -88,17 +91,26 @@ class TensorLoader:
         n = len(self.labels)
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = epoch_order(n, g, self.stream, self.epoch)
-        if self.augment_seed is not None:
-            offsets, flips = self.image_views(self.epoch)
+        per_view = []
+        for v in range(self.views):  # view 0 draws as a single-view loader does, the others after it
+            if self.augment_seed is not None:
+                offsets, flips = self.image_views(self.epoch, v)
+            else:
+                offsets = (torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=g)
+                           if self.crop_padding > 0 else None)
+                flips = torch.rand(n, generator=g) < 0.5 if self.hflip else None
+            per_view.append((offsets, flips))
+        if self.views > 1:
+            offsets = torch.stack([o for o, _ in per_view]) if per_view[0][0] is not None else None
+            flips = torch.stack([f for _, f in per_view]) if per_view[0][1] is not None else None
         else:
-            offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=g) if self.crop_padding > 0 else None
-            flips = torch.rand(n, generator=g) < 0.5 if self.hflip else None
+            offsets, flips = per_view[0]
         return tuple(t.to(self.device) if t is not None else None for t in (order, offsets, flips))  # type: ignore[return-value]
 
-    def image_views(self, epoch: int) -> tuple[Tensor | None, Tensor | None]:
+    def image_views(self, epoch: int, view: int = 0) -> tuple[Tensor | None, Tensor | None]:
         """Every image's crop offset and flip at ``epoch``, indexed by image, from ``augment_seed`` alone."""
         n = len(self.labels)
-        g = torch.Generator().manual_seed((self.augment_seed * 100_003 + epoch) * 1_000_033 + 17)
+        g = torch.Generator().manual_seed((self.augment_seed * 100_003 + epoch) * 1_000_033 + 17 + 7_919 * view)
         offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=g) if self.crop_padding > 0 else None
         flips = torch.rand(n, generator=g) < 0.5 if self.hflip else None
         return offsets, flips
@@ -142,14 +154,21 @@ class TensorLoader:
                 x, y = self.images[sel], self.labels[sel]
             # Augmentation follows the example's position in the epoch's order, or with augment_seed the image.
             at = idx if self.augment_seed is not None and order is not None else sel
-            if offsets is not None:
-                x = crop_at(x, self.crop_padding, offsets[at])
-            if flips is not None:
-                x = flip_where(x, flips[at])
-            x = self.normalize(x)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, y
+            if order is not None and self.views > 1:
+                yield torch.stack([self._augment(x, None if offsets is None else offsets[v][at],
+                                                 None if flips is None else flips[v][at])
+                                   for v in range(self.views)], 1), y
+            else:
+                yield self._augment(x, None if offsets is None else offsets[at],
+                                    None if flips is None else flips[at]), y
+
+    def _augment(self, x: Tensor, offsets: Tensor | None, flips: Tensor | None) -> Tensor:
+        if offsets is not None:
+            x = crop_at(x, self.crop_padding, offsets)
+        if flips is not None:
+            x = flip_where(x, flips)
+        x = self.normalize(x)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         return self.batches()

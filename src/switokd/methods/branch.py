@@ -253,19 +253,30 @@ class PCL(BranchMethod):
     recipe_source = ("shaoeric/Peer-Collaborative-Learning-for-Online-Knowledge-Distillation src/losses/loss_wrapper.py, "
                      "controller.py, utils/ema.py (T 3, ramp 80, EMA 0.999)")
 
-    def __init__(self, roles, *, ema_decay: float = 0.999, **kw) -> None:
+    def __init__(self, roles, *, ema_decay: float = 0.999, views: bool = True, **kw) -> None:
         super().__init__(roles, **kw)
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"pcl option ema_decay must be in [0, 1), got {ema_decay}")
         self.ema_decay = ema_decay
+        self.views = views
+        #: How many augmented views of each training image the loader draws (one per branch; 1 without views).
+        self.train_views = 1
 
     def bind(self, models):
         super().bind(models)
         self.heads = {n: [_input_of(b, nn.Linear) for b in models[n].branches] for n in self.branch_counts}
         self.models = {n: models[n] for n in self.branch_counts}
+        if self.views:
+            counts = {self.branch_counts.get(n) for n in self.names}
+            if len(counts) != 1 or None in counts:
+                raise ValueError("pcl gives each branch its own augmented view, so every network must have the same "
+                                 f"number of branches (here {dict((n, self.branch_counts.get(n)) for n in self.names)}); "
+                                 "set method.options.views=false for one view shared by all")
+            self.train_views = counts.pop()
 
     def feature_requests(self):
-        return {n: ["trunk:input", *self.branch_paths(n),
+        # ":input" is the network's own input (one view, or one per branch), for the temporal mean's forward.
+        return {n: [":input", *self.branch_paths(n),
                     *(f"branches.{k}.{h}:input" for k, h in enumerate(self.heads[n]))] for n in self.branch_counts}
 
     def build_modules(self, net, shapes, m):
@@ -284,9 +295,13 @@ class PCL(BranchMethod):
         ens = mods["ensemble"](torch.cat([f[f"branches.{k}.{self.heads[net][k]}:input"].float().flatten(1)
                                           for k in range(m)], 1))
         mean = mods["mean"].train(self.models[net].training)
-        with torch.no_grad():
-            trunk = mean.trunk(f["trunk:input"])
-            mean_logits = [b(trunk).float() for b in mean.branches]
+        x = f[":input"]
+        with torch.no_grad():  # the mean's peer j on view j, as the references (shared input without views)
+            if x.dim() == 5:
+                mean_logits = [b(mean.trunk(x[:, j])).float() for j, b in enumerate(mean.branches)]
+            else:
+                trunk = mean.trunk(x)
+                mean_logits = [b(trunk).float() for b in mean.branches]
         return pcl_loss([f[f"branches.{k}"].float() for k in range(m)], ens, mean_logits, targets, self.ramp,
                         self.weights.tau)
 

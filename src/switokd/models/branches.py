@@ -122,6 +122,14 @@ class BranchNet(nn.Module):
         return cls(nn.Sequential(trunk, branch), "1", branches, deployed)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The deployed branch's logits of ``x`` ([N, C, H, W]); or, given one view per branch ([N, m, C, H, W],
+        as PCL trains), branch k's of view k, the trunk run once per view."""
+        if x.dim() == 5:
+            if x.shape[1] != len(self.branches):
+                raise ValueError(f"BranchNet: {x.shape[1]} views for {len(self.branches)} branches; give one per branch")
+            outs = [b(self.trunk(x[:, k])) for k, b in enumerate(self.branches)]
+            self.outputs = outs if self.keep_outputs else []
+            return outs[self.deployed_index]
         h = self.trunk(x)
         outs = [b(h) for b in self.branches]
         self.outputs = outs if self.keep_outputs else []

@@ -19,7 +19,7 @@ from .cohort import Network, build_network, ddp_errors
 from ..data import DataSplits
 from ..data.pipeline import build_run_data
 from .distributed import Distributed
-from ..errors import TrainingDiverged
+from ..errors import ConfigError, TrainingDiverged
 from .engine import Precision, all_finite, check_finite_losses, frozen_batchnorm_stats, resolve_device, set_lr
 from .features import setup_features
 from .evaluation import evaluate
@@ -80,6 +80,13 @@ class Trainer:
                                   dist=self.dist, initial_weights=initial_weights) for n in cfg.networks}
         # The features the method reads, by module path, and the modules it owns, sized by a dry forward.
         self.taps = setup_features(self.method, self.networks, self.data, self.device, self.precision)
+        views = getattr(self.method, "train_views", 1)  # PCL: one augmented view of each image per branch
+        if views > 1:
+            if not hasattr(self.train_loader, "views"):
+                raise ConfigError(f"method {cfg.method.name!r} gives each branch its own augmented view, which the "
+                                  "streaming loader does not draw: set data.in_memory=true, or "
+                                  "method.options.views=false")
+            self.train_loader.views = views
         # Frozen teachers' logits computed once (networks.NAME.cache): checked now, opened by fit() (or
         # open_caches()), once a checkpoint's weights are in place, since the cache is keyed by them.
         from .teacher_cache import check_cache_config
