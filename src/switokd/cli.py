@@ -466,7 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="switokd",
         description="Online and offline knowledge distillation: SwitOKD (switchable teacher/student training), "
-                    "UniOKD, DML, KDCL, KD, DKD and DIST side by side; sweeps and races to find the best for your data.",
+                    "UniOKD, DML, KDCL, the branch methods (ONE, OKDDip, PCL, FFL), KD, DKD, DIST and the feature "
+                    "methods (FitNet to ReviewKD) side by side; sweeps and races to find the best for your data.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Start with: switokd train --config configs/fashion_mnist.yaml   (see `switokd train --help`)\n\n" + EXIT_CODES,
     )
