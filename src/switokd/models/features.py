@@ -5,8 +5,10 @@ its **output** is recorded at every forward. ``PATH:input`` records the module's
 forward pre-hook before the module runs, so that an in-place module (``ReLU(inplace=True)``, as torchvision's
 ResNets use) cannot have rectified it yet: ``layer4.1.relu:input`` is the last block's pre-activation (its
 ``relu`` runs twice, and the last call, after the residual sum, is the one kept). Our own families also name
-their stages: ``stem``, ``stage1`` .. ``stageN``, ``pool``, and ``stageK:pre`` (the stage's output before its
-last activation), so that one config works for wrn, resnet_cifar, mobilenet and the torchvision-named ResNets.
+their stages: ``stem``, ``stage1`` .. ``stageN``, ``pool``, ``stageK:pre`` (the stage's output before its
+last activation) and, on WRNs and ResNets, ``stageK:act`` (the stage as the next one sees it, activated), so
+that one config works for wrn, resnet_cifar, mobilenet and the torchvision-named ResNets. A recorded output that
+a later module changes in place (an in-place ReLU after a BatchNorm) is an error at ``pop()``, naming the path.
 
 Example:
     >>> import torch
@@ -32,7 +34,8 @@ INPUT = ":input"
 
 
 def stage_paths(model: nn.Module) -> dict[str, str]:
-    """A model's stage names (``stem``, ``stage1``.., ``pool``, ``stageK:pre``) -> module paths; {} if it names none."""
+    """A model's stage names (``stem``, ``stage1``.., ``pool``, ``stageK:pre``, ``stageK:act``) -> module paths;
+    {} if it names none."""
     return dict(getattr(model, "feature_stages", None) or {})
 
 
