@@ -260,3 +260,11 @@ def test_pcl_gives_each_branch_its_own_view(tmp_path, splits):
                                   "method.options={views: false}",
                                   "networks=[{name: student, model: resnet20, role: student, branches: 3}]"])
     assert Trainer(shared, data=splits).train_loader.views == 1
+
+
+def test_pcl_views_need_branch_networks_of_one_size(tmp_path, splits):
+    cfg = C.load_config(None, ["data.name=synthetic", "train.epochs=1", "train.progress=false", f"train.out_dir={tmp_path}",
+                               "method.name=pcl", "networks=[{name: a, model: resnet20, role: student, branches: 3}, "
+                               "{name: b, model: resnet20, role: student}]"])
+    with pytest.raises(C.ConfigError, match="config key 'method.options.views': pcl gives each branch its own"):
+        Trainer(cfg, data=splits)

@@ -239,6 +239,14 @@ def test_an_output_changed_in_place_after_its_hook_is_an_error():
         net(torch.randn(2, 3, 8, 8))
         assert (tap.pop()["2:input"] < 0).any()
 
+    class Dict(nn.Module):  # a Hugging Face-style output: no version counter to check, still recorded
+        def forward(self, x):
+            return {"hidden": x * 2}
+    wrapped = nn.Sequential(Dict())
+    with FeatureTap(wrapped, ["0"]) as tap, torch.inference_mode():
+        wrapped(torch.ones(1))
+        assert tap.pop()["0"]["hidden"].item() == 2.0
+
 
 def test_an_unknown_path_names_the_network_and_the_nearest():
     net = create_model("resnet18", 10, 3, 32)
@@ -383,6 +391,14 @@ def test_crd_queue_memory_does_not_grow_with_the_data():
     assert crd.memory_s.shape == (32, 16) and not hasattr(crd, "order")
     loss = crd([torch.randn(4, 64, 1, 1)], [torch.randn(4, 128, 1, 1)])
     assert torch.isfinite(loss) and int(crd.ptr) == 4
+    short = create_feature_loss("crd", feat_dim=4, nce_k=3, queue=True)  # a batch longer than the queue
+    short.context = {"labels": torch.arange(60) % 10}
+    short.build([torch.Size((5, 8, 1, 1))], [torch.Size((5, 8, 1, 1))])
+    fs = torch.randn(5, 8, 1, 1)
+    short([fs], [torch.randn(5, 8, 1, 1)])
+    v = short.embed_s(fs).detach()  # the last 3 of the 5 rows, in order, ending where the pointer now stands
+    assert int(short.ptr) == 2
+    torch.testing.assert_close(short.memory_s[[2, 0, 1]], v[2:])
     long = create_feature_loss("crd", feat_dim=16, nce_k=4096, queue=True)
     long.context = {"labels": torch.arange(2000) % 10}
     with pytest.raises(ValueError, match="nce_k 4096 .* at most a tenth of the 2000 training images"):

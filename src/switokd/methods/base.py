@@ -295,7 +295,7 @@ class Method:
         A feature loss at its default stages reads like for like: where one network's ``stageK`` is already
         activated (a post-activation ResNet) and the other's is not (a pre-activation WRN's raw residual sum),
         both read ``stageK:act``, the stage's output as the next stage sees it. SP between a ResNet-20 teacher
-        and a WRN-16-1 student fell 14 points below the student trained alone with the raw sums and rose 5-8
+        and a WRN-16-1 student fell 12-15 points below the student trained alone with the raw sums and rose 4-8
         above it with ``:act`` (docs/method.md, "Feature methods")."""
         t = self.feature_template
         self.feature_note = ""

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ..core.branch_losses import consistency_ramp, soft_kl
 from ..core.losses import cross_entropy
-from .base import METHODS, Method, StepOutput
+from .base import METHODS, Method, MethodOptionError, StepOutput
 
 
 class BranchMethod(Method):
@@ -269,9 +269,10 @@ class PCL(BranchMethod):
         if self.views:
             counts = {self.branch_counts.get(n) for n in self.names}
             if len(counts) != 1 or None in counts:
-                raise ValueError("pcl gives each branch its own augmented view, so every network must have the same "
-                                 f"number of branches (here {dict((n, self.branch_counts.get(n)) for n in self.names)}); "
-                                 "set method.options.views=false for one view shared by all")
+                raise MethodOptionError("pcl gives each branch its own augmented view, so every network must have the "
+                                        "same number of branches (here "
+                                        f"{dict((n, self.branch_counts.get(n)) for n in self.names)}); set it to false "
+                                        "for one view shared by all", "method.options.views")
             self.train_views = counts.pop()
 
     def feature_requests(self):
@@ -282,8 +283,11 @@ class PCL(BranchMethod):
     def build_modules(self, net, shapes, m):
         import copy
         d = shapes[f"branches.0.{self.heads[net][0]}:input"][1]
-        return {"ensemble": nn.Linear(m * d, shapes["branches.0"][1]),
-                "mean": copy.deepcopy(self.models[net]).requires_grad_(False)}
+        mean = copy.deepcopy(self.models[net]).requires_grad_(False)
+        for mod in mean.modules():  # the copy would carry the feature taps' hooks, writing into their store
+            mod._forward_hooks.clear()
+            mod._forward_pre_hooks.clear()
+        return {"ensemble": nn.Linear(m * d, shapes["branches.0"][1]), "mean": mean}
 
     def after_step(self, stepped, step):
         for n in self.branch_counts:
@@ -297,7 +301,7 @@ class PCL(BranchMethod):
         mean = mods["mean"].train(self.models[net].training)
         x = f[":input"]
         with torch.no_grad():  # the mean's peer j on view j, as the references (shared input without views)
-            if x.dim() == 5:
+            if x.dim() == 5 and self.train_views > 1:
                 mean_logits = [b(mean.trunk(x[:, j])).float() for j, b in enumerate(mean.branches)]
             else:
                 trunk = mean.trunk(x)

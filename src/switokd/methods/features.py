@@ -304,9 +304,11 @@ class CRD(FeatureLoss):
             # Every process's batch updates the memory, in rank order, so that the processes hold one memory.
             if self.queue:
                 v_s, v_t = _gathered(v_s.detach(), v_t.detach())
-                rows = (self.ptr + torch.arange(len(v_s), device=v_s.device)) % self.k
+                n_new = len(v_s)
+                v_s, v_t = v_s[-self.k:], v_t[-self.k:]  # a batch longer than the queue keeps its last k rows
+                rows = (self.ptr + n_new - len(v_s) + torch.arange(len(v_s), device=v_s.device)) % self.k
                 self.memory_s[rows], self.memory_t[rows] = v_s, v_t
-                self.ptr.copy_((self.ptr + len(v_s)) % self.k)
+                self.ptr.copy_((self.ptr + n_new) % self.k)
             else:
                 index, v_s, v_t = _gathered(index, v_s.detach(), v_t.detach())
                 for mem, v in ((self.memory_s, v_s), (self.memory_t, v_t)):

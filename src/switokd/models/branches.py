@@ -110,6 +110,7 @@ class BranchNet(nn.Module):
         self.deployed_index = deployed
         self.split = split
         self._at = i
+        self.per_view = False  # the training loader draws one view per branch (PCL), set by the trainer
         self.keep_outputs = False  # evaluation: keep every branch's logits of the last forward (``outputs``)
         self.outputs: list[Tensor] = []
         self._backbone = [model]  # the original model (its modules are the trunk's and branch 0's); not registered
@@ -124,7 +125,7 @@ class BranchNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """The deployed branch's logits of ``x`` ([N, C, H, W]); or, given one view per branch ([N, m, C, H, W],
         as PCL trains), branch k's of view k, the trunk run once per view."""
-        if x.dim() == 5:
+        if self.per_view and x.dim() == 5:
             if x.shape[1] != len(self.branches):
                 raise ValueError(f"BranchNet: {x.shape[1]} views for {len(self.branches)} branches; give one per branch")
             outs = [b(self.trunk(x[:, k])) for k, b in enumerate(self.branches)]

@@ -92,7 +92,8 @@ class FeatureTap:
         def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
             x = out[0] if isinstance(out, (tuple, list)) else out
             self.store[path] = x
-            self.versions[path] = x._version
+            if isinstance(x, Tensor) and not x.is_inference():  # dicts, model outputs: no version to check
+                self.versions[path] = x._version
         return hook
 
     def pop(self) -> dict[str, Tensor]:
@@ -103,8 +104,9 @@ class FeatureTap:
         for path, v in versions.items():
             if out[path]._version != v:
                 raise ValueError(f"network {self.network!r}: the output of {path!r} was changed in place after it was "
-                                 "recorded (an in-place module such as ReLU(inplace=True) follows it); record that "
-                                 "module's input instead, as '<its path>:input'")
+                                 "recorded (an in-place module such as ReLU(inplace=True) follows it, or an in-place "
+                                 "op in its parent's forward); record that module's input instead, as "
+                                 "'<its path>:input', or another module's output")
         return out
 
     def close(self) -> None:

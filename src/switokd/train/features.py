@@ -19,7 +19,12 @@ def setup_features(method: Any, networks: Mapping[str, Any], data: Any, device: 
     blank images (every network in eval mode, without gradients, so no BatchNorm statistic moves), place them on
     ``device`` and add them to the optimizer of the network each serves. Returns the taps ({} for a method that
     reads logits only)."""
-    method.bind({n: net.model for n, net in networks.items()})
+    try:
+        method.bind({n: net.model for n, net in networks.items()})
+    except MethodOptionError as e:
+        raise ConfigError(f"config key '{e.key}': {e}") from None
+    except ValueError as e:  # a branch method without branch networks, and the like
+        raise ConfigError(str(e)) from None
     requests = method.feature_requests()
     if not requests:
         return {}

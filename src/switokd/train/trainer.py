@@ -87,6 +87,11 @@ class Trainer:
                                   "streaming loader does not draw: set data.in_memory=true, or "
                                   "method.options.views=false")
             self.train_loader.views = views
+            from ..models.branches import BranchNet
+            for net in self.networks.values():
+                inner = getattr(net.model, "module", net.model)
+                if isinstance(inner, BranchNet):
+                    inner.per_view = True
         # Frozen teachers' logits computed once (networks.NAME.cache): checked now, opened by fit() (or
         # open_caches()), once a checkpoint's weights are in place, since the cache is keyed by them.
         from .teacher_cache import check_cache_config
@@ -159,7 +164,10 @@ class Trainer:
     def pop_features(self) -> dict[str, Any]:
         """The features the last forward recorded (network -> path -> tensor; ``INDEX``: the batch's images'
         indices in the training set); the taps keep none of them."""
-        return {**{n: tap.pop() for n, tap in self.taps.items()}, INDEX: self._batch_images}
+        try:
+            return {**{n: tap.pop() for n, tap in self.taps.items()}, INDEX: self._batch_images}
+        except ValueError as e:  # a train-mode-only in-place op the eval-mode dry forward did not meet
+            raise ConfigError(str(e)) from None
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
         """Forward every network, let the method decide, backward and step only the stepping ones."""
