@@ -155,13 +155,14 @@ def main(argv=None) -> int:
     crd.build([torch.Size((2, 64, 1, 1))], [torch.Size((2, 128, 1, 1))])
     bank = sum(b.numel() * b.element_size() for b in crd.buffers())
     q = create_feature_loss("crd", queue=True)
-    q.context = {"labels": torch.arange(a.crd_images) % 100}
+    # The queue's size does not depend on N, but it holds at most N / 10 negatives: size N for its K.
+    q.context = {"labels": torch.arange(max(a.crd_images, 10 * q.nce_k)) % 100}
     q.build([torch.Size((2, 64, 1, 1))], [torch.Size((2, 128, 1, 1))])
     queue = sum(b.numel() * b.element_size() for b in q.buffers())
     gather = 2 * a.batch * (crd.k + 1) * crd.feat_dim * 4
     lines += ["", f"CRD's memory for {a.crd_images:,} training images (128-d, fp32): the memory bank's buffers "
               f"{bank / 2**20:.1f} MiB (two N x 128 banks and the class index), the queue's {queue / 2**20:.1f} MiB "
-              f"(two K x 128, K = {q.k}), whatever N; the negatives gathered per step at batch {a.batch}: "
+              f"(two K x 128, K = {q.k}), whatever N (from N = 10 K up); the negatives gathered per step at batch {a.batch}: "
               f"{gather / 2**20:.0f} MiB (2 x batch x (K + 1) x 128 x 4 bytes, K = {crd.k})."]
     print(lines[-1])
     if a.out:

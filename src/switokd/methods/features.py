@@ -264,10 +264,9 @@ class CRD(FeatureLoss):
             # negative with a chance of about K/N (MoCo's K is 5% of ImageNet). A queue as long as the data set
             # took a pairs100 student from 29.1% (memory bank) to 17.0% (nce_k 4096 of 2,000 images).
             if self.nce_k > n // 10:
-                from .base import MethodOptionError
-                raise MethodOptionError(f"crd's queue of nce_k {self.nce_k} negatives may hold at most a tenth of the "
-                                        f"{n} training images ({n // 10}): set a smaller nce_k, or queue=false (the "
-                                        "memory bank, whose negatives are other classes)", "method.feature_options.nce_k")
+                raise ValueError(f"config key 'method.feature_options.nce_k': crd's queue of nce_k {self.nce_k} "
+                                 f"negatives may hold at most a tenth of the {n} training images ({n // 10}): set a "
+                                 "smaller nce_k, or queue=false (the memory bank, whose negatives are other classes)")
             self.k = self.nce_k
         self.n_data = n
         self.context = {}

@@ -51,6 +51,8 @@ def setup_features(method: Any, networks: Mapping[str, Any], data: Any, device: 
         method.setup(shapes, labels=data.train_y, models={n: net.model for n, net in networks.items()})
     except MethodOptionError as e:
         raise ConfigError(f"config key '{e.key}': {e}") from None
+    except ValueError as e:  # a feature loss refusing the data or the shapes (its message names the key)
+        raise ConfigError(str(e)) from None
     method.feature_modules.to(device)
     for n, module in method.modules.items():  # the trainable ones: in the optimizer of the network they serve
         net = networks[n]
