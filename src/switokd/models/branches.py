@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
@@ -128,7 +129,9 @@ class BranchNet(nn.Module):
         if self.per_view and x.dim() == 5:
             if x.shape[1] != len(self.branches):
                 raise ValueError(f"BranchNet: {x.shape[1]} views for {len(self.branches)} branches; give one per branch")
-            outs = [b(self.trunk(x[:, k])) for k, b in enumerate(self.branches)]
+            # A view sliced out of [N, m, C, H, W] is strided across the views: one copy each, in the input's layout.
+            fmt = torch.channels_last if x.stride(2) == 1 else torch.contiguous_format
+            outs = [b(self.trunk(x[:, k].contiguous(memory_format=fmt))) for k, b in enumerate(self.branches)]
             self.outputs = outs if self.keep_outputs else []
             return outs[self.deployed_index]
         h = self.trunk(x)
