@@ -3,7 +3,8 @@ module path), and the modules it owns, sized by a dry forward and put in the opt
 serve."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+import contextlib
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -13,18 +14,26 @@ from ..models.features import FeatureTap
 from .engine import add_modules
 
 
+@contextlib.contextmanager
+def _config_errors() -> Iterator[None]:
+    """A method's or a feature tap's refusal of the config (ValueError) as a ConfigError: one line, exit 2."""
+    try:
+        yield
+    except MethodOptionError as e:
+        raise ConfigError(f"config key '{e.key}': {e}") from None
+    except ValueError as e:  # its message names the key or path at fault
+        raise ConfigError(str(e)) from None
+
+
 def setup_features(method: Any, networks: Mapping[str, Any], data: Any, device: torch.device,
                    precision: Any) -> dict[str, FeatureTap]:
     """Hook the features ``method.feature_requests()`` names, size the method's modules by one dry forward of two
     blank images (every network in eval mode, without gradients, so no BatchNorm statistic moves), place them on
     ``device`` and add them to the optimizer of the network each serves. Returns the taps ({} for a method that
     reads logits only)."""
-    try:
-        method.bind({n: net.model for n, net in networks.items()})
-    except MethodOptionError as e:
-        raise ConfigError(f"config key '{e.key}': {e}") from None
-    except ValueError as e:  # a branch method without branch networks, and the like
-        raise ConfigError(str(e)) from None
+    models = {n: net.model for n, net in networks.items()}
+    with _config_errors():  # a branch method without branch networks, and the like
+        method.bind(models)
     requests = method.feature_requests()
     if not requests:
         return {}
@@ -43,16 +52,9 @@ def setup_features(method: Any, networks: Mapping[str, Any], data: Any, device: 
     finally:
         for n, mode in modes.items():
             networks[n].model.train(mode)
-    try:
+    with _config_errors():  # a path whose output an in-place module changes; a loss refusing the data or shapes
         shapes = {n: {p: t.shape for p, t in taps[n].pop().items()} for n in requests}
-    except ValueError as e:  # a path whose output an in-place module changes
-        raise ConfigError(str(e)) from None
-    try:
-        method.setup(shapes, labels=data.train_y, models={n: net.model for n, net in networks.items()})
-    except MethodOptionError as e:
-        raise ConfigError(f"config key '{e.key}': {e}") from None
-    except ValueError as e:  # a feature loss refusing the data or the shapes (its message names the key)
-        raise ConfigError(str(e)) from None
+        method.setup(shapes, labels=data.train_y, models=models)
     method.feature_modules.to(device)
     for n, module in method.modules.items():  # the trainable ones: in the optimizer of the network they serve
         net = networks[n]
