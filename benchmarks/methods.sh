@@ -12,7 +12,8 @@
 #   SEEDS="0 1" bash benchmarks/methods.sh pairs100   # some seeds (a later full run skips what is done)
 #   RESULTS=/path/to/checkout/benchmarks/results/methods bash benchmarks/methods.sh clean   # collect elsewhere
 #
-# Experiments: clean sym40-noaug few50 pairs100 (the grid) and offline10k. Online in each: vanilla, dml, kdcl,
+# Experiments: clean sym40-noaug few50 pairs100 (the grid), offline10k, branches-<condition> (issue 41; below).
+# Online in each: vanilla, dml, kdcl,
 # switokd, uniokd and DML with the dkd and the dist loss. Offline on clean and pairs100: kd, kd+ls, dkd, dkd+ls
 # and dist from each seed's vanilla-trained teacher (the vanilla run's own, frozen). Each experiment is one
 # `switokd sweep` into runs/methods/<exp>/ (resumable: run the same command again after an interruption), then
@@ -72,6 +73,22 @@ exp_pairs100() {
 exp_offline10k() {
   grid offline10k $FM "kd kd+ls dkd@warmup_epochs=2 dist" data.limit_train=10500 train.epochs=15 train.eval_every=5 \
     data.augment_seed=0 networks.teacher.cache=runs/methods/offline10k/cache
+}
+
+# The branch methods (issue 41) on the grid's four conditions, beside vanilla, DML, KDCL and SwitOKD run again at
+# the same commit (exact pairing). Each branch method trains the grid's student (WRN-16-1) split at stage3 into
+# 3 branches (switokd.race.plan: a branch method in a grid splits the grid's students; no teacher), and deploys
+# one branch: the same network as the other methods' student. The consistency ramp's 80 of the references' 300
+# epochs is scaled to the run (8 of 30, 11 of 40, 5 of 20).
+branch() { echo vanilla dml kdcl switokd "one@options.ramp_epochs=$1" "okddip@options.ramp_epochs=$1" \
+  "pcl@options.ramp_epochs=$1" "ffl@options.ramp_epochs=$1"; }
+exp_branches-clean() { grid branches-clean $FM "$(branch 8)" "${LONG[@]}"; }
+exp_branches-sym40-noaug() { grid branches-sym40-noaug configs/fashion_mnist_noisy.yaml "$(branch 11)" data.limit_train=1500; }
+exp_branches-few50() { grid branches-few50 $FM "$(branch 11)" data.labels_per_class=50 train.epochs=40 train.eval_every=20; }
+exp_branches-pairs100() {
+  grid branches-pairs100 $FM "$(branch 5)" data.name=fashion_mnist_pairs data.limit_train=2500 train.epochs=20 \
+    train.eval_every=10 networks.teacher.model=resnet20 networks.teacher.schedule=multistep \
+    networks.student.schedule=multistep "networks.teacher.milestones=[9,13,17]" "networks.student.milestones=[9,13,17]"
 }
 
 for e in "${@:-clean sym40-noaug few50 pairs100}"; do

@@ -35,6 +35,20 @@ def test_plan_orders_kd_after_its_teacher(tmp_path):
         plan(None, ["dml", "dml"], [0], [], tmp_path)
 
 
+def test_a_branch_method_in_a_grid_trains_the_grids_student_in_branches(tmp_path):
+    specs = plan(None, ["dml", "one@options.ramp_epochs=8", "pcl"], [0], ["networks.student.lr=0.05"], tmp_path)
+    dml, one, pcl = (C.load_config(None, list(s.overrides)) for s in specs)
+    assert [n.name for n in dml.networks] == ["teacher", "student"]
+    for cfg in (one, pcl):  # the student alone, in 3 branches at its default split, with its own settings
+        (net,) = cfg.networks
+        assert (net.name, net.model, net.branches, net.split, net.lr) == ("student", "wrn16_1", 3, "", 0.05)
+    assert one.method.options == {"ramp_epochs": 8}
+    # A config that splits a network already is left as it is.
+    mine = ["networks=[{name: s, model: resnet20, role: student, branches: 2}]"]
+    (spec,) = plan(None, ["ffl"], [0], mine, tmp_path)
+    assert C.load_config(None, list(spec.overrides)).networks[0].branches == 2
+
+
 def test_mean_std_and_table_on_known_inputs():
     assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
     assert mean_std([5.0]) == (5.0, 0.0)

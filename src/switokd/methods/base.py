@@ -185,6 +185,7 @@ class Method:
     recipe_source: ClassVar[str] = ""  # where the method's own KL settings come from (methods/recipes.py)
     min_networks: ClassVar[int] = 1
     offline: ClassVar[bool] = False  # teachers are frozen, trained beforehand (the sweep trains them first)
+    branch_networks: ClassVar[int] = 0  # > 0: trains networks split into branches (a grid splits its students into this many)
     distills: ClassVar[bool] = True  # false: no distillation term, so a loss other than kl is refused
 
     ignore_index: int | None = IGNORE_INDEX  # labels that count in no statistic and no loss (None: no check)

@@ -20,6 +20,7 @@ class BranchMethod(Method):
 
     default_tau = 3.0
     default_tau2 = True
+    branch_networks = 3  # a grid's students are split into this many branches where the config sets none
     recipe_source = "the branch methods' shared T = 3 and ramp exp(-5(1 - e/80)^2) (docs/method.md)"
 
     def __init__(self, roles, *, ramp_epochs: int = 80, **kw) -> None:

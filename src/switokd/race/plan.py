@@ -82,13 +82,17 @@ def plan(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[in
     no_cache = tuple(f"networks.{t}.cache=null" for t in caches)
     parsed = [parse_method(m) for m in methods]
     offline = {}
+    parsed_ = []
     for label, name, over in parsed:
         try:
             factory = resolve_method(name)
         except KeyError as e:
             raise C.ConfigError(f"sweep: {e.args[0]}") from None
         offline[label] = bool(getattr(factory, "offline", False))
+        over = (*over, *_branch_networks(base, int(getattr(factory, "branch_networks", 0) or 0)))
         C.load_config(cfg_path, [*overrides, *over])  # a bad variant fails before any run starts
+        parsed_.append((label, name, over))
+    parsed = parsed_
     if any(offline.values()) and not teachers:
         raise C.ConfigError(f"sweep: offline method(s) {[m for m in offline if offline[m]]} need a network with "
                             "role teacher in the config")
@@ -114,11 +118,27 @@ def plan(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[in
                         trained = True
                 extra = tuple(f"networks.{t}.checkpoint={source}" for t in teachers)
                 extra += tuple(f"networks.{t}.cache={Path(c) / source.parent.name}" for t, c in caches.items())
-            else:
+            elif not any(o.startswith("networks=") for o in over):
                 extra = no_cache
             run = f"{label}-seed{seed}"
             specs.append(RunSpec(run, label, seed, (*common, *over, f"train.run_name={run}", *extra)))
     return specs
+
+
+def _branch_networks(cfg: C.Config, m: int) -> tuple[str, ...]:
+    """A branch method beside two-network methods in one grid trains the grid's students, each split into ``m``
+    branches at its family's default split where the config sets none, and no teacher: the deployed branch is
+    then the same network as the other methods' student (``()`` when the method is not a branch method or the
+    config already splits a network)."""
+    if m <= 0 or any(n.branches for n in cfg.networks):
+        return ()
+    students = [n.name for n in cfg.networks if n.role == "student"]
+    if not students:
+        return ()
+    nets = [json.loads(_net_yaml(cfg, s)) for s in students]
+    for n in nets:
+        n["branches"] = m
+    return ("networks=[" + ", ".join(json.dumps(n) for n in nets) + "]",)
 
 
 def _net_yaml(cfg: C.Config, name: str, no_cache: bool = False) -> str:
