@@ -99,3 +99,15 @@ def test_crds_memory_is_one_memory_across_processes(tmp_path):
         assert torch.equal(two[0][key], two[1][key]), key
     mem = two[0][next(x for x in two[0] if x.endswith("memory_s"))]
     torch.testing.assert_close(mem.norm(dim=1), torch.ones(64))  # every row written (and normalised) by the updates
+
+
+def test_a_methods_own_batchnorm_statistics_agree_across_processes(tmp_path):
+    """ONE's gate has a BatchNorm of its own: its running statistics are averaged over the ranks with the
+    networks' at the end of each epoch, so every rank holds what rank 0 saves (before, each kept its own)."""
+    splits = synthetic_splits(n_train=64, n_test=16)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path), splits, False, "one"), nprocs=2, join=True)
+    two = [torch.load(tmp_path / f"state{r}-2.pt", weights_only=True)["method"] for r in (0, 1)]
+    stats = [k for k in two[0] if k.endswith(("running_mean", "running_var"))]
+    assert stats
+    for k in stats:
+        assert torch.equal(two[0][k], two[1][k]), k

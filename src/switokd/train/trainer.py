@@ -372,8 +372,9 @@ class Trainer:
 
     def _sync_ranks(self) -> None:
         """Several processes: average BatchNorm statistics and the running metric sums over ranks, so that every
-        rank holds the state rank 0 saves (both are linear in what follows, so training is unchanged)."""
-        self.dist.sync_state([net.model for net in self.networks.values()],
+        rank holds the state rank 0 saves (both are linear in what follows, so training is unchanged). The
+        method's own modules too: a gate's or fusion module's BatchNorm, PCL's temporal mean."""
+        self.dist.sync_state([*(net.model for net in self.networks.values()), *self.method.feature_modules.values()],
                              [m.sums[k] for m in (self.meters.step, self.meters.epoch) for k in m.sums])
 
     def save_checkpoint(self, best: bool = False, synced: bool = False) -> Path | None:
