@@ -102,6 +102,31 @@ def test_methods_summary_ranks_and_pairs_by_seed(tmp_path, capsys):
     assert "| dml | 71.00 ± 1.41 | 80.50 ± 0.71 |" in out and "| kd | — | 79.25 ± 0.35 |" in out
 
 
+def test_branches_summary_pairs_students_and_costs(tmp_path, capsys, monkeypatch):
+    """benchmarks/branches_summary.py on a made-up grid: students paired with DML's and vanilla's, and each
+    method's cost against DML's."""
+    import json
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    bs = load("branches_summary")
+
+    def rep(method, seed, s, wall, ips):
+        nets = {"student": {"role": "student", "last_acc": s}}
+        if method != "one":
+            nets["teacher"] = {"role": "teacher", "last_acc": s + 2}
+        return {"method": method, "seed": seed, "networks": nets, "wall_time_s": wall, "images_per_s": ips}
+    runs = [rep("vanilla", 0, 78.0, 200, 100), rep("vanilla", 1, 79.0, 220, 100), rep("dml", 0, 79.0, 400, 50),
+            rep("dml", 1, 80.0, 400, 50), rep("one", 0, 80.5, 100, 200), rep("one", 1, 80.5, 140, 180)]
+    (tmp_path / "branches-clean").mkdir()
+    (tmp_path / "branches-clean" / "results.json").write_text(json.dumps(runs))
+    assert bs.main(["--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| one | 2 | 80.50 ± 0.00 | +1.00 ± 0.71 | +2.00 ± 0.71 | 190 ± 14 | 120 ± 28 | 0.30 |" in out
+    assert bs.main(["--root", str(tmp_path), "--readme"]) == 0
+    out = capsys.readouterr().out
+    assert "| method | clean | run time / DML's |" in out and "| one | 80.50 ± 0.00 | 0.30-0.30 |" in out
+    assert bs.main(["--root", str(tmp_path / "none")]) == 2
+
+
 def test_race_summary_sets_the_race_beside_the_grid(tmp_path, capsys):
     """benchmarks/race_summary.py on a made-up grid and race: compute, winners, the pick's paired shortfall."""
     import json
