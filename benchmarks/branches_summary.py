@@ -1,6 +1,6 @@
 """The branch methods' grid (issue 41; benchmarks/methods.sh branches-<condition>), read from each
 experiment's results.json: per condition, each method's student (for a branch method, its deployed branch: the
-same WRN-16-1) at the last epoch, its difference from DML's and from vanilla's paired by seed, and its training
+same WRN-16-1) at the last epoch, the branches' ensemble (a branch method's), its difference from DML's and from vanilla's paired by seed, and its training
 cost (training images per second and run time, mean over seeds).
 
   python benchmarks/branches_summary.py                    # benchmarks/results/methods/branches-*
@@ -33,15 +33,17 @@ def load(root: Path) -> dict[str, dict[str, list[dict]]]:
 
 
 def condition_table(by: dict[str, list[dict]]) -> list[str]:
-    out = ["| method | seeds | student last (%) | − DML (paired) | − vanilla (paired) | training img/s | run time (s) "
-           "| run time / DML's |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    out = ["| method | seeds | student last (%) | its ensemble (%) | − DML (paired) | − vanilla (paired) | training img/s "
+           "| run time (s) | run time / DML's |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     dml_time = mean_std([r["wall_time_s"] for r in by.get("dml", [])])[0] if "dml" in by else None
     for m, runs in by.items():
         dml = cell(paired(runs, by["dml"]), sign=True) if "dml" in by and m != "dml" else ""
         van = cell(paired(runs, by["vanilla"]), sign=True) if "vanilla" in by and m != "vanilla" else ""
         wall = [r["wall_time_s"] for r in runs]
         ratio = f"{mean_std(wall)[0] / dml_time:.2f}" if dml_time else ""
-        out.append(f"| {m} | {len(runs)} | {cell(acc(runs, 'student', 'last_acc'))} | {dml} | {van} | "
+        ens = [r["networks"]["student"].get("last_parts", {}).get("ensemble") for r in runs]
+        out.append(f"| {m} | {len(runs)} | {cell(acc(runs, 'student', 'last_acc'))} | "
+                   f"{cell([e for e in ens if e is not None])} | {dml} | {van} | "
                    f"{cell([r['images_per_s'] for r in runs], 0)} | {cell(wall, 0)} | {ratio} |")
     return out
 

@@ -113,6 +113,8 @@ def test_branches_summary_pairs_students_and_costs(tmp_path, capsys, monkeypatch
         nets = {"student": {"role": "student", "last_acc": s}}
         if method != "one":
             nets["teacher"] = {"role": "teacher", "last_acc": s + 2}
+        else:
+            nets["student"]["last_parts"] = {"branch0": s, "ensemble": s + 1}
         return {"method": method, "seed": seed, "networks": nets, "wall_time_s": wall, "images_per_s": ips}
     runs = [rep("vanilla", 0, 78.0, 200, 100), rep("vanilla", 1, 79.0, 220, 100), rep("dml", 0, 79.0, 400, 50),
             rep("dml", 1, 80.0, 400, 50), rep("one", 0, 80.5, 100, 200), rep("one", 1, 80.5, 140, 180)]
@@ -120,7 +122,7 @@ def test_branches_summary_pairs_students_and_costs(tmp_path, capsys, monkeypatch
     (tmp_path / "branches-clean" / "results.json").write_text(json.dumps(runs))
     assert bs.main(["--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "| one | 2 | 80.50 ± 0.00 | +1.00 ± 0.71 | +2.00 ± 0.71 | 190 ± 14 | 120 ± 28 | 0.30 |" in out
+    assert "| one | 2 | 80.50 ± 0.00 | 81.50 ± 0.00 | +1.00 ± 0.71 | +2.00 ± 0.71 | 190 ± 14 | 120 ± 28 | 0.30 |" in out
     assert bs.main(["--root", str(tmp_path), "--readme"]) == 0
     out = capsys.readouterr().out
     assert "| method | clean | run time / DML's |" in out and "| one | 80.50 ± 0.00 | 0.30-0.30 |" in out
