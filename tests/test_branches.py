@@ -212,6 +212,12 @@ def test_pcl_temporal_mean_is_an_average_and_ships(tmp_path, splits):
     torch.testing.assert_close(plain.eval()(x), mean(x))  # the temporal mean's deployed branch ships
     student = tr.networks["student"].model.eval()
     assert not torch.allclose(plain(x), student(x))
+    # Evaluation scores what ships (the mean's deployed branch); the network's own branches stay its parts.
+    res = tr.evaluate()["student"]
+    with torch.no_grad():
+        hits = [(sum((m(xb).argmax(1) == yb).sum().item() for xb, yb in tr.test_loader)) for m in (mean, student)]
+    n = sum(len(yb) for _, yb in tr.test_loader)
+    assert res["acc"] == pytest.approx(100.0 * hits[0] / n) and res["parts"]["branch0"] == pytest.approx(100.0 * hits[1] / n)
 
 
 def parts_factory(num_classes=10, in_chans=3, image_size=32):

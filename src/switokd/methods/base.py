@@ -290,6 +290,12 @@ class Method:
         """Called after the optimizers stepped ``stepped`` (network -> model) at global step ``step`` (from 1): a
         method that keeps a temporal mean of a network (PCL) updates it here."""
 
+    def shipped(self, net: str) -> Any:
+        """The model whose predictions network ``net`` ships, where it is not the network itself (PCL: its
+        temporal mean), else None. Evaluation reports that model's accuracy as the network's, and
+        ``switokd export`` ships it."""
+        return None
+
     def bind(self, models: Mapping[str, Any]) -> None:
         """See the networks' models before ``feature_requests`` (a branch method counts their branches).
 

@@ -290,6 +290,10 @@ class PCL(BranchMethod):
             mod._forward_pre_hooks.clear()
         return {"ensemble": nn.Linear(m * d, shapes["branches.0"][1]), "mean": mean}
 
+    def shipped(self, net):
+        mods = self.feature_modules[net] if net in self.feature_modules else None
+        return mods["mean"] if mods is not None else None
+
     def after_step(self, stepped, step):
         for n in self.branch_counts:
             if n in stepped:

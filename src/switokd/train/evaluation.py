@@ -24,11 +24,17 @@ def evaluate(tr: Any, split: str = "test") -> Evaluation:
     loss = {n: torch.zeros((), device=tr.device) for n in names}
     seen = torch.zeros(classes, device=tr.device)
     branched = {n: net.model for n, net in tr.networks.items() if hasattr(net.model, "keep_outputs")}
+    # A network that ships another model (PCL's temporal mean) is scored by that model; its own branches stay parts.
+    shipped = {n: m.eval() for n in names if (m := tr.method.shipped(n)) is not None}
     extra: dict[str, torch.Tensor] = {}  # "net/branchK", "net/ensemble": correct predictions of a BranchNet's parts
     for m in branched.values():
         m.keep_outputs = True
     for x, y in loader:  # this rank's shard of the split
-        for n, z in tr.predict(x).items():
+        logits = tr.predict(x)
+        if shipped:
+            with tr.precision.autocast():
+                logits.update({n: m(x.to(tr.device, non_blocking=True)) for n, m in shipped.items()})
+        for n, z in logits.items():
             hits[n] += torch.bincount(y[z.argmax(1) == y], minlength=classes)
             loss[n] += nn.functional.cross_entropy(z.float(), y, reduction="sum")
             if n in branched:
