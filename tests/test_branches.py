@@ -218,6 +218,8 @@ def test_pcl_temporal_mean_is_an_average_and_ships(tmp_path, splits):
         hits = [(sum((m(xb).argmax(1) == yb).sum().item() for xb, yb in tr.test_loader)) for m in (mean, student)]
     n = sum(len(yb) for _, yb in tr.test_loader)
     assert res["acc"] == pytest.approx(100.0 * hits[0] / n) and res["parts"]["branch0"] == pytest.approx(100.0 * hits[1] / n)
+    again = Trainer.from_checkpoint(tmp_path / "pcl", data=splits, evaluate_only=True).evaluate()["student"]
+    assert again["acc"] == pytest.approx(res["acc"]) and again["parts"] == pytest.approx(res["parts"])  # switokd eval
 
 
 def parts_factory(num_classes=10, in_chans=3, image_size=32):

@@ -67,8 +67,9 @@ def load_networks(tr: "Trainer", ckpt: dict[str, Any], path: str | Path, optimiz
         load_weights(net.model, s["model"], f"{path}, network {n!r}")
         if optimizers and net.optimizer is not None:
             net.optimizer.load_state_dict(s["optimizer"])
-    if optimizers:  # training resumes: the method's own modules too
-        saved = ckpt.get("method_modules", {})
+    # The method's own modules: to resume, and to evaluate what a network ships (PCL's temporal mean).
+    saved = ckpt.get("method_modules", {})
+    if optimizers or (saved and set(saved) == set(tr.method.feature_modules)):
         if set(saved) != set(tr.method.feature_modules):
             raise CheckpointError(f"{path}: the method's modules serve {sorted(saved) or 'no network'}, this run's "
                                   f"{sorted(tr.method.feature_modules) or 'none'}: another method or feature loss")
