@@ -226,6 +226,9 @@ def test_default_stages_read_like_for_like_across_families():
     given = bound("at", "resnet20", "wrn16_1", feature_options={"student_paths": ["stage3"]})
     assert given[0].student_paths == ["stage3"] and given[1] == ""
     assert bound("pkt", "resnet20", "wrn16_1")[0].student_paths == ["pool"]
+    # crd's queue carries its caveat into the run header; the memory bank has none
+    assert "queue is not yet usable" in bound("crd", "wrn16_2", "wrn16_1", feature_options={"queue": True})[1]
+    assert bound("crd", "wrn16_2", "wrn16_1")[1] == ""
 
 
 def test_an_output_changed_in_place_after_its_hook_is_an_error():

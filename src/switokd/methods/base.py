@@ -305,7 +305,7 @@ class Method:
         and a WRN-16-1 student fell 12-15 points below the student trained alone with the raw sums and rose 4-8
         above it with ``:act`` (docs/method.md, "Feature methods")."""
         t = self.feature_template
-        self.feature_note = ""
+        self.feature_note = getattr(t, "note", "")  # a loss's own caveat (crd's queue)
         if t is None or not t.paths_default:
             return
         nets = [n for n in (*self.students, *self.teachers) if n in models]
@@ -316,8 +316,9 @@ class Method:
         kinds = {n: tuple(stages[n][p] == stages[n][f"{p}:act"] for p in plain) for n in nets}
         if len(set(kinds.values())) > 1:
             t.student_paths = t.teacher_paths = [f"{p}:act" if p in plain else p for p in t.student_paths]
-            self.feature_note = (f"{t.name} reads {', '.join(t.student_paths)} on every network: their stages differ "
-                                 "in kind (activated or raw residual sums), and :act is each stage as the next sees it")
+            self.feature_note = "; ".join(filter(None, [
+                f"{t.name} reads {', '.join(t.student_paths)} on every network: their stages differ in kind "
+                "(activated or raw residual sums), and :act is each stage as the next sees it", self.feature_note]))
 
     def feature_requests(self) -> dict[str, list[str]]:
         """The features each network must hand to ``step`` (network -> module paths or stage names); {} for a
