@@ -52,7 +52,9 @@ class ChanceWatch:
     chance (at least 97% of ln C) for a whole epoch after the first while the run shows it is stuck, not slow:
     its accuracy at that epoch's evaluation is under twice chance, or, without one, another network of the
     cohort trains below 90% of ln C. A learning rate too high for it (a MobileNet at 0.1) leaves it there with
-    no other sign; noisy labels keep every network's CE high early on, and do not trigger it."""
+    no other sign; noisy labels keep every network's CE high early on, and do not trigger it. A slow start
+    can trigger it too (a MobileNet at 0.01 on 100 classes sits at chance for 3-4 epochs, then learns), so
+    the line says both."""
 
     def __init__(self) -> None:
         self.warned: set[str] = set()
@@ -77,7 +79,8 @@ class ChanceWatch:
             self.warned.add(net)
             if trainer.dist.is_main:
                 logger.warning(f"warning: network {net!r} trained at chance in epoch {summary['epoch']} (mean CE "
-                               f"{ce:.3f}, ln {trainer.data.num_classes} = {chance:.3f}); its learning rate may be too "
-                               f"high for it (networks.{net}.lr={trainer.networks[net].cfg.lr:g})")
+                               f"{ce:.3f}, ln {trainer.data.num_classes} = {chance:.3f}); a slow start ends within a few "
+                               "epochs, but if it stays there its learning rate may be too high for it "
+                               f"(networks.{net}.lr={trainer.networks[net].base_lr:g})")
         return {}
 
