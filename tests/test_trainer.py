@@ -489,7 +489,7 @@ def test_a_network_at_chance_for_an_epoch_is_named_once(caplog):
         logger.removeHandler(caplog.handler)
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "network 'student' trained at chance in epoch 2" in lines[0]
-    assert "networks.student.lr=0.1" in lines[0]
+    assert "networks.student.lr=0.1" in lines[0] and "if it stays there" in lines[0]
     # Noisy labels keep both networks near chance early (the demo's epochs 2-3): no warning; nor when the
     # epoch's evaluation shows the network predicting well above chance.
     quiet = ChanceWatch()

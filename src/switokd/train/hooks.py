@@ -81,6 +81,6 @@ class ChanceWatch:
                 logger.warning(f"warning: network {net!r} trained at chance in epoch {summary['epoch']} (mean CE "
                                f"{ce:.3f}, ln {trainer.data.num_classes} = {chance:.3f}); a slow start ends within a few "
                                "epochs, but if it stays there its learning rate may be too high for it "
-                               f"(networks.{net}.lr={trainer.networks[net].base_lr:g})")
+                               f"(networks.{net}.lr={trainer.networks[net].cfg.lr:g})")
         return {}
 
