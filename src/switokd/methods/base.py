@@ -292,8 +292,8 @@ class Method:
 
     def shipped(self, net: str) -> Any:
         """The model whose predictions network ``net`` ships, where it is not the network itself (PCL: its
-        temporal mean), else None. Evaluation reports that model's accuracy as the network's, and
-        ``switokd export`` ships it."""
+        temporal mean), else None. Evaluation reports that model's accuracy as the network's. ``switokd
+        export`` ships the same model without building the method: it reads the checkpoint's ``mean.`` keys."""
         return None
 
     def bind(self, models: Mapping[str, Any]) -> None:

@@ -291,8 +291,7 @@ class PCL(BranchMethod):
         return {"ensemble": nn.Linear(m * d, shapes["branches.0"][1]), "mean": mean}
 
     def shipped(self, net):
-        mods = self.feature_modules[net] if net in self.feature_modules else None
-        return mods["mean"] if mods is not None else None
+        return self.feature_modules[net]["mean"] if net in self.feature_modules else None
 
     def after_step(self, stepped, step):
         for n in self.branch_counts:

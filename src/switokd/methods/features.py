@@ -238,7 +238,7 @@ class CRD(FeatureLoss):
         self.feat_dim, self.nce_k, self.nce_t, self.nce_m, self.queue = feat_dim, nce_k, nce_t, nce_m, queue
         if queue:  # shown in the run header
             self.note = ("crd's queue is not yet usable: on pairs100 it ended 17 points below the student alone, "
-                         "its keys lacking a momentum encoder (docs/method.md); the memory bank (queue=false) is not")
+                         "its keys lacking a momentum encoder (docs/method.md); use the memory bank (queue=false)")
 
     def build(self, student_shapes, teacher_shapes):
         import math

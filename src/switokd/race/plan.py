@@ -82,7 +82,7 @@ def plan(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[in
     no_cache = tuple(f"networks.{t}.cache=null" for t in caches)
     parsed = [parse_method(m) for m in methods]
     offline = {}
-    parsed_ = []
+    extended = []
     for label, name, over in parsed:
         try:
             factory = resolve_method(name)
@@ -91,8 +91,8 @@ def plan(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[in
         offline[label] = bool(getattr(factory, "offline", False))
         over = (*over, *_branch_networks(base, int(getattr(factory, "branch_networks", 0) or 0)))
         C.load_config(cfg_path, [*overrides, *over])  # a bad variant fails before any run starts
-        parsed_.append((label, name, over))
-    parsed = parsed_
+        extended.append((label, name, over))  # with the branch networks a branch method trains
+    parsed = extended
     if any(offline.values()) and not teachers:
         raise C.ConfigError(f"sweep: offline method(s) {[m for m in offline if offline[m]]} need a network with "
                             "role teacher in the config")
@@ -135,14 +135,15 @@ def _branch_networks(cfg: C.Config, m: int) -> tuple[str, ...]:
     students = [n.name for n in cfg.networks if n.role == "student"]
     if not students:
         return ()
-    nets = [json.loads(_net_yaml(cfg, s)) for s in students]
-    for n in nets:
-        n["branches"] = m
-    return ("networks=[" + ", ".join(json.dumps(n) for n in nets) + "]",)
+    return ("networks=" + json.dumps([{**_net_dict(cfg, s), "branches": m} for s in students]),)
+
+
+def _net_dict(cfg: C.Config, name: str) -> dict:
+    return C.to_dict(cfg)["networks"][[n.name for n in cfg.networks].index(name)]
 
 
 def _net_yaml(cfg: C.Config, name: str, no_cache: bool = False) -> str:
-    net = C.to_dict(cfg)["networks"][[n.name for n in cfg.networks].index(name)]
+    net = _net_dict(cfg, name)
     if no_cache:
         net["cache"] = None
     return json.dumps(net)

@@ -33,7 +33,7 @@ def evaluate(tr: Any, split: str = "test") -> Evaluation:
         logits = tr.predict(x)
         if shipped:
             with tr.precision.autocast():
-                logits.update({n: m(x.to(tr.device, non_blocking=True)) for n, m in shipped.items()})
+                logits.update({n: m(x) for n, m in shipped.items()})
         for n, z in logits.items():
             hits[n] += torch.bincount(y[z.argmax(1) == y], minlength=classes)
             loss[n] += nn.functional.cross_entropy(z.float(), y, reduction="sum")

@@ -69,10 +69,11 @@ def load_networks(tr: "Trainer", ckpt: dict[str, Any], path: str | Path, optimiz
             net.optimizer.load_state_dict(s["optimizer"])
     # The method's own modules: to resume, and to evaluate what a network ships (PCL's temporal mean).
     saved = ckpt.get("method_modules", {})
-    if optimizers or (saved and set(saved) == set(tr.method.feature_modules)):
-        if set(saved) != set(tr.method.feature_modules):
-            raise CheckpointError(f"{path}: the method's modules serve {sorted(saved) or 'no network'}, this run's "
-                                  f"{sorted(tr.method.feature_modules) or 'none'}: another method or feature loss")
+    matches = set(saved) == set(tr.method.feature_modules)
+    if optimizers and not matches:
+        raise CheckpointError(f"{path}: the method's modules serve {sorted(saved) or 'no network'}, this run's "
+                              f"{sorted(tr.method.feature_modules) or 'none'}: another method or feature loss")
+    if matches:
         for n, m in tr.method.feature_modules.items():
             m.load_state_dict(saved[n])
 
