@@ -2,6 +2,7 @@
 
     python benchmarks/race_summary.py [--grid benchmarks/results/methods] [--race benchmarks/results/race]
     python benchmarks/race_summary.py --suffix=-x2      # the longer race (LONG=2) against the base grid
+    python benchmarks/race_summary.py --prefix=branches-  # the branch methods' race against their grid (issue 41)
 
 For each condition with both a grid (``benchmarks/methods.sh``) and a race (``benchmarks/race.sh``) on the same
 machine: the runs or trials, the training images seen, the run time summed over runs (training and evaluation)
@@ -77,21 +78,21 @@ def paired(a: dict[int, float], b: dict[int, float]) -> str:
     return fmt(diffs, sign=True) if diffs else "—"
 
 
-def sides(grid_root: Path, race_root: Path, suffix: str = ""):
+def sides(grid_root: Path, race_root: Path, suffix: str = "", prefix: str = ""):
     """(condition, grid, race, the race's compute cell, its run time over the grid's) where both ran."""
     for c in CONDITIONS:
-        g, r = grid_side(grid_root / c), race_side(race_root / (c + suffix))
+        g, r = grid_side(grid_root / (prefix + c)), race_side(race_root / (prefix + c + suffix))
         if g is not None and r is not None:
             elapsed = f", {r['elapsed'] / 3600:.2f} h elapsed" if r["elapsed"] else ""
             compute = f"{r['trials']}, {r['images'] / 1e6:.2f} M, {r['seconds'] / 3600:.2f} h{elapsed}"
             yield c, g, r, compute, (r["seconds"] / g["seconds"] if g["seconds"] else float("nan"))
 
 
-def table(grid_root: Path, race_root: Path, suffix: str = "") -> list[str]:
+def table(grid_root: Path, race_root: Path, suffix: str = "", prefix: str = "") -> list[str]:
     out = ["| condition | grid: runs, images, run time | race: trials, images, run time, elapsed | race / grid (run time) "
            "| grid's best (test) | best on validation in the grid | race's winner | race's pick − grid's best (paired, test) |",
            "|---|---|---|---:|---|---|---|---:|"]
-    for c, g, r, compute, share in sides(grid_root, race_root, suffix):
+    for c, g, r, compute, share in sides(grid_root, race_root, suffix, prefix):
         pick = r["winner"]
         trail = "0 (the same)" if pick == g["best"] else (paired(g["test"][pick], g["test"][g["best"]]) if pick in g["test"] else "—")
         out.append(f"| {c} | {g['runs']}, {g['images'] / 1e6:.2f} M, {g['seconds'] / 3600:.2f} h | {compute} | {share:.2f} "
@@ -137,8 +138,12 @@ def main(argv=None) -> int:
     p.add_argument("--grid", default=str(here / "methods"))
     p.add_argument("--race", default=str(here / "race"))
     p.add_argument("--suffix", default="", help="the race's folder suffix (e.g. -x2 for LONG=2)")
+    p.add_argument("--prefix", default="", help="the experiments' prefix (branches- for issue 41's grid and race)")
     args = p.parse_args(argv)
-    rows = (longer_table if args.suffix else table)(Path(args.grid), Path(args.race), args.suffix)
+    if args.prefix and args.suffix:
+        p.error("--prefix reads races at the grid's length; it does not combine with --suffix")
+    rows = (longer_table(Path(args.grid), Path(args.race), args.suffix) if args.suffix
+            else table(Path(args.grid), Path(args.race), prefix=args.prefix))
     if len(rows) == 2:
         print("race_summary: no condition has both a grid and a race", file=sys.stderr)
         return 2

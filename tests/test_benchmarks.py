@@ -166,6 +166,13 @@ def test_race_summary_sets_the_race_beside_the_grid(tmp_path, capsys):
     out = capsys.readouterr().out
     assert ("| clean | 4, 0.00 M, 0.50 h, 0.25 h elapsed | 1.00 (×2.00) | dml: 81.50 ± 0.71 | dml: 80.50 ± 0.71 | "
             "+1.00 ± 1.41 |") in out
+    # The branch methods' grid and race (issue 41) sit under a prefix: the same table from branches-<condition>.
+    import shutil
+    shutil.copytree(grid, tmp_path / "grid" / "branches-clean")
+    shutil.copytree(tmp_path / "race" / "clean", tmp_path / "race" / "branches-clean")
+    shutil.rmtree(grid)
+    assert rs.main(["--grid", str(tmp_path / "grid"), "--race", str(tmp_path / "race"), "--prefix=branches-"]) == 0
+    assert "| clean | 1, 0.00 M, 1.00 h | 4, 0.00 M, 0.50 h, 0.25 h elapsed | 0.50 | dml |" in capsys.readouterr().out
 
 
 def test_feature_throughput_script(tmp_path):

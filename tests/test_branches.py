@@ -220,6 +220,14 @@ def test_pcl_temporal_mean_is_an_average_and_ships(tmp_path, splits):
     assert res["acc"] == pytest.approx(100.0 * hits[0] / n) and res["parts"]["branch0"] == pytest.approx(100.0 * hits[1] / n)
     again = Trainer.from_checkpoint(tmp_path / "pcl", data=splits, evaluate_only=True).evaluate()["student"]
     assert again["acc"] == pytest.approx(res["acc"]) and again["parts"] == pytest.approx(res["parts"])  # switokd eval
+    # The run header says which of the authors' options this run's length defeats, and what to set instead.
+    from switokd.train.runinfo import run_header
+    steps = 2 * len(tr.train_loader)
+    warned = [line for line in run_header(tr) if line.startswith("warning")]
+    assert len(warned) == 2 and "ramp_epochs=80 epochs but the run has 2" in warned[0] and "ramp_epochs=1" in warned[0]
+    assert f"averages about 1000 steps but the run has {steps}" in warned[1] and "ema_decay=" in warned[1]
+    assert tr.method.schedule_warnings(300, 391) == [] and tr.method.schedule_warnings(30, 8)[-1].endswith(
+        "method.options.ema_decay=0.95 (a window of a twelfth of the run)")
 
 
 def parts_factory(num_classes=10, in_chans=3, image_size=32):

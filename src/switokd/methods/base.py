@@ -296,6 +296,12 @@ class Method:
         export`` ships the same model without building the method: it reads the checkpoint's ``mean.`` keys."""
         return None
 
+    def schedule_warnings(self, epochs: int, steps_per_epoch: int) -> list[str]:
+        """One line per option of this method that the run's length defeats (a branch method's consistency ramp
+        longer than the run, PCL's temporal mean averaging more steps than the run has); the run header prints
+        them. Nothing is changed: the options stay the authors' unless the user sets them."""
+        return []
+
     def bind(self, models: Mapping[str, Any]) -> None:
         """See the networks' models before ``feature_requests`` (a branch method counts their branches).
 

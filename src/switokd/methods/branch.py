@@ -47,6 +47,15 @@ class BranchMethod(Method):
     def ramp(self) -> float:
         return consistency_ramp(self.epoch - 1, self.ramp_epochs)
 
+    def schedule_warnings(self, epochs, steps_per_epoch):
+        if self.ramp_epochs <= epochs:
+            return []
+        # The references ramp over 80 of 300 epochs; the same share of this run is the suggestion.
+        return [f"{self.name}'s consistency weight ramps over method.options.ramp_epochs={self.ramp_epochs} epochs "
+                f"but the run has {epochs}: it ends at {consistency_ramp(epochs - 1, self.ramp_epochs):.2f} of its "
+                f"weight. The references ramp over 80 of 300 epochs; the same share here is "
+                f"method.options.ramp_epochs={max(1, round(epochs * 80 / 300))}"]
+
     def setup(self, shapes, labels=None, models=None) -> None:
         for n, m in self.branch_counts.items():
             if n not in self.feature_modules:
@@ -292,6 +301,19 @@ class PCL(BranchMethod):
 
     def shipped(self, net):
         return self.feature_modules[net]["mean"] if net in self.feature_modules else None
+
+    def schedule_warnings(self, epochs, steps_per_epoch):
+        out = super().schedule_warnings(epochs, steps_per_epoch)
+        steps, window = epochs * steps_per_epoch, 1.0 / (1.0 - self.ema_decay)
+        if window > steps / 10:
+            # 0.999 averages about 1,000 steps: over a few hundred it is the plain mean of every iterate, 5-6 points
+            # below the live branches on the grid (benchmarks/results/methods); a window of a twelfth of the run
+            # (0.95 on 240 steps) scored level with them.
+            out.append(f"pcl's temporal mean (method.options.ema_decay={self.ema_decay:g}) averages about "
+                       f"{window:.0f} steps but the run has {steps}: the shipped mean lags the branches. For a short "
+                       f"run try method.options.ema_decay={1 - 12 / max(steps, 13):.3g} (a window of a twelfth of "
+                       "the run)")
+        return out
 
     def after_step(self, stepped, step):
         for n in self.branch_counts:

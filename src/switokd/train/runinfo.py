@@ -84,6 +84,8 @@ def run_header(tr: RunView) -> list[str]:
     if describe is not None:
         lines.append(f"recipe     {describe().removeprefix('recipe ')}")
     lines += [f"warning    {w}" for w in getattr(tr.method, "recipe_warnings", [])]
+    schedule_warnings = getattr(tr.method, "schedule_warnings", None)  # a user's method need not have it
+    lines += [f"warning    {w}" for w in (schedule_warnings(tr.cfg.train.epochs, steps) if schedule_warnings else [])]
     if getattr(tr.method, "feature_note", ""):
         lines.append(f"features   {tr.method.feature_note}")
     if world > 1:
