@@ -175,6 +175,23 @@ def test_race_summary_sets_the_race_beside_the_grid(tmp_path, capsys):
     assert "| clean | 1, 0.00 M, 1.00 h | 4, 0.00 M, 0.50 h, 0.25 h elapsed | 0.50 | dml |" in capsys.readouterr().out
 
 
+def test_branch_cost_times_every_arm_against_dml(tmp_path, splits):
+    """benchmarks/branch_cost.py builds each arm as the branch grid does (a branch method splits the student, no
+    teacher; dml-x3 trains three separate students) and times interleaved epochs against DML's."""
+    bc = load("branch_cost")
+    out = tmp_path / "cost.md"
+    over = ["data.name=synthetic", "data.val_split=0", "train.batch_size=16", "train.precision=fp32",
+            "networks.teacher.model=resnet20", "networks.student.model=resnet20"]
+    assert bc.main(["--config", "", "--arms", "dml", "one", "dml-x3", "--rounds", "2", "--out", str(out),
+                    "--overrides", *over], data=splits) == 0
+    text = out.read_text()
+    assert "| dml | teacher: resnet20, student: resnet20 |" in text and "| 1.00 (1.00-1.00) |" in text
+    assert "| one | student: resnet20 x3 branches |" in text
+    assert "| dml-x3 | student0: resnet20, student1: resnet20, student2: resnet20 |" in text
+    with pytest.raises(SystemExit):
+        bc.main(["--arms", "one"])  # every time is read against DML's
+
+
 def test_feature_throughput_script(tmp_path):
     bench = load("feature_throughput")
     out = tmp_path / "f.md"
