@@ -54,6 +54,18 @@ class ModelInfo:
     output: str = "logits N x num_classes (softmax for probabilities)"
 
 
+def _shipped_module(method: str, checkpoint: str | Path) -> str | None:
+    """The owned module that ships in a network's place (``Method.shipped_module``), read from the method's
+    class: a checkpoint with method modules cannot be exported right without knowing it."""
+    from ..methods import resolve_method
+    try:
+        return getattr(resolve_method(method), "shipped_module", None)
+    except (KeyError, ImportError) as e:
+        raise ExportError(f"{checkpoint} was trained by method {method!r}, which owns modules of this network, and "
+                          f"it cannot be loaded here ({e.args[0] if e.args else e}): make it importable so export "
+                          "knows which model ships") from None
+
+
 def load_network(checkpoint: str | Path, network: str) -> tuple[nn.Module, ModelInfo]:
     """One trained network of a switokd checkpoint, in eval mode, with its input description."""
     from .. import config as C
@@ -80,9 +92,10 @@ def load_network(checkpoint: str | Path, network: str) -> tuple[nn.Module, Model
         raise ExportError(f"cannot build {net_cfg.model!r} for network {network!r}: {e.args[0]}") from None
     load_weights(model, nets[network]["model"], f"{checkpoint}, network {network!r}")
     owned = ckpt.get("method_modules", {}).get(network, {})
-    mean = {k[len("mean."):]: v for k, v in owned.items() if k.startswith("mean.")}
-    if mean:  # a temporal mean of this network (PCL's) is what ships
-        load_weights(model, mean, f"{checkpoint}, the temporal mean of network {network!r}")
+    ships = _shipped_module(cfg.method.name, checkpoint) if owned else None
+    if ships:  # a module the method owns ships in the network's place (PCL's temporal mean): Method.shipped
+        load_weights(model, {k[len(ships) + 1:]: v for k, v in owned.items() if k.startswith(ships + ".")},
+                     f"{checkpoint}, the {cfg.method.name} method's {ships!r} of network {network!r}")
     if isinstance(model, BranchNet):  # ship the deployed branch as the plain model, no wrapper
         model = model.deployed()
     model.eval()

@@ -290,11 +290,18 @@ class Method:
         """Called after the optimizers stepped ``stepped`` (network -> model) at global step ``step`` (from 1): a
         method that keeps a temporal mean of a network (PCL) updates it here."""
 
+    #: The name of the module this method owns, per network, that ships in the network's place (PCL: "mean",
+    #: its temporal mean), else None. A class attribute, so that ``switokd export`` finds the same model in a
+    #: checkpoint (its ``method_modules`` under ``NAME.``) without building the method.
+    shipped_module: str | None = None
+
     def shipped(self, net: str) -> Any:
-        """The model whose predictions network ``net`` ships, where it is not the network itself (PCL: its
-        temporal mean), else None. Evaluation reports that model's accuracy as the network's. ``switokd
-        export`` ships the same model without building the method: it reads the checkpoint's ``mean.`` keys."""
-        return None
+        """The model whose predictions network ``net`` ships, where it is not the network itself (the owned
+        module named by ``shipped_module``), else None. Evaluation reports that model's accuracy as the
+        network's, and ``switokd export`` ships its weights."""
+        if self.shipped_module is None or net not in self.feature_modules:
+            return None
+        return self.feature_modules[net][self.shipped_module]
 
     def schedule_warnings(self, epochs: int, steps_per_epoch: int) -> list[str]:
         """One line per option of this method that the run's length defeats (a branch method's consistency ramp

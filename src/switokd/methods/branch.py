@@ -260,6 +260,7 @@ class PCL(BranchMethod):
     (the reference's ramp bug is not copied: docs/method.md)."""
 
     name = "pcl"
+    shipped_module = "mean"
     recipe_source = ("shaoeric/Peer-Collaborative-Learning-for-Online-Knowledge-Distillation src/losses/loss_wrapper.py, "
                      "controller.py, utils/ema.py (T 3, ramp 80, EMA 0.999)")
 
@@ -298,9 +299,6 @@ class PCL(BranchMethod):
             mod._forward_hooks.clear()
             mod._forward_pre_hooks.clear()
         return {"ensemble": nn.Linear(m * d, shapes["branches.0"][1]), "mean": mean}
-
-    def shipped(self, net):
-        return self.feature_modules[net]["mean"] if net in self.feature_modules else None
 
     def schedule_warnings(self, epochs, steps_per_epoch):
         out = super().schedule_warnings(epochs, steps_per_epoch)
