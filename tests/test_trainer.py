@@ -503,6 +503,24 @@ def test_a_network_at_chance_for_an_epoch_is_named_once(caplog):
     finally:
         logger.removeHandler(caplog.handler)
     assert not caplog.records
+    # A branch network's ce sums its branches' and its ensemble's (ONE with 3 branches: 4 terms at 1.6 each, on
+    # 10 classes): read per term it is learning, not at chance (the branch race warned on it). At chance per
+    # term it is named, with the per-term figure.
+    from switokd.methods import create_method
+    one = create_method("one", {"student": "student"})
+    one.branch_counts = {"student": 3}
+    ten = SimpleNamespace(data=SimpleNamespace(num_classes=10), networks={"student": nets["student"]},
+                          dist=SimpleNamespace(is_main=True), method=one)
+    logger.addHandler(caplog.handler)
+    try:
+        learning = {"epoch": 4, "train": {"loss": {"student": {"ce": 6.4}}}, "val": {"student": {"acc": 15.0}}}
+        quiet.on_epoch_end(ten, learning, None)
+        assert not caplog.records
+        stuck = {"epoch": 4, "train": {"loss": {"student": {"ce": 4 * math.log(10)}}}, "val": {"student": {"acc": 10.0}}}
+        quiet.on_epoch_end(ten, stuck, None)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert len(caplog.records) == 1 and "(mean CE 2.303 per term of 4, ln 10 = 2.303)" in caplog.records[0].getMessage()
 
 
 def test_an_unset_lr_is_the_familys_reference():

@@ -303,6 +303,11 @@ class Method:
             return None
         return self.feature_modules[net][self.shipped_module]
 
+    def ce_terms(self, net: str) -> int:
+        """How many cross-entropy terms network ``net``'s ``ce`` loss sums (1; a branch method's sums one per
+        branch and one for its ensemble). The chance warning reads ``ce`` per term."""
+        return 1
+
     def schedule_warnings(self, epochs: int, steps_per_epoch: int) -> list[str]:
         """One line per option of this method that the run's length defeats (a branch method's consistency ramp
         longer than the run, PCL's temporal mean averaging more steps than the run has); the run header prints

@@ -47,6 +47,9 @@ class BranchMethod(Method):
     def ramp(self) -> float:
         return consistency_ramp(self.epoch - 1, self.ramp_epochs)
 
+    def ce_terms(self, net):
+        return self.branch_counts[net] + 1 if net in self.branch_counts else 1  # each branch's, the ensemble's
+
     def schedule_warnings(self, epochs, steps_per_epoch):
         if self.ramp_epochs <= epochs:
             return []
@@ -156,6 +159,9 @@ class OKDDip(BranchMethod):
     def build_modules(self, net, shapes, m):
         d = shapes[f"branches.0.{self.heads[net][0]}:input"][1]
         return {"query": nn.Linear(d, max(d // 8, 1), bias=False), "key": nn.Linear(d, max(d // 8, 1), bias=False)}
+
+    def ce_terms(self, net):
+        return self.branch_counts.get(net, 0) or 1  # the peers' and the leader's: one per branch
 
     def branch_loss(self, net, f, targets):
         lead = self.leader[net]

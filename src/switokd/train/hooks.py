@@ -67,19 +67,22 @@ class ChanceWatch:
         chance = math.log(trainer.data.num_classes)
         losses = summary.get("train", {}).get("loss", {})
         evaluated = summary.get("val", summary.get("test"))
-        for net, terms in losses.items():
-            ce = terms.get("ce")
-            if ce is None or net in self.warned or trainer.networks[net].frozen or not ce >= 0.97 * chance:
+        # A branch network's ce sums a term per branch and one for its ensemble: compare one term with ln C.
+        terms_of = getattr(getattr(trainer, "method", None), "ce_terms", lambda net: 1)
+        ces = {n: t["ce"] / terms_of(n) for n, t in losses.items() if t.get("ce") is not None}
+        for net, ce in ces.items():
+            if net in self.warned or trainer.networks[net].frozen or not ce >= 0.97 * chance:
                 continue
             if evaluated is not None and net in evaluated:
                 if evaluated[net]["acc"] >= 200.0 / trainer.data.num_classes:
                     continue  # it predicts well above chance: slow, not stuck
-            elif not any(o != net and t.get("ce") is not None and t["ce"] < 0.9 * chance for o, t in losses.items()):
+            elif not any(o != net and c < 0.9 * chance for o, c in ces.items()):
                 continue  # no network is below chance yet: the labels are hard, not this network's lr
             self.warned.add(net)
+            per = f" per term of {terms_of(net)}" if terms_of(net) > 1 else ""
             if trainer.dist.is_main:
                 logger.warning(f"warning: network {net!r} trained at chance in epoch {summary['epoch']} (mean CE "
-                               f"{ce:.3f}, ln {trainer.data.num_classes} = {chance:.3f}); a slow start ends within a few "
+                               f"{ce:.3f}{per}, ln {trainer.data.num_classes} = {chance:.3f}); a slow start ends within a few "
                                "epochs, but if it stays there its learning rate may be too high for it "
                                f"(networks.{net}.lr={trainer.networks[net].cfg.lr:g})")
         return {}
