@@ -119,7 +119,7 @@ BAD_OVERRIDES = [
     ("networks.nosuch.lr=0.1", "override 'networks.nosuch.lr': no entry 'nosuch' in networks (names: ['teacher', 'student'])"),
     ("train.epochs.x=1", "override 'train.epochs.x': train.epochs is not a section"),
     ("networks.0.milestones.7=1", "override 'networks.0.milestones.7': no entry '7' in networks.0.milestones (names: [])"),
-    ("train.nosuch=1", "unknown config key 'train.nosuch' (valid keys here: batch_size, channels_last, checkpoint_every, "
+    ("train.nosuch=1", "unknown config key 'train.nosuch' (valid keys here: batch_size, bn_refresh_epochs, channels_last, checkpoint_every, "
      "checkpoint_every_s, ddp, device, drop_last, epochs, eval_batch_size, eval_epochs, eval_every, eval_test, log_interval, loggers, out_dir, precision, "
      "progress, progress_interval_s, run_name, scale_lr, seed, sync_bn, threads)"),
     ("preset=3T3S", "config key 'preset': '3T3S' is not one of 1T1S, 2T1S, 1T2S"),

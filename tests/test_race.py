@@ -87,6 +87,7 @@ def test_a_surviving_trial_is_bit_exact_against_the_same_trial_run_alone(raced, 
     study = optuna.load_study(study_name="race", storage=open_storage(out / "study.journal"))
     survivor = next(t for t in study.get_trials() if t.state.name == "COMPLETE" and t.params["arm"] != "vanilla")
     cfg = C.from_dict(survivor.user_attrs["config"])
+    assert cfg.train.bn_refresh_epochs == cfg.train.eval_epochs != []  # rungs read re-estimated BN statistics
     cfg.train.out_dir, cfg.train.run_name = str(tmp_path), "alone"
     for n in cfg.networks:  # an offline arm's teacher: the race's own file
         assert n.checkpoint is None or Path(n.checkpoint).is_file()

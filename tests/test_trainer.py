@@ -523,6 +523,37 @@ def test_a_network_at_chance_for_an_epoch_is_named_once(caplog):
     assert len(caplog.records) == 1 and "(mean CE 2.303 per term of 4, ln 10 = 2.303)" in caplog.records[0].getMessage()
 
 
+def test_bn_refresh_at_an_evaluation_leaves_training_unchanged(tmp_path, splits):
+    """train.bn_refresh_epochs (the race's rungs) scores with BatchNorm statistics re-estimated on the training
+    split, then restores them: the run trains, and ends, exactly as without; only that epoch's scores differ."""
+    from switokd.train.evaluation import refreshed_batchnorm
+
+    def run(name, *extra):
+        tr = Trainer(C.load_config(None, ["data.name=synthetic", "train.epochs=3", "train.batch_size=16",
+                                          "train.progress=false", "train.precision=fp32", f"train.out_dir={tmp_path}",
+                                          f"train.run_name={name}", "method.name=dml", "networks.teacher.lr=0.5",
+                                          "networks.teacher.model=resnet20", "networks.student.model=resnet20",
+                                          *extra]), data=splits)
+        tr.fit()
+        return tr
+    plain, refreshed = run("plain"), run("refreshed", "train.bn_refresh_epochs=[1,2]")
+    for n in plain.networks:
+        a, b = plain.networks[n].model.state_dict(), refreshed.networks[n].model.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), n  # weights and running statistics, bit for bit
+    assert plain.history[-1]["test"] == refreshed.history[-1]["test"]
+    assert [e.get("bn_refreshed", False) for e in refreshed.history] == [True, True, False]
+    assert any(plain.history[i]["test"] != refreshed.history[i]["test"] for i in (0, 1))
+    model = refreshed.networks["student"].model
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before, rng = bn.running_mean.clone(), torch.get_rng_state()
+    with refreshed_batchnorm(refreshed) as count:
+        inside = bn.running_mean.clone()
+        assert count > 0 and not torch.equal(inside, before)
+    assert torch.equal(bn.running_mean, before) and torch.equal(torch.get_rng_state(), rng) and bn.momentum == 0.1
+    with pytest.raises(C.ConfigError, match="train.bn_refresh_epochs"):
+        C.load_config(None, ["train.bn_refresh_epochs=[0]"])
+
+
 def test_an_unset_lr_is_the_familys_reference():
     cfg = C.load_config(None, ["networks.student.model=mobilenetv2_x0.5"])
     assert [(n.model, n.lr) for n in cfg.networks] == [("wrn16_2", 0.1), ("mobilenetv2_x0.5", 0.01)]

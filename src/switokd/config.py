@@ -130,6 +130,9 @@ class TrainConfig:
     progress_interval_s: float = 30.0  # without a terminal: seconds between progress lines
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
     eval_epochs: list[int] = field(default_factory=list)  # also evaluate after these epochs (the race's rungs)
+    # at these epochs' evaluations, score each learning network with BatchNorm statistics re-estimated on the
+    # training split (set aside after: training is unchanged); the race's rungs, where running statistics lag
+    bn_refresh_epochs: list[int] = field(default_factory=list)
     eval_test: str = "every"  # every: read the test split at every evaluation; last: at the last epoch only (needs data.val_split)
     checkpoint_every_s: float = 300.0  # also write last.pt inside an epoch this often (0: at epoch ends only)
     checkpoint_every: int = 0  # also write last.pt every N steps (0: off)
@@ -434,8 +437,9 @@ def validate(cfg: Config) -> None:
     if cfg.train.eval_test == "last" and not cfg.data.val_split:
         raise ConfigError("config key 'train.eval_test': 'last' evaluates the epochs before the last on the validation "
                           "split only, and this run has none: set data.val_split, or train.eval_test=every")
-    if any(e < 1 for e in cfg.train.eval_epochs):
-        raise ConfigError(f"config key 'train.eval_epochs': epochs are counted from 1, got {cfg.train.eval_epochs}")
+    for k in ("eval_epochs", "bn_refresh_epochs"):
+        if any(e < 1 for e in getattr(cfg.train, k)):
+            raise ConfigError(f"config key 'train.{k}': epochs are counted from 1, got {getattr(cfg.train, k)}")
     for k in ("checkpoint_every_s", "checkpoint_every", "progress_interval_s", "threads"):
         if getattr(cfg.train, k) < 0:
             raise ConfigError(f"config key 'train.{k}': must be >= 0, got {getattr(cfg.train, k)}")

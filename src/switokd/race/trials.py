@@ -71,8 +71,13 @@ def build(cfg_path: str | Path | None, methods: Sequence[str], seeds: Sequence[i
     labels = [parse_method(m)[0] for m in methods]
     protected = ["vanilla"] if offline and "vanilla" in labels else []
     extra = [f"train.eval_epochs={json.dumps(rungs[:-1])}"] if prune and len(rungs) > 1 else []
-    if extra and not any(o.split("=", 1)[0].strip() == "train.eval_test" for o in overrides):
+    given = {o.split("=", 1)[0].strip() for o in overrides}
+    if extra and "train.eval_test" not in given:
         extra.append("train.eval_test=last")  # the rungs decide on validation: the test split waits for the end
+    if extra and "train.bn_refresh_epochs" not in given:
+        # A rung reads each network with BatchNorm statistics re-estimated on the training split: running
+        # statistics lag the weights early on, and lag most where the weights move fastest (branch methods).
+        extra.append(f"train.bn_refresh_epochs={json.dumps(rungs[:-1])}")
     draws: dict[str, list[dict[str, float]]] = {}
     if search:
         space = dict(search_space or SEARCH_SPACE)

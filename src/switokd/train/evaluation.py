@@ -1,7 +1,8 @@
 """Evaluation of every network of a run on its test or validation split, over all processes' shards."""
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -61,4 +62,46 @@ def evaluate(tr: Any, split: str = "test") -> Evaluation:
     return Evaluation(results, {n: per_class[i] for i, n in enumerate(names)}, sums[-classes:])
 
 
-__all__ = ["evaluate"]
+@contextlib.contextmanager
+def refreshed_batchnorm(tr: Any) -> Iterator[int]:
+    """Within: every learning network (and the model it ships, PCL's mean) has BatchNorm statistics
+    re-estimated on this process's training split (one pass in train mode, no gradients, the plain average of
+    the batches' statistics, as ``torch.optim.swa_utils.update_bn``). On exit the running statistics, the
+    momenta and the modules' modes are restored, and the global RNG is as before: training goes on exactly as
+    without. Yields how many BatchNorm layers were re-estimated.
+
+    Why: with a large learning rate the running statistics lag the weights; a race's early rung read that lag
+    rather than the learning (few50, epoch 4 of 40: ONE, OKDDip and FFL scored 10-15% on validation with their
+    running statistics and 48-53% with re-estimated ones; benchmarks/results/race/README.md)."""
+    models = [net.model for net in tr.networks.values() if not net.frozen]
+    models += [m for n in tr.networks if (m := tr.method.shipped(n)) is not None]
+    bns = [m for model in models for m in model.modules()
+           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m, m.momentum, {k: b.clone() for k, b in m.named_buffers(recurse=False)}) for m in bns]
+    modes = [(m, m.training) for model in models for m in model.modules()]
+    devices = [tr.device] if tr.device.type == "cuda" else []
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            for m in bns:
+                m.reset_running_stats()
+                m.momentum = None  # cumulative: every batch weighs the same
+            for model in models:
+                model.train()
+            for x, _ in tr.train_loader.batches():
+                with tr.precision.autocast():
+                    for model in models:
+                        model(x)
+            if getattr(tr, "taps", None):
+                tr.pop_features()  # the feature taps recorded these forwards: nothing is kept
+        yield len(bns)
+    finally:
+        with torch.no_grad():
+            for m, momentum, buffers in saved:
+                m.momentum = momentum
+                for k, b in buffers.items():
+                    getattr(m, k).copy_(b)
+        for m, training in modes:
+            m.training = training
+
+
+__all__ = ["evaluate", "refreshed_batchnorm"]

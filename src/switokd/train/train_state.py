@@ -23,6 +23,7 @@ Trainer = Any  # switokd.train.trainer.Trainer (not imported: the trainer import
 # Keys a resumed run may change; anything else would make it a different run.
 RESUMABLE_OVERRIDES = ("train.epochs", "train.progress", "train.progress_interval_s", "train.log_interval",
                        "train.device", "train.threads", "train.eval_every", "train.eval_epochs", "train.eval_test",
+                       "train.bn_refresh_epochs",
                        "train.checkpoint_every_s", "train.checkpoint_every", "train.loggers",
                        "data.dir")
 

@@ -22,7 +22,7 @@ from .distributed import Distributed
 from ..errors import ConfigError, TrainingDiverged
 from .engine import Precision, all_finite, check_finite_losses, frozen_batchnorm_stats, resolve_device, set_lr
 from .features import setup_features
-from .evaluation import evaluate
+from .evaluation import evaluate, refreshed_batchnorm
 from .hooks import ChanceWatch, ConditionsDiagnostics, EpochHook, Evaluation
 from ..log import logger
 from ..methods import StepOutput, method_from_config
@@ -308,11 +308,15 @@ class Trainer:
                 evaluation = chosen_on = None
                 if self.evaluates_at(self.epoch):
                     t_eval = time.perf_counter()
-                    if self.val_loader is not None:  # model selection reads validation; test is for reporting
-                        summary["val"] = self.evaluate_split("val").results
-                    if self.tests_at(self.epoch):
-                        evaluation = self.evaluate_split()
-                        summary["test"] = evaluation.results
+                    refresh = self.epoch in self.cfg.train.bn_refresh_epochs
+                    with refreshed_batchnorm(self) if refresh else contextlib.nullcontext():
+                        if self.val_loader is not None:  # model selection reads validation; test is for reporting
+                            summary["val"] = self.evaluate_split("val").results
+                        if self.tests_at(self.epoch):
+                            evaluation = self.evaluate_split()
+                            summary["test"] = evaluation.results
+                    if refresh:
+                        summary["bn_refreshed"] = True
                     chosen_on = summary.get("val", summary.get("test"))
                     self.progress.evaluated(time.perf_counter() - t_eval)
                 for hook in self.hooks:  # memorisation under label noise, per-phase accuracy under drift, yours
