@@ -542,6 +542,7 @@ def test_bn_refresh_at_an_evaluation_leaves_training_unchanged(tmp_path, splits)
         assert all(torch.equal(a[k], b[k]) for k in a), n  # weights and running statistics, bit for bit
     assert plain.history[-1]["test"] == refreshed.history[-1]["test"]
     assert [e.get("bn_refreshed", False) for e in refreshed.history] == [True, True, False]
+    assert {b["epoch"] for b in refreshed.best.values()} == {3}  # refreshed scores rank a rung; they choose no best
     assert any(plain.history[i]["test"] != refreshed.history[i]["test"] for i in (0, 1))
     model = refreshed.networks["student"].model
     bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))

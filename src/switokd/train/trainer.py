@@ -315,9 +315,10 @@ class Trainer:
                         if self.tests_at(self.epoch):
                             evaluation = self.evaluate_split()
                             summary["test"] = evaluation.results
-                    if refresh:
-                        summary["bn_refreshed"] = True
                     chosen_on = summary.get("val", summary.get("test"))
+                    if refresh:  # scores of statistics the checkpoint does not hold: they rank, they choose no best.pt
+                        summary["bn_refreshed"] = True
+                        chosen_on = None
                     self.progress.evaluated(time.perf_counter() - t_eval)
                 for hook in self.hooks:  # memorisation under label noise, per-phase accuracy under drift, yours
                     summary.update(hook.on_epoch_end(self, summary, evaluation))
