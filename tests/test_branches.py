@@ -279,6 +279,11 @@ def test_pcl_gives_each_branch_its_own_view(tmp_path, splits):
     tr.fit()
     hook.remove()
     assert len(seen) >= 3 * len(loader) and seen[0].dim() == 4  # one trunk pass per view
+    # A race's rung re-estimates BatchNorm statistics from these views: the network takes them as in training,
+    # the shipped temporal mean view 0 (it failed on the 5-D batch before).
+    from switokd.train.evaluation import refreshed_batchnorm
+    with refreshed_batchnorm(tr) as count:
+        assert count > 0 and tr.evaluate()["student"]["acc"] >= 0.0
     shared = C.load_config(None, ["data.name=synthetic", "train.epochs=1", "train.batch_size=16", "train.progress=false",
                                   f"train.out_dir={tmp_path}", "train.run_name=shared", "method.name=pcl",
                                   "method.options={views: false}",
