@@ -130,9 +130,7 @@ class TrainConfig:
     progress_interval_s: float = 30.0  # without a terminal: seconds between progress lines
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
     eval_epochs: list[int] = field(default_factory=list)  # also evaluate after these epochs (the race's rungs)
-    # at these epochs' evaluations, score each learning network with BatchNorm statistics re-estimated on the
-    # training split (set aside after: training is unchanged); the race's rungs, where running statistics lag
-    bn_refresh_epochs: list[int] = field(default_factory=list)
+    bn_refresh_epochs: list[int] = field(default_factory=list)  # at these epochs' evaluations, score each learning network with BatchNorm statistics re-estimated on the training split, set aside afterwards (training is unchanged; those scores choose no best.pt); the race sets its rungs here
     eval_test: str = "every"  # every: read the test split at every evaluation; last: at the last epoch only (needs data.val_split)
     checkpoint_every_s: float = 300.0  # also write last.pt inside an epoch this often (0: at epoch ends only)
     checkpoint_every: int = 0  # also write last.pt every N steps (0: off)
