@@ -210,10 +210,12 @@ def test_pcl_temporal_mean_is_an_average_and_ships(tmp_path, splits):
     mean = tr.method.feature_modules["student"]["mean"].eval()
     x = torch.randn(3, 1, 8, 8)
     torch.testing.assert_close(plain.eval()(x), mean(x))  # the temporal mean's deployed branch ships
-    # Export finds the shipped module through the method's class (Method.shipped_module): a method it cannot
-    # import is one error naming it, never a silent export of the live network instead.
+    # The checkpoint records what ships (Method.shipped_module); one written before it did is read through the
+    # method's class, and a method export cannot import is one error naming it, never the live network instead.
     from switokd.deploy.export import ExportError
     ck = torch.load(tmp_path / "pcl" / "last.pt", weights_only=False)
+    assert ck["shipped_modules"] == {"student": "mean"}
+    del ck["shipped_modules"]
     ck["config"]["method"]["name"] = "no_such_pkg.methods:factory"
     torch.save(ck, tmp_path / "unknown.pt")
     with pytest.raises(ExportError, match="no_such_pkg.methods:factory"):

@@ -56,7 +56,8 @@ class ModelInfo:
 
 def _shipped_module(method: str, checkpoint: str | Path) -> str | None:
     """The owned module that ships in a network's place (``Method.shipped_module``), read from the method's
-    class: a checkpoint with method modules cannot be exported right without knowing it."""
+    class, for a checkpoint that does not record it: one with method modules cannot be exported right without
+    knowing it."""
     from ..methods import resolve_method
     try:
         return getattr(resolve_method(method), "shipped_module", None)
@@ -92,7 +93,10 @@ def load_network(checkpoint: str | Path, network: str) -> tuple[nn.Module, Model
         raise ExportError(f"cannot build {net_cfg.model!r} for network {network!r}: {e.args[0]}") from None
     load_weights(model, nets[network]["model"], f"{checkpoint}, network {network!r}")
     owned = ckpt.get("method_modules", {}).get(network, {})
-    ships = _shipped_module(cfg.method.name, checkpoint) if owned else None
+    if "shipped_modules" in ckpt:  # recorded at training time (Method.shipped_module)
+        ships = ckpt["shipped_modules"].get(network)
+    else:  # a checkpoint written before that: the method's class says
+        ships = _shipped_module(cfg.method.name, checkpoint) if owned else None
     if ships:  # a module the method owns ships in the network's place (PCL's temporal mean): Method.shipped
         load_weights(model, {k[len(ships) + 1:]: v for k, v in owned.items() if k.startswith(ships + ".")},
                      f"{checkpoint}, the {cfg.method.name} method's {ships!r} of network {network!r}")

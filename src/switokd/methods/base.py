@@ -291,8 +291,8 @@ class Method:
         method that keeps a temporal mean of a network (PCL) updates it here."""
 
     #: The name of the module this method owns, per network, that ships in the network's place (PCL: "mean",
-    #: its temporal mean), else None. A class attribute, so that ``switokd export`` finds the same model in a
-    #: checkpoint (its ``method_modules`` under ``NAME.``) without building the method.
+    #: its temporal mean), else None. Checkpoints record it (``shipped_modules``), so that ``switokd export``
+    #: ships the same model (``method_modules`` under ``NAME.``) without building the method.
     shipped_module: str | None = None
 
     def shipped(self, net: str) -> Any:

@@ -43,6 +43,9 @@ def training_state(tr: "Trainer") -> dict[str, Any]:
                      for n, net in tr.networks.items()},
         # The modules the method owns (connectors, regressors), by the network each serves; never exported.
         "method_modules": {n: m.state_dict() for n, m in tr.method.feature_modules.items()},
+        # Which of them ships in its network's place (Method.shipped_module): export reads it here.
+        "shipped_modules": {n: tr.method.shipped_module for n in tr.method.feature_modules
+                            if getattr(tr.method, "shipped_module", None)},
         "scaler": tr.precision.scaler.state_dict(),
         "switch_totals": dict(tr.meters.totals),
         "meters": tr.meters.state_dict(),
