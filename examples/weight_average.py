@@ -16,14 +16,13 @@ an owned module per network (``feature_modules``), ``after_step`` and ``shipped_
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from switokd.methods.baselines import Vanilla
-from switokd.methods.branch import ema_update
+from switokd.methods.branch import ema_update, mean_copy
 
 
 class VanillaMean(Vanilla):
@@ -44,11 +43,7 @@ class VanillaMean(Vanilla):
     def setup(self, shapes, labels=None, models=None) -> None:
         for n in self.names:
             if n not in self.feature_modules:
-                mean = copy.deepcopy(models[n]).requires_grad_(False)
-                for mod in mean.modules():  # the copy would carry the feature taps' hooks
-                    mod._forward_hooks.clear()
-                    mod._forward_pre_hooks.clear()
-                self.feature_modules[n] = nn.ModuleDict({"mean": mean})
+                self.feature_modules[n] = nn.ModuleDict({"mean": mean_copy(models[n])})
 
     def step(self, logits, targets, features=None):
         with torch.no_grad():  # the mean's BatchNorm statistics from its own forwards, as PCL's

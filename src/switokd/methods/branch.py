@@ -233,6 +233,17 @@ class FFL(BranchMethod):
         return ffl_loss([f[f"branches.{k}"].float() for k in range(m)], fused, targets, self.ramp, self.weights.tau)
 
 
+def mean_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` to hold its temporal mean: no gradients, and none of the model's forward hooks (the
+    feature taps' would write this copy's forwards into their store)."""
+    import copy
+    mean = copy.deepcopy(model).requires_grad_(False)
+    for mod in mean.modules():
+        mod._forward_hooks.clear()
+        mod._forward_pre_hooks.clear()
+    return mean
+
+
 def ema_update(mean: nn.Module, model: nn.Module, step: int, decay: float = 0.999) -> float:
     """The temporal mean's update after optimizer step ``step`` (from 1): a = min(1 - 1/step, decay), so that it
     is the plain average of the iterates at first (Mean Teacher's ``update_ema_variables`` with the true global
@@ -298,13 +309,8 @@ class PCL(BranchMethod):
                     *(f"branches.{k}.{h}:input" for k, h in enumerate(self.heads[n]))] for n in self.branch_counts}
 
     def build_modules(self, net, shapes, m):
-        import copy
         d = shapes[f"branches.0.{self.heads[net][0]}:input"][1]
-        mean = copy.deepcopy(self.models[net]).requires_grad_(False)
-        for mod in mean.modules():  # the copy would carry the feature taps' hooks, writing into their store
-            mod._forward_hooks.clear()
-            mod._forward_pre_hooks.clear()
-        return {"ensemble": nn.Linear(m * d, shapes["branches.0"][1]), "mean": mean}
+        return {"ensemble": nn.Linear(m * d, shapes["branches.0"][1]), "mean": mean_copy(self.models[net])}
 
     def schedule_warnings(self, epochs, steps_per_epoch):
         out = super().schedule_warnings(epochs, steps_per_epoch)
@@ -341,4 +347,4 @@ class PCL(BranchMethod):
 
 
 __all__ = ["BranchMethod", "ONE", "OKDDip", "FFL", "PCL", "Fusion", "one_loss", "okddip_loss", "ffl_loss", "pcl_loss",
-           "ema_update"]
+           "ema_update", "mean_copy"]
