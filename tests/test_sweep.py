@@ -119,3 +119,15 @@ def test_sweep_skips_finished_and_continues_interrupted(tmp_path, monkeypatch):
     (out / "switokd-seed1" / "report.json").unlink()
     with pytest.raises(C.ConfigError, match="another config"):
         sweep(None, ["switokd"], [1], out, [*overrides, "networks.student.lr=0.05"], report=False, log=lambda m: None)
+    # A second sweep on the same directory while one runs would not see its study (it is in memory) and would
+    # train the same runs in the same directories at once: it is refused, naming the holder and the way to share.
+    import fcntl
+    with open(out / "sweep.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.seek(0)
+        held.truncate()
+        held.write("pid 12345 on elsewhere")
+        held.flush()
+        with pytest.raises(C.ConfigError, match=r"another sweep is running in .*\(pid 12345 on elsewhere\).*--storage"):
+            sweep(None, ["vanilla"], [0], out, overrides, report=False, log=lambda m: None)
+    assert sweep(None, ["vanilla"], [0], out, overrides, report=False, log=lambda m: None)  # released: it runs

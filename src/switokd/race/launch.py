@@ -2,15 +2,17 @@
 work it with one or more worker processes (or as a torchrun job); then write the results."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .. import config as C
 from ..errors import ConfigError, SwitokdError
@@ -131,10 +133,11 @@ def race(spec: RaceSpec, *, workers: int = 1, storage: str | Path | None = None,
         if not dist.is_main:
             return RaceResult(None, {"done": True, "winner": None, "ranking": []}, out / "race.md")
     else:
-        s = Study.create_or_join(_storage(storage), definition, lambda: trials, log)
-        if workers == 1:
-            work(s, opts, say)
-        else:
+        with _sole_sweep(out, spec.kind) if storage == "memory" else contextlib.nullcontext():
+            s = Study.create_or_join(_storage(storage), definition, lambda: trials, log)
+            if workers == 1:
+                work(s, opts, say)
+        if workers > 1:
             if storage == "memory":
                 raise ConfigError("race: several workers need a shared storage (a journal file or a database URL)")
             _spawn(workers, storage, definition.name, lease_s, log, spec.kind)
@@ -147,6 +150,33 @@ def race(spec: RaceSpec, *, workers: int = 1, storage: str | Path | None = None,
     if not data["done"]:
         log(f"{spec.kind}: not finished: run the same command again to continue")
     return RaceResult(s, data, out / "race.md")
+
+
+@contextlib.contextmanager
+def _sole_sweep(out: Path, kind: str) -> Iterator[None]:
+    """Hold ``OUT/sweep.lock`` while a sweep whose study is in memory runs: a second such sweep on the same OUT
+    would not see the first's study and would train the same runs in the same directories at the same time
+    (two ``bash benchmarks/methods.sh`` on one experiment did: duplicated epochs in kdcl-seed2's logs). The lock
+    goes with the process, however it ends."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): unguarded, as before
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "sweep.lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise ConfigError(f"{kind}: another {kind} is running in {out} ({holder}); wait for it, or give both "
+                              f"--storage {out / 'study.journal'} so that they share the work") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        f.flush()
+        yield
 
 
 def _check_spec(spec: RaceSpec, base: C.Config, workers: int) -> list[int]:
