@@ -1,7 +1,8 @@
 """The race's decisions as pure functions: rung epochs, the top 1/eta by pooled seeds, what each trial does next."""
 import pytest
 
-from switokd.race.schedule import TrialView, keep_count, promote, rung_epochs, rungs_before_decay, schedule
+from switokd.race.schedule import (TrialView, keep_count, promote, rung_epochs, rungs_before_decay,
+                                   rungs_before_memorising, schedule)
 
 
 def test_rung_epochs():
@@ -17,6 +18,10 @@ def test_a_rung_before_the_first_lr_step_is_named():
     msg = rungs_before_decay([4, 13, 40], {"teacher": [18, 26, 34], "student": [20, 30]})
     assert msg is not None and "epoch 4, 13 fall before the first learning-rate step (epoch 18, teacher)" in msg
     assert rungs_before_decay([20, 30, 40], {"student": [18, 26, 34]}) is None
+    # Noisy labels: a rung before half the run ranks learning speed, not resistance to memorising (sym40-noaug).
+    msg = rungs_before_memorising([4, 13, 40], 0.4)
+    assert msg is not None and "40% of the training labels" in msg and "epoch 4, 13" in msg and "--rungs from epoch 20" in msg
+    assert rungs_before_memorising([20, 30, 40], 0.4) is None and rungs_before_memorising([4, 13, 40], 0.0) is None
     assert rungs_before_decay([3, 10, 30], {"student": [100, 150, 200]}) is None  # steps past the run: none
     assert rungs_before_decay([3, 10, 30], {}) is None and rungs_before_decay([30], {"student": [18]}) is None
 

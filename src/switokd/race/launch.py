@@ -19,7 +19,7 @@ from ..errors import ConfigError, SwitokdError
 from . import results as R
 from .engine import (RaceDefinition, Study, TrialSpec, WorkerOptions, check_journal, make_dir, open_storage,
                      reuse_conflict, work, work_ranks)
-from .schedule import rung_epochs, rungs_before_decay
+from .schedule import rung_epochs, rungs_before_decay, rungs_before_memorising
 from .trials import SEARCH_SPACE, build
 
 
@@ -120,8 +120,10 @@ def race(spec: RaceSpec, *, workers: int = 1, storage: str | Path | None = None,
     say = lambda m: log(m.replace("race:", f"{spec.kind}:", 1))  # noqa: E731
     early = spec.prune and rungs_before_decay(rung_list, {n.name: n.milestones for n in base.networks
                                                           if n.schedule == "multistep"})
-    if early and dist.is_main:
-        log(early)
+    noisy = spec.prune and rungs_before_memorising(rung_list, base.data.label_noise)
+    for warning in (early, noisy):
+        if warning and dist.is_main:
+            log(warning)
     if dist.enabled:  # a torchrun job: one trial at a time, trained by every rank; rank 0 talks to the storage
         if workers != 1:
             raise ConfigError("race: under torchrun the job is one worker (its ranks train each trial together); "
