@@ -58,6 +58,11 @@ def rung_epochs(epochs: int, eta: float = 3.0, min_epochs: int | None = None,
     return out
 
 
+def _deciding_before(rungs: Sequence[int], epoch: float) -> str:
+    """The deciding rungs (all but the last) before ``epoch``, as "4, 13" ("" if none)."""
+    return ", ".join(str(r) for r in list(rungs)[:-1] if r < epoch)
+
+
 def rungs_before_decay(rungs: Sequence[int], milestones: Mapping[str, Sequence[int]]) -> str | None:
     """A warning when a deciding rung falls before a network's first learning-rate step, else None.
 
@@ -80,10 +85,10 @@ def rungs_before_decay(rungs: Sequence[int], milestones: Mapping[str, Sequence[i
     if not steps:
         return None
     first = min(steps.values())
-    early = [r for r in list(rungs)[:-1] if r < first]
+    early = _deciding_before(rungs, first)
     if not early:
         return None
-    return (f"race: rung(s) at epoch {', '.join(map(str, early))} fall before the first learning-rate step "
+    return (f"race: rung(s) at epoch {early} fall before the first learning-rate step "
             f"(epoch {first}, {', '.join(sorted(n for n, e in steps.items() if e == first))}); an order at the first "
             f"learning rate may not last after it: consider --rungs after epoch {first}")
 
@@ -105,11 +110,11 @@ def rungs_before_memorising(rungs: Sequence[int], label_noise: float) -> str | N
     if label_noise <= 0 or len(rungs) < 2:
         return None
     half = rungs[-1] / 2
-    early = [r for r in list(rungs)[:-1] if r < half]
+    early = _deciding_before(rungs, half)
     if not early:
         return None
     return (f"race: {label_noise:.0%} of the training labels are noisy and rung(s) at epoch "
-            f"{', '.join(map(str, early))} fall before half the run: the methods that resist memorising the noise "
+            f"{early} fall before half the run: the methods that resist memorising the noise "
             f"lead only once the others memorise it; consider --rungs from epoch {math.ceil(half)}")
 
 
