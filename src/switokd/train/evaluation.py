@@ -71,7 +71,7 @@ def refreshed_batchnorm(tr: Any) -> Iterator[int]:
     without. Yields how many BatchNorm layers were re-estimated.
 
     Why: with a large learning rate the running statistics lag the weights; a race's early rung read that lag
-    rather than the learning (few50, epoch 4 of 40: ONE, OKDDip and FFL scored 10-15% on validation with their
+    rather than the learning (few50, epoch 4 of 40: ONE, OKDDip and FFL scored 10-15% (seed 0) on validation with their
     running statistics and 48-53% with re-estimated ones; benchmarks/results/race/README.md)."""
     models = [net.model for net in tr.networks.values() if not net.frozen]
     shipped = [m for n in tr.networks if (m := tr.method.shipped(n)) is not None]
