@@ -33,13 +33,7 @@ RESULTS=${RESULTS:-benchmarks/results/methods}
 SEEDS=(--seeds ${SEEDS:-0 1 2})
 COMMON=(train.threads=1 train.progress=false train.log_interval=5 train.eval_batch_size=256 data.val_split=500)
 LONG=(data.limit_train=1500 train.epochs=30 train.eval_every=15)
-online() {  # online WARMUP
-  echo vanilla dml kdcl switokd uniokd "dml+dkd@warmup_epochs=$1" dml+dist
-}
-offline() {  # offline WARMUP
-  echo kd kd+ls "dkd@warmup_epochs=$1" "dkd+ls@warmup_epochs=$1" dist
-}
-
+source benchmarks/arms.sh  # online, offline, branch: the arms, shared with benchmarks/race.sh
 source benchmarks/collect.sh
 
 grid() {  # grid EXP CONFIG "METHODS" OVERRIDES...
@@ -80,8 +74,6 @@ exp_offline10k() {
 # 3 branches (switokd.race.plan: a branch method in a grid splits the grid's students; no teacher), and deploys
 # one branch: the same network as the other methods' student. The consistency ramp's 80 of the references' 300
 # epochs is scaled to the run (8 of 30, 11 of 40, 5 of 20).
-branch() { echo vanilla dml kdcl switokd "one@options.ramp_epochs=$1" "okddip@options.ramp_epochs=$1" \
-  "pcl@options.ramp_epochs=$1" "ffl@options.ramp_epochs=$1"; }
 exp_branches-clean() { grid branches-clean $FM "$(branch 8)" "${LONG[@]}"; }
 exp_branches-sym40-noaug() { grid branches-sym40-noaug configs/fashion_mnist_noisy.yaml "$(branch 11)" data.limit_train=1500; }
 exp_branches-few50() { grid branches-few50 $FM "$(branch 11)" data.labels_per_class=50 train.epochs=40 train.eval_every=20; }

@@ -22,8 +22,7 @@ SUFFIX=$([ "$LONG" = 1 ] && echo "" || echo "-x$LONG")
 RACE=".venv/bin/switokd race --workers ${WORKERS:-2} --seeds 0 1 2 ${RUNGS:+--rungs $RUNGS}"
 COMMON=(train.threads=1 train.progress=false train.log_interval=5 train.eval_batch_size=256 data.val_split=500)
 read -ra EXTRA <<< "${EXTRA:-}"
-online() { echo vanilla dml kdcl switokd uniokd "dml+dkd@warmup_epochs=$1" dml+dist; }
-offline() { echo kd kd+ls "dkd@warmup_epochs=$1" "dkd+ls@warmup_epochs=$1" dist; }
+source benchmarks/arms.sh  # online, offline, branch: the grid's own arms
 source benchmarks/collect.sh
 
 run() {  # run EXP CONFIG "METHODS" EPOCHS OVERRIDES...
@@ -78,17 +77,15 @@ exp_pairs100() {
 # branches-<condition>: vanilla, DML, KDCL, SwitOKD, and ONE, OKDDip, PCL, FFL on the grid's student split into
 # 3 branches), its seeds, sizes and ramps, raced against that grid. Cosine conditions keep the default rungs
 # (E/9, E/3, E); pairs100's multistep rungs fall after its first step (epoch 9): RUNGS=10 there.
-branches() { echo vanilla dml kdcl switokd "one@options.ramp_epochs=$1" "okddip@options.ramp_epochs=$1" \
-  "pcl@options.ramp_epochs=$1" "ffl@options.ramp_epochs=$1"; }
-exp_branches-clean() { run branches-clean $FM "$(branches $((8 * LONG)))" 30 data.limit_train=1500 train.eval_every=15; }
+exp_branches-clean() { run branches-clean $FM "$(branch $((8 * LONG)))" 30 data.limit_train=1500 train.eval_every=15; }
 exp_branches-sym40-noaug() {
-  run branches-sym40-noaug configs/fashion_mnist_noisy.yaml "$(branches $((11 * LONG)))" 40 data.limit_train=1500
+  run branches-sym40-noaug configs/fashion_mnist_noisy.yaml "$(branch $((11 * LONG)))" 40 data.limit_train=1500
 }
 exp_branches-few50() {
-  run branches-few50 $FM "$(branches $((11 * LONG)))" 40 data.labels_per_class=50 train.eval_every=20
+  run branches-few50 $FM "$(branch $((11 * LONG)))" 40 data.labels_per_class=50 train.eval_every=20
 }
 exp_branches-pairs100() {
-  run branches-pairs100 $FM "$(branches $((5 * LONG)))" 20 data.name=fashion_mnist_pairs data.limit_train=2500 \
+  run branches-pairs100 $FM "$(branch $((5 * LONG)))" 20 data.name=fashion_mnist_pairs data.limit_train=2500 \
     train.eval_every=10 networks.teacher.model=resnet20 networks.teacher.schedule=multistep \
     networks.student.schedule=multistep "networks.teacher.milestones=[$((9 * LONG)),$((13 * LONG)),$((17 * LONG))]" \
     "networks.student.milestones=[$((9 * LONG)),$((13 * LONG)),$((17 * LONG))]"

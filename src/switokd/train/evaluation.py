@@ -73,9 +73,9 @@ def refreshed_batchnorm(tr: Any) -> Iterator[int]:
     Why: with a large learning rate the running statistics lag the weights; a race's early rung read that lag
     rather than the learning (few50, epoch 4 of 40: ONE, OKDDip and FFL scored 10-15% (seed 0) on validation with their
     running statistics and 48-53% with re-estimated ones; benchmarks/results/race/README.md)."""
-    models = [net.model for net in tr.networks.values() if not net.frozen]
+    learning = [net.model for net in tr.networks.values() if not net.frozen]
     shipped = [m for n in tr.networks if (m := tr.method.shipped(n)) is not None]
-    models += shipped
+    models = learning + shipped
     bns = [m for model in models for m in model.modules()
            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     saved = [(m, m.momentum, {k: b.clone() for k, b in m.named_buffers(recurse=False)}) for m in bns]
@@ -90,10 +90,13 @@ def refreshed_batchnorm(tr: Any) -> Iterator[int]:
                 model.train()
             for x, _ in tr.train_loader.batches():
                 with tr.precision.autocast():
-                    for model in models:
-                        # A shipped model reads one image per example (PCL's loader draws a view per branch: view
-                        # 0 is the single-view loader's); the network itself takes its views as in training.
-                        model(x[:, 0] if x.dim() == 5 and any(model is m for m in shipped) else x)
+                    for model in learning:  # a network takes its views as in training
+                        model(x)
+                    # A shipped model reads one image per example (PCL's loader draws a view per branch: view 0
+                    # is the single-view loader's).
+                    one = x[:, 0] if x.dim() == 5 else x
+                    for model in shipped:
+                        model(one)
             if getattr(tr, "taps", None):
                 tr.pop_features()  # the feature taps recorded these forwards: nothing is kept
         yield len(bns)

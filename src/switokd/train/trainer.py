@@ -315,10 +315,10 @@ class Trainer:
                         if self.tests_at(self.epoch):
                             evaluation = self.evaluate_split()
                             summary["test"] = evaluation.results
-                    chosen_on = summary.get("val", summary.get("test"))
-                    if refresh:  # scores of statistics the checkpoint does not hold: they rank, they choose no best.pt
+                    # Scores of BatchNorm statistics the checkpoint does not hold rank a rung; they choose no best.pt.
+                    chosen_on = None if refresh else summary.get("val", summary.get("test"))
+                    if refresh:
                         summary["bn_refreshed"] = True
-                        chosen_on = None
                     self.progress.evaluated(time.perf_counter() - t_eval)
                 for hook in self.hooks:  # memorisation under label noise, per-phase accuracy under drift, yours
                     summary.update(hook.on_epoch_end(self, summary, evaluation))
